@@ -1,0 +1,42 @@
+"""GLM pretraining on the embedded Austen corpus (GLM-130B, arXiv 2210.02414, §2–§3).
+
+Presets: default (a longer CPU run), `quick` (at most 5 CPU minutes on 2 cores), `tiny`
+(seconds; for tests)."""
+import ml_collections
+
+PRESETS = (None, "default", "quick", "tiny")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.experiment = "glm/pretrain"
+  c.seed = 0
+  c.data = dict(corpus="austen", val_fraction=0.05, vocab_size=4096)
+  c.model = dict(num_layers=6, d_model=512, num_heads=8, ffn_dim=0, dropout=0.1,
+                 emb_grad_shrink=0.1,               # §3 embedding gradient shrink
+                 positions="1d",                    # §2.1 GLM-130B 1-D positions; "2d" = GLM
+                 rope_base=10000.0, remat=True)
+  c.objective = dict(seq_len=128, mask_ratio=0.15, span_lambda=3.0,  # §2.1 [MASK] spans
+                     gmask_prob=0.7)                # §2.1: 30% [MASK], 70% [gMASK]
+  c.mesh = dict(shape=(-1, 1), axes=("data", "model"))
+  c.train = dict(steps=3000, batch=32, lr=1e-3, warmup=0.03, end_lr_ratio=0.1,
+                 weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, clip=1.0, grad_accum=1,
+                 log_every=10, eval_every=500, ckpt_every=500, keep=3,
+                 on_nonfinite="skip", inject_nan_step=-1, tensorboard=True)
+  c.eval = dict(batch=32, ppl_samples=256, blank_samples=128, last_word_samples=256)
+  c.generate = dict(max_new_tokens=40, strategy="greedy", top_k=40, top_p=0.9, temperature=0.8,
+                    prompts=("It is a truth universally acknowledged, that",
+                             "Emma was very [MASK] to see Mr. Knightley."))
+  if arg == "quick":
+    c.model.update(num_layers=4, d_model=512, num_heads=8, dropout=0.0)
+    c.train.update(steps=240, batch=16, lr=2e-3, warmup=0.05, eval_every=0, ckpt_every=120)
+    c.eval.update(ppl_samples=96, blank_samples=64, last_word_samples=128)
+  elif arg == "tiny":
+    c.data.update(vocab_size=512)
+    c.model.update(num_layers=2, d_model=64, num_heads=4, dropout=0.0)
+    c.objective.update(seq_len=32)
+    c.train.update(steps=6, batch=8, lr=3e-3, warmup=1, log_every=1, eval_every=0, ckpt_every=2,
+                   tensorboard=False)
+    c.eval.update(batch=8, ppl_samples=8, blank_samples=8, last_word_samples=8)
+    c.generate.update(max_new_tokens=4)
+  return c

@@ -1,0 +1,181 @@
+"""The `jaxpapers` command: list, run and generate.
+
+  jaxpapers list
+  jaxpapers run glm/pretrain --preset quick --workdir DIR [--config.train.steps=100 ...]
+  jaxpapers run --config=experiments/glm/configs/pretrain.py:quick --workdir DIR
+  jaxpapers generate --workdir DIR --prompt "text" [--mode gmask|mask] [--strategy top_p]
+
+Errors caused by input print one line and exit with code 2.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from absl import flags
+
+from jaxpapers.core.errors import ConfigError, JaxpapersError, WorkdirError
+
+USAGE = __doc__
+
+
+def _flags() -> flags.FlagValues:
+  fv = flags.FlagValues()
+  flags.DEFINE_string("workdir", None, "run directory (created; resumed if it holds checkpoints)", flag_values=fv)
+  flags.DEFINE_string("preset", None, "config preset, e.g. quick", flag_values=fv)
+  flags.DEFINE_string("config", None, "FILE[:ARG] config file and its get_config argument", flag_values=fv)
+  flags.DEFINE_string("coordinator", None, "host:port of the jax.distributed coordinator", flag_values=fv)
+  flags.DEFINE_integer("num_processes", None, "number of processes (jax.distributed)", flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "this process's index (jax.distributed)", flag_values=fv)
+  flags.DEFINE_string("prompt", None, "generate: the prompt ([MASK] marks a blank)", flag_values=fv)
+  flags.DEFINE_string("mode", None, "generate: gmask (continue) or mask (fill blanks); default from the prompt", flag_values=fv)
+  flags.DEFINE_string("strategy", "greedy", "generate: greedy, sample, top_k or top_p", flag_values=fv)
+  flags.DEFINE_integer("max_new_tokens", 40, "generate: tokens per blank", flag_values=fv)
+  flags.DEFINE_integer("top_k", 40, "generate: k of top_k", flag_values=fv)
+  flags.DEFINE_float("top_p", 0.9, "generate: p of top_p", flag_values=fv)
+  flags.DEFINE_float("temperature", 1.0, "generate: softmax temperature", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "generate: sampling seed", flag_values=fv)
+  return fv
+
+
+def _parse(argv: list[str]):
+  overrides, rest = {}, []
+  it = iter(argv)
+  for a in it:
+    if a.startswith("--config."):
+      key, eq, value = a[len("--config."):].partition("=")
+      if not eq:
+        value = next(it, None)
+        if value is None:
+          raise ConfigError(f"--config.{key} needs a value")
+      overrides[key] = value
+    else:
+      rest.append(a)
+  fv = _flags()
+  try:
+    positional = fv(["jaxpapers"] + rest)[1:]
+  except flags.Error as e:
+    raise ConfigError(str(e).splitlines()[0]) from None
+  return fv, positional, overrides
+
+
+def _check_workdir(workdir: str | None) -> Path:
+  if not workdir:
+    raise WorkdirError("--workdir is required")
+  path = Path(workdir)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".write_probe"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise WorkdirError(f"workdir {path} is not writable: {e.strerror or e}") from None
+  return path
+
+
+def _setup_logging():
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  for name in ("orbax", "absl", "jax._src.xla_bridge"):
+    logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def cmd_list() -> int:
+  from jaxpapers import registry
+  print(f"{'experiment':<22} {'presets':<24} {'quick (min, 2 cores)':<22} summary")
+  for e in registry.EXPERIMENTS.values():
+    print(f"{e.name:<22} {','.join(registry.presets(e)):<24} {e.quick_minutes:<22} {e.summary}")
+  return 0
+
+
+def _load(fv, positional, overrides):
+  from jaxpapers import registry
+  from jaxpapers.core import config as cfglib
+  if fv.config:
+    file, _, arg = fv.config.partition(":")
+    if fv.preset:
+      raise ConfigError("give either --config=FILE:ARG or --preset, not both")
+    cfg = cfglib.load_config_file(file, arg or None)
+    name = cfg.get("experiment")
+    if positional and positional[0] != name:
+      raise ConfigError(f"config {file} is for {name!r}, not {positional[0]!r}")
+    exp = registry.get(name)
+  else:
+    if not positional:
+      raise ConfigError("name an experiment (see `jaxpapers list`) or give --config=FILE:ARG")
+    exp = registry.get(positional[0])
+    cfg = cfglib.load_config_file(registry.experiments_root() / exp.config, fv.preset)
+  cfglib.apply_overrides(cfg, overrides)
+  return exp, cfg
+
+
+def cmd_run(fv, positional, overrides) -> int:
+  from jaxpapers.core import config as cfglib
+  from jaxpapers.core.distributed import maybe_initialize
+  exp, cfg = _load(fv, positional, overrides)
+  workdir = _check_workdir(fv.workdir)
+  maybe_initialize(fv.coordinator, fv.num_processes, fv.process_id)
+  import jax
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(cfglib.to_json(cfg) + "\n")
+  command = "jaxpapers " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  exp.function()(cfg, str(workdir), command)
+  if jax.process_index() == 0:
+    print(workdir / "REPORT.md")
+  return 0
+
+
+def cmd_generate(fv) -> int:
+  import json
+  import ml_collections
+  from jaxpapers.glm import experiments as glmexp
+  from jaxpapers.glm.generate import complete
+  from jaxpapers.core.train import load_params
+  if not fv.prompt:
+    raise ConfigError("--prompt is required")
+  workdir = Path(fv.workdir or "")
+  if not (workdir / "config.json").is_file():
+    raise WorkdirError(f"{workdir} holds no config.json of a glm/pretrain run")
+  cfg = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  if cfg.get("experiment") != "glm/pretrain":
+    raise ConfigError(f"{workdir} is a {cfg.get('experiment')!r} run; generate needs glm/pretrain")
+  corpus, model = glmexp.build(cfg, workdir)
+  model = load_params(cfg, workdir, model)
+  mode = fv.mode or ("mask" if "[MASK]" in fv.prompt else "gmask")
+  try:
+    out = complete(model, corpus.tokenizer, fv.prompt, corpus.ids, mode=mode,
+                   max_new_tokens=fv.max_new_tokens, strategy=fv.strategy, top_k=fv.top_k,
+                   top_p=fv.top_p, temperature=fv.temperature, seed=fv.seed)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  print(out)
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if not argv or argv[0] in ("-h", "--help", "help"):
+    print(USAGE)
+    return 0
+  _setup_logging()
+  cmd, rest = argv[0], argv[1:]
+  try:
+    if cmd == "list":
+      return cmd_list()
+    fv, positional, overrides = _parse(rest)
+    if cmd == "run":
+      return cmd_run(fv, positional, overrides)
+    if cmd == "generate":
+      return cmd_generate(fv)
+    raise ConfigError(f"unknown command {cmd!r}; use list, run or generate")
+  except JaxpapersError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

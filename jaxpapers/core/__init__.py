@@ -1,0 +1,1 @@
+"""Paper-agnostic machinery: configs, mesh + sharding rules, train loop, checkpoints, reports."""

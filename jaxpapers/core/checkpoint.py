@@ -1,0 +1,72 @@
+"""orbax checkpoints of the whole train state (params, optimizer, step, RNG) plus the
+data-iterator position; restore falls back past a corrupt latest checkpoint."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from jaxpapers.core.errors import CheckpointError
+
+log = logging.getLogger("jaxpapers")
+
+
+def all_finite(tree) -> bool:
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return bool(jax.jit(lambda ls: jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in ls])))(leaves)) if leaves else True
+
+
+class Checkpointer:
+  """Keeps the last `keep` checkpoints under `directory`; writes are atomic (orbax renames a
+  finished temporary directory), so a killed run never leaves a half-written 'latest'."""
+
+  def __init__(self, directory: str | Path, keep: int = 3):
+    self.directory = Path(directory).absolute()
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=False),
+        item_names=("state", "meta"))
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state, meta: dict) -> None:
+    if not all_finite(state):
+      raise CheckpointError(f"refusing to checkpoint a non-finite state at step {step}")
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    meta=ocp.args.JsonSave(meta)), force=True)
+    self.manager.wait_until_finished()
+
+  def restore_latest(self, abstract_state):
+    """(state, meta) of the newest checkpoint that restores, or None when there is none.
+
+    `abstract_state` holds jax.ShapeDtypeStruct leaves with the target shardings. A checkpoint
+    that fails to restore is reported and skipped; if all fail, CheckpointError."""
+    steps = self.steps()
+    if not steps:
+      return None
+    errors = []
+    for step in reversed(steps):
+      try:
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      except Exception as e:  # orbax raises many types for truncated / missing files
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        log.warning("checkpoint at step %d in %s is unreadable (%s); trying an older one",
+                    step, self.directory, msg)
+        errors.append((step, msg))
+        continue
+      if not all_finite(out["state"]):
+        log.warning("checkpoint at step %d holds non-finite values; trying an older one", step)
+        errors.append((step, "non-finite values"))
+        continue
+      return out["state"], dict(out["meta"])
+    raise CheckpointError(f"no usable checkpoint in {self.directory}: " +
+                          "; ".join(f"step {s}: {m}" for s, m in errors))
+
+  def close(self):
+    self.manager.close()

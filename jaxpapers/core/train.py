@@ -1,0 +1,220 @@
+"""The train loop: one pure, jitted step over a state pytree, and a linear loop around it
+(data -> step -> non-finite guard -> metrics -> eval? -> checkpoint?), big_vision style."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm import tqdm
+
+from jaxpapers.core.checkpoint import Checkpointer
+from jaxpapers.core.errors import NonFiniteError
+from jaxpapers.core.mesh import global_array, logical_to_spec, state_shardings
+from jaxpapers.core.metrics import MetricWriter
+
+log = logging.getLogger("jaxpapers")
+
+# loss_fn(model, batch, dropout_key) -> (scalar loss, dict of scalar aux metrics)
+LossFn = Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array        # int32 scalar
+  params: Any            # nnx.State of the nnx.Param variables
+  opt_state: Any
+  rng: jax.Array         # uint32 key data of the run's base key
+
+
+def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """AdamW with linear warmup + cosine decay and global-norm clipping; no decay on vectors
+  (biases, norms)."""
+  warmup = int(t.warmup * t.steps) if t.warmup < 1 else int(t.warmup)
+  sched = optax.warmup_cosine_decay_schedule(0.0, t.lr, max(warmup, 1), max(t.steps, warmup + 1),
+                                             end_value=t.lr * t.end_lr_ratio)
+  decay_mask = lambda params: jax.tree.map(lambda p: jnp.ndim(p) > 1 and p.shape[-1] > 1, params)
+  return optax.chain(optax.clip_by_global_norm(t.clip),
+                     optax.adamw(sched, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay,
+                                 mask=decay_mask))
+
+
+def leaf_names(tree) -> list[str]:
+  return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def make_train_step(graphdef, loss_fn: LossFn, tx, grad_accum: int = 1):
+  """step(state, batch, poison) -> (state, metrics). `poison` multiplies the loss (1.0 normally;
+  NaN to inject a fault in tests). A step whose loss, gradients or new parameters are not all
+  finite leaves params and optimizer state unchanged; metrics say which gradient leaves were bad."""
+
+  def loss_of(params, batch, key, poison):
+    model = nnx.merge(graphdef, params)
+    loss, aux = loss_fn(model, batch, key)
+    return loss * poison, aux
+
+  grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+
+  def step(state: TrainState, batch: dict, poison):
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    if grad_accum == 1:
+      (loss, aux), grads = grad_fn(state.params, batch, key, poison)
+    else:
+      micro = jax.tree.map(lambda x: x.reshape((grad_accum, x.shape[0] // grad_accum) + x.shape[1:]), batch)
+
+      def acc(carry, xs):
+        i, mb = xs
+        out = grad_fn(state.params, mb, jax.random.fold_in(key, i), poison)
+        return jax.tree.map(jnp.add, carry, out), None
+
+      shapes = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), key, poison)
+      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+      ((loss, aux), grads), _ = jax.lax.scan(acc, zeros, (jnp.arange(grad_accum), micro))
+      loss, aux, grads = jax.tree.map(lambda x: x / grad_accum, (loss, aux, grads))
+    leaf_ok = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+    ok = jnp.isfinite(loss) & jnp.all(leaf_ok) & params_ok
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                              opt_state=keep(opt_state, state.opt_state))
+    metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads), finite=ok,
+                   grad_leaf_finite=leaf_ok)
+    return new_state, metrics
+
+  return step
+
+
+def init_state(cfg, model: nnx.Module, tx, mesh):
+  """(graphdef, sharded TrainState, its shardings) for `model` under `mesh` (set by the caller)."""
+  graphdef, params = nnx.split(model, nnx.Param)
+  params = jax.device_put(params, state_shardings(params, mesh))
+  # optimizer moments take their parameters' shardings by propagation through tx.init
+  opt_state = jax.jit(tx.init)(params)
+  rep = NamedSharding(mesh, P())
+  state = TrainState(step=jax.device_put(jnp.int32(0), rep), params=params, opt_state=opt_state,
+                     rng=jax.device_put(jax.random.key_data(jax.random.key(cfg.seed)), rep))
+  return graphdef, state, jax.tree.map(lambda x: x.sharding, state)
+
+
+def abstract_like(state, shardings):
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state, shardings)
+
+
+def load_params(cfg, workdir, model: nnx.Module, mesh=None) -> nnx.Module:
+  """`model` with the parameters of the latest usable checkpoint in workdir."""
+  from jaxpapers.core.errors import CheckpointError
+  from jaxpapers.core.mesh import make_mesh
+  mesh = mesh or make_mesh([-1], ["data"])
+  with jax.set_mesh(mesh):
+    graphdef, state, shard = init_state(cfg, model, make_optimizer(cfg.train), mesh)
+    restored = Checkpointer(f"{workdir}/checkpoints", keep=cfg.train.keep).restore_latest(
+        abstract_like(state, shard))
+  if restored is None:
+    raise CheckpointError(f"no checkpoint in {workdir}/checkpoints")
+  return nnx.merge(graphdef, restored[0].params)
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+  state: TrainState
+  graphdef: Any
+  history: list[dict]
+  step_times: list[float]
+  skipped_steps: list[int]
+  resumed_from: int | None
+
+  def model(self) -> nnx.Module:
+    return nnx.merge(self.graphdef, self.state.params)
+
+
+def _batch_shardings(batch: dict, mesh, batch_logical: dict[str, tuple]) -> dict:
+  return {k: NamedSharding(mesh, logical_to_spec(batch_logical.get(k, ("batch",)), mesh))
+          for k in batch}
+
+
+def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn: LossFn,
+          get_batch: Callable[[int], dict], mesh, batch_logical: dict[str, tuple] | None = None,
+          eval_fn: Callable[[nnx.Module, int], dict] | None = None,
+          progress: bool = True) -> TrainOutcome:
+  """Trains `model` for cfg.train.steps steps, resuming from the latest checkpoint in workdir.
+
+  cfg.train: steps, batch, lr, warmup, end_lr_ratio, weight_decay, b1, b2, eps, clip,
+  grad_accum, log_every, eval_every, ckpt_every, keep, on_nonfinite ('skip'|'stop'),
+  inject_nan_step (-1 = never)."""
+  t = cfg.train
+  batch_logical = batch_logical or {}
+  tx = make_optimizer(t)
+  writer = MetricWriter(workdir, tensorboard=t.get("tensorboard", True))
+  ckpt = Checkpointer(f"{workdir}/checkpoints", keep=t.keep) if t.ckpt_every > 0 else None
+
+  with jax.set_mesh(mesh):
+    graphdef, state, state_shard = init_state(cfg, model, tx, mesh)
+    params = state.params
+    resumed_from = None
+    if ckpt is not None:
+      restored = ckpt.restore_latest(abstract_like(state, state_shard))
+      if restored is not None:
+        state, meta = restored
+        resumed_from = int(meta["step"])
+        log.info("resumed from the checkpoint at step %d (data position %d)", resumed_from,
+                 meta["data_position"])
+
+    step_fn = jax.jit(make_train_step(graphdef, loss_fn, tx, t.grad_accum),
+                      in_shardings=(state_shard, None, None), out_shardings=(state_shard, None),
+                      donate_argnums=0)
+    names = leaf_names(params)
+    start = int(state.step)
+    history, step_times, skipped = [], [], []
+    bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train",
+               disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
+    b_shard = None
+    for step in bar:
+      host = get_batch(step)
+      if b_shard is None:
+        b_shard = _batch_shardings(host, mesh, batch_logical)
+      batch = {k: global_array(v, b_shard[k]) for k, v in host.items()}
+      poison = jnp.float32(math.nan if step == t.inject_nan_step else 1.0)
+      t0 = time.perf_counter()
+      state, m = step_fn(state, batch, poison)
+      m = jax.device_get(m)
+      dt = time.perf_counter() - t0
+      if step >= start + 2:  # the first steps include compilation
+        step_times.append(dt)
+      if not m["finite"]:
+        bad = [n for n, ok in zip(names, m["grad_leaf_finite"]) if not ok]
+        what = f"gradient leaf {bad[0]}" if bad else ("loss" if not np.isfinite(m["loss"]) else "updated parameters")
+        if t.on_nonfinite == "stop":
+          raise NonFiniteError(f"non-finite {what} at step {step} (loss={m['loss']}); stopped, "
+                               f"parameters of step {step} kept, nothing checkpointed")
+        log.warning("non-finite %s at step %d (loss=%s): batch skipped", what, step, m["loss"])
+        skipped.append(step)
+      row = {k: float(v) for k, v in m.items() if np.ndim(v) == 0 and k != "finite"}
+      row["step_time"] = dt
+      if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
+        writer.write(step + 1, row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
+      history.append({"step": step + 1, **row})
+      last = step + 1 == t.steps
+      if eval_fn is not None and t.eval_every > 0 and ((step + 1) % t.eval_every == 0) and not last:
+        writer.write(step + 1, {f"eval/{k}": v for k, v in
+                                eval_fn(nnx.merge(graphdef, state.params), step + 1).items()})
+      if ckpt is not None and ((step + 1) % t.ckpt_every == 0 or last):
+        ckpt.save(step + 1, state, {"step": step + 1, "data_position": step + 1})
+    bar.close()
+  writer.close()
+  if ckpt is not None:
+    ckpt.close()
+  return TrainOutcome(state=state, graphdef=graphdef, history=history, step_times=step_times,
+                      skipped_steps=skipped, resumed_from=resumed_from)

@@ -1,0 +1,1 @@
+"""Data: embedded corpora and loaders for the standard formats users bring."""

@@ -1,0 +1,109 @@
+"""GLM loss and held-out evaluation: perplexity, LAMBADA-style last-word accuracy and
+blank-infilling accuracy (GLM-130B §5 evaluates LAMBADA and language modelling)."""
+from __future__ import annotations
+
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxpapers.glm.objective import SpecialIds, gmask_sample, mask_sample
+
+
+def token_nll(model, batch, dropout_key=None):
+  logits = model(batch["tokens"], batch["positions"], batch["context_len"], dropout_key=dropout_key)
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
+  return nll, logits
+
+
+def loss_fn(model, batch, dropout_key):
+  """Mean cross-entropy over the generated tokens (the blank-infilling loss, GLM §2.1)."""
+  nll, _ = token_nll(model, batch, dropout_key)
+  w = batch["weights"]
+  n = jnp.maximum(w.sum(), 1.0)
+  return (nll * w).sum() / n, {"tokens": w.sum()}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _eval_batch(graphdef, params, batch, eop):
+  model = nnx.merge(graphdef, params)
+  nll, logits = token_nll(model, batch)
+  w = batch["weights"]
+  hit = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
+  wt = w * (batch["targets"] != eop)                      # accuracy on the text, not on <eop>
+  return {"nll": (nll * w).sum(), "n": w.sum(), "hit": (hit * wt).sum(), "n_tok": wt.sum(),
+          "all_hit": ((hit * wt).sum(-1) == wt.sum(-1)).astype(jnp.float32).sum(),
+          "rows": jnp.float32(w.shape[0])}
+
+
+def evaluate(model, batches: list[dict], eop: int) -> dict:
+  graphdef, params = nnx.split(model, nnx.Param)
+  tot = None
+  for b in batches:
+    out = jax.device_get(_eval_batch(graphdef, params, {k: jnp.asarray(v) for k, v in b.items()}, eop))
+    tot = out if tot is None else {k: tot[k] + out[k] for k in tot}
+  return {k: float(v) for k, v in tot.items()}
+
+
+def _batched(samples: list[dict], batch: int) -> list[dict]:
+  out = []
+  for i in range(0, len(samples), batch):
+    chunk = samples[i:i + batch]
+    out.append({k: np.stack([s[k] for s in chunk]) for k in chunk[0]})
+  return out
+
+
+def ppl_set(val_tokens: np.ndarray, ids: SpecialIds, seq_len: int, count: int, batch: int,
+            two_d: bool) -> list[dict]:
+  """Non-overlapping held-out windows as [gMASK] samples: the first half is bidirectional
+  context, the perplexity is over the second half (+<eop>)."""
+  n = seq_len - 2
+  starts = range(0, max(len(val_tokens) - n, 0), n)
+  samples = [gmask_sample(val_tokens[s:s + n], n // 2, ids, seq_len, two_d) for s in starts][:count]
+  return _batched(samples, batch)
+
+
+def blank_set(val_tokens: np.ndarray, ids: SpecialIds, seq_len: int, count: int, batch: int,
+              two_d: bool, seed: int = 1234) -> list[dict]:
+  """Held-out [MASK] samples (15% in Poisson(3) spans); accuracy = greedy token accuracy."""
+  rng = np.random.default_rng(seed)
+  starts = np.linspace(0, len(val_tokens) - seq_len - 1, count).astype(int)
+  return _batched([mask_sample(val_tokens[s:s + seq_len], rng, ids, seq_len, two_d=two_d)
+                   for s in starts], batch)
+
+
+_FINAL_WORD = re.compile(r" ([A-Za-z]{3,})(?=[.!?])")
+
+
+def last_word_set(val_text: str, tok, ids: SpecialIds, seq_len: int, count: int, batch: int,
+                  two_d: bool) -> list[dict]:
+  """LAMBADA-style: a held-out passage up to a sentence-final word (3+ letters) is the [gMASK]
+  context; the sample is right when every token of the word is predicted greedily. Passages are
+  spread evenly over the held-out text."""
+  matches = [m for m in _FINAL_WORD.finditer(val_text) if m.start() > 2000]
+  if not matches:
+    return []
+  picks = [matches[i] for i in np.linspace(0, len(matches) - 1, min(count, len(matches))).astype(int)]
+  samples = []
+  for m in picks:
+    word = tok.encode(" " + m.group(1)).ids
+    ctx = tok.encode(val_text[max(0, m.start() - 6 * seq_len):m.start()]).ids
+    ctx = ctx[-(seq_len - 3 - len(word)):]
+    raw = np.asarray(ctx + word, np.int32)
+    s = gmask_sample(raw, len(ctx), ids, len(raw) + 2, two_d)
+    pad = seq_len - len(s["tokens"])
+    samples.append({k: (np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, pad)]) if np.ndim(v) else v)
+                    for k, v in s.items()})
+  return _batched(samples, batch)
+
+
+def summarize(ppl: dict, blank: dict, last: dict | None) -> dict:
+  out = {"val_loss": ppl["nll"] / ppl["n"], "val_ppl": float(np.exp(ppl["nll"] / ppl["n"])),
+         "blank_infill_acc": blank["hit"] / blank["n_tok"]}
+  if last is not None:
+    out["last_word_acc"] = last["all_hit"] / last["rows"]
+  return out

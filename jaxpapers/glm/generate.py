@@ -1,0 +1,78 @@
+"""Generation with a KV cache: [MASK] fills a blank, [gMASK] continues (GLM-130B §2.1, App. A).
+
+The context is encoded once, bidirectionally (prefill); then one token at a time attends to the
+cache. Generated tokens take GLM-130B's 1-D positions: the [MASK] token's position for a blank,
+counting on from the context for [gMASK] (2-D: the mask position plus an intra-block counter)."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxpapers.glm.objective import SpecialIds
+from jaxpapers.nn.sampling import sample_logits
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward_cached(graphdef, params, tokens, positions, context_len, cache, index):
+  model = nnx.merge(graphdef, params)
+  return model(tokens, positions, context_len, cache=cache, cache_index=index)
+
+
+def _pos(p, b, two_d):
+  p = jnp.asarray(p, jnp.int32).reshape(1, -1)
+  if two_d:
+    return jnp.stack([p, jnp.asarray(b, jnp.int32).reshape(1, -1)], axis=1)
+  return p
+
+
+def generate_blank(model, context: list[int], gen_position: int, ids: SpecialIds, *,
+                   max_new_tokens: int = 32, strategy: str = "greedy", top_k: int = 0,
+                   top_p: float = 1.0, temperature: float = 1.0, seed: int = 0,
+                   counting: bool = False) -> list[int]:
+  """Tokens generated after <sop> for a context holding [MASK] or ending in [gMASK].
+
+  gen_position: the 1-D position of <sop> (the [MASK] index, or len(context) for [gMASK]);
+  counting: positions count on (gMASK) instead of staying at gen_position ([MASK])."""
+  two_d = model.cfg.positions == "2d"
+  graphdef, params = nnx.split(model, nnx.Param)
+  c = len(context)
+  cache = model.init_cache(1, c + 1 + max_new_tokens)
+  ctx_len = jnp.asarray([c], jnp.int32)
+  _, cache = _forward_cached(graphdef, params, jnp.asarray([context], jnp.int32),
+                             _pos(np.arange(c), np.zeros(c), two_d), ctx_len, cache, 0)
+  key = jax.random.key(seed)
+  out, tok = [], ids.sop
+  # 2-D: every generated token sits at the mask position; the block counter counts.
+  base = c - 1 if two_d and counting else gen_position
+  for i in range(max_new_tokens):
+    pos = base + i if counting and not two_d else base
+    logits, cache = _forward_cached(graphdef, params, jnp.asarray([[tok]], jnp.int32),
+                                    _pos([pos], [i + 1], two_d), ctx_len, cache, c + i)
+    key, sub = jax.random.split(key)
+    tok = int(sample_logits(logits[:, -1], sub, strategy, top_k, top_p, temperature)[0])
+    if tok == ids.eop:
+      break
+    out.append(tok)
+  return out
+
+
+def complete(model, tok, text: str, ids: SpecialIds, *, mode: str = "gmask", **kw) -> str:
+  """Text in, text out. mode 'gmask': continue `text`; mode 'mask': fill every [MASK] in `text`
+  in turn (each filled blank becomes context for the next, as GLM-130B's generation script)."""
+  if mode == "gmask":
+    context = tok.encode(text).ids + [ids.gmask]
+    return tok.decode(generate_blank(model, context, len(context), ids, counting=True, **kw))
+  if mode != "mask":
+    raise ValueError(f"unknown mode {mode!r}; use gmask or mask")
+  if "[MASK]" not in text:
+    raise ValueError("mode 'mask' needs at least one [MASK] in the prompt")
+  ids_list = tok.encode(text).ids
+  while ids.mask in ids_list:
+    m = ids_list.index(ids.mask)
+    filled = generate_blank(model, ids_list, m, ids, **kw)
+    ids_list = ids_list[:m] + filled + ids_list[m + 1:]
+  return tok.decode(ids_list)

@@ -1,0 +1,197 @@
+"""The GLM-130B transformer (arXiv 2210.02414 §2.2–2.3, §3), layers stacked and scanned.
+
+One layer, in the released DeepNorm form (§2.3):
+    a = LN1(h);  h' = alpha * a + Attn(a);  m = LN2(h');  out = alpha * m + FFN(m)
+with alpha = (2N)^(1/2), a final LN after the last layer, and Xavier-normal init whose gain is
+(2N)^(-1/2) on the FFN, value and output projections. Attention uses RoPE over the full head
+dimension and the layer-scaled FP32 softmax; the FFN is GeGLU; input and output embeddings are
+tied and the embedding gradient is shrunk by alpha_emb = 0.1 (§3).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxpapers.core.mesh import constrain
+from jaxpapers.nn.attention import layer_scaled_attention, update_cache
+from jaxpapers.nn.embedding import shrink_gradient
+from jaxpapers.nn.mlp import geglu
+from jaxpapers.nn.norm import layer_norm
+from jaxpapers.nn.param import param, xavier_normal
+from jaxpapers.nn.rope import apply_rope, apply_rope_2d
+
+
+@dataclasses.dataclass(frozen=True)
+class GLMConfig:
+  vocab_size: int
+  num_layers: int = 4
+  d_model: int = 256
+  num_heads: int = 4
+  ffn_dim: int = 0            # 0: 8/3 * d_model rounded to a multiple of 64 (GLM-130B §2.3)
+  dropout: float = 0.1
+  emb_grad_shrink: float = 0.1
+  positions: str = "1d"       # "1d" (GLM-130B) or "2d" (original GLM)
+  rope_base: float = 10000.0
+  remat: bool = True          # jax.checkpoint each scanned layer
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+  @property
+  def ffn(self) -> int:
+    return self.ffn_dim or int(-(-(8 * self.d_model // 3) // 64) * 64)
+
+  @property
+  def deepnorm_alpha(self) -> float:
+    return (2.0 * self.num_layers) ** 0.5
+
+  @property
+  def deepnorm_beta(self) -> float:
+    return (2.0 * self.num_layers) ** -0.5
+
+
+def attention_mask_from_context(context_len, q_index, k_len: int):
+  """mask[b,i,j] = j < context_len[b] or j <= q_index[i]: the context is bidirectional and the
+  generated part causal (GLM-130B §2.1). q_index: [Tq] absolute positions of the queries."""
+  j = jnp.arange(k_len)
+  return (j[None, None, :] < context_len[:, None, None]) | (j[None, None, :] <= q_index[None, :, None])
+
+
+def _layer(cfg: GLMConfig, h, p, layer_index, positions, mask, dropout_key, cache_kv, cache_index):
+  """One DeepNorm GLM layer on [B,T,E]; returns (out, new (k, v) or None)."""
+  alpha = cfg.deepnorm_alpha
+  train = dropout_key is not None and cfg.dropout > 0.0
+  keys = jax.random.split(dropout_key, 3) if train else (None, None, None)
+
+  def dropout(x, key):
+    if not train:
+      return x
+    keep = jax.random.bernoulli(key, 1.0 - cfg.dropout, x.shape)
+    return jnp.where(keep, x / (1.0 - cfg.dropout), 0.0)
+
+  a = layer_norm(h, p["ln1_scale"], p["ln1_bias"])
+  q = jnp.einsum("bte,ehd->bthd", a, p["wq"]) + p["bq"]
+  k = jnp.einsum("bte,ehd->bthd", a, p["wk"]) + p["bk"]
+  v = jnp.einsum("bte,ehd->bthd", a, p["wv"]) + p["bv"]
+  if cfg.positions == "2d":
+    q = apply_rope_2d(q, positions[:, 0], positions[:, 1], cfg.rope_base)
+    k = apply_rope_2d(k, positions[:, 0], positions[:, 1], cfg.rope_base)
+  else:
+    q = apply_rope(q, positions, cfg.rope_base)
+    k = apply_rope(k, positions, cfg.rope_base)
+  new_kv = None
+  if cache_kv is not None:
+    k = update_cache(cache_kv[0], k, cache_index)
+    v = update_cache(cache_kv[1], v, cache_index)
+    new_kv = (k, v)
+  ctx = layer_scaled_attention(q, k, v, mask, layer_index, dropout_rate=cfg.dropout if train else 0.0,
+                               dropout_key=keys[0])
+  attn = jnp.einsum("bthd,hde->bte", ctx, p["wo"]) + p["bo"]
+  h2 = alpha * a + dropout(attn, keys[1])
+  h2 = constrain(h2, "batch", "length", "embed")
+  m = layer_norm(h2, p["ln2_scale"], p["ln2_bias"])
+  ffn = geglu(m, p["w_in"], p["b_in"], p["w_out"], p["b_out"])
+  out = alpha * m + dropout(ffn, keys[2])
+  return constrain(out, "batch", "length", "embed"), new_kv
+
+
+class GLM(nnx.Module):
+  """GLM with `num_layers` identical layers stored stacked ([L, ...]) and run under lax.scan."""
+
+  def __init__(self, cfg: GLMConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    L, E, H, D, F, V = cfg.num_layers, cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.ffn, cfg.vocab_size
+    if E % H:
+      raise ValueError(f"d_model {E} is not divisible by num_heads {H}")
+    beta = cfg.deepnorm_beta
+    zeros, ones = (lambda k, s, d: jnp.zeros(s, d)), (lambda k, s, d: jnp.ones(s, d))
+    qk_init = xavier_normal(1.0, fan_in_axes=(1,), fan_out_axes=(2, 3))
+    v_init = xavier_normal(beta, fan_in_axes=(1,), fan_out_axes=(2, 3))
+    o_init = xavier_normal(beta, fan_in_axes=(1, 2), fan_out_axes=(3,))
+    in_init = xavier_normal(beta, fan_in_axes=(1,), fan_out_axes=(2, 3))
+    out_init = xavier_normal(beta, fan_in_axes=(1,), fan_out_axes=(2,))
+    self.embed = param(rngs.params(), nnx.initializers.normal(0.02), (V, E), ("vocab", "embed"))
+    self.wq = param(rngs.params(), qk_init, (L, E, H, D), ("layers", "embed", "heads", "kv"))
+    self.wk = param(rngs.params(), qk_init, (L, E, H, D), ("layers", "embed", "heads", "kv"))
+    self.wv = param(rngs.params(), v_init, (L, E, H, D), ("layers", "embed", "heads", "kv"))
+    self.bq = param(None, zeros, (L, H, D), ("layers", "heads", "kv"))
+    self.bk = param(None, zeros, (L, H, D), ("layers", "heads", "kv"))
+    self.bv = param(None, zeros, (L, H, D), ("layers", "heads", "kv"))
+    self.wo = param(rngs.params(), o_init, (L, H, D, E), ("layers", "heads", "kv", "embed"))
+    self.bo = param(None, zeros, (L, E), ("layers", "embed"))
+    self.w_in = param(rngs.params(), in_init, (L, E, 2, F), ("layers", "embed", "glu", "mlp"))
+    self.b_in = param(None, zeros, (L, 2, F), ("layers", "glu", "mlp"))
+    self.w_out = param(rngs.params(), out_init, (L, F, E), ("layers", "mlp", "embed"))
+    self.b_out = param(None, zeros, (L, E), ("layers", "embed"))
+    self.ln1_scale = param(None, ones, (L, E), ("layers", "embed"))
+    self.ln1_bias = param(None, zeros, (L, E), ("layers", "embed"))
+    self.ln2_scale = param(None, ones, (L, E), ("layers", "embed"))
+    self.ln2_bias = param(None, zeros, (L, E), ("layers", "embed"))
+    self.final_scale = param(None, ones, (E,), ("embed",))
+    self.final_bias = param(None, zeros, (E,), ("embed",))
+
+  LAYER_PARAMS = ("wq", "wk", "wv", "bq", "bk", "bv", "wo", "bo", "w_in", "b_in", "w_out", "b_out",
+                  "ln1_scale", "ln1_bias", "ln2_scale", "ln2_bias")
+
+  def init_cache(self, batch: int, max_len: int, dtype=jnp.float32):
+    c = self.cfg
+    shape = (c.num_layers, batch, max_len, c.num_heads, c.head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+  def __call__(self, tokens, positions, context_len, *, dropout_key=None, cache=None,
+               cache_index=0):
+    """Logits [B,T,V] (and the updated cache when `cache` is given).
+
+    tokens [B,T] int; positions [B,T] (1-D) or [B,2,T] (2-D); context_len [B]: the first
+    context_len tokens attend bidirectionally. With a cache, tokens sit at absolute
+    positions cache_index..cache_index+T-1 of the cache."""
+    cfg = self.cfg
+    B, T = tokens.shape
+    x = jnp.take(self.embed[...], tokens, axis=0)
+    x = shrink_gradient(x, cfg.emb_grad_shrink)
+    x = constrain(x, "batch", "length", "embed")
+    k_len = T if cache is None else cache["k"].shape[2]
+    q_index = jnp.arange(T) + cache_index
+    mask = attention_mask_from_context(context_len, q_index, k_len)
+    stacked = {name: getattr(self, name)[...] for name in self.LAYER_PARAMS}
+    layer_keys = (jax.random.split(dropout_key, cfg.num_layers) if dropout_key is not None
+                  else jnp.zeros((cfg.num_layers,), jnp.uint32))
+
+    def body(h, xs):
+      p, idx, key = xs["p"], xs["idx"], xs["key"]
+      kv = (xs["k"], xs["v"]) if cache is not None else None
+      h, new_kv = _layer(cfg, h, p, idx, positions, mask, key if dropout_key is not None else None,
+                         kv, cache_index)
+      return h, new_kv
+
+    if cfg.remat and cache is None:
+      body = jax.checkpoint(body, prevent_cse=False)
+    xs = {"p": stacked, "idx": jnp.arange(cfg.num_layers), "key": layer_keys}
+    if cache is not None:
+      xs["k"], xs["v"] = cache["k"], cache["v"]
+    h, new_kv = jax.lax.scan(body, x, xs)
+    h = layer_norm(h, self.final_scale[...], self.final_bias[...])
+    logits = jnp.einsum("bte,ve->btv", h, self.embed[...]).astype(jnp.float32)
+    logits = constrain(logits, "batch", "length", "vocab")
+    if cache is None:
+      return logits
+    return logits, {"k": new_kv[0], "v": new_kv[1]}
+
+
+def param_counts(cfg: GLMConfig) -> dict[str, int]:
+  """Matmul parameters per token: layers (non-embedding) and the tied output projection."""
+  E, F = cfg.d_model, cfg.ffn
+  per_layer = 4 * E * E + 3 * E * F
+  return {"layers": cfg.num_layers * per_layer, "head": E * cfg.vocab_size}
+
+
+def train_flops_per_token(cfg: GLMConfig, seq_len: int) -> float:
+  """Model FLOPs per trained token: 6 x matmul params + attention (12 L E T), as in PaLM App. B;
+  the embedding lookup costs no FLOPs, the tied output projection does."""
+  pc = param_counts(cfg)
+  return 6.0 * (pc["layers"] + pc["head"]) + 12.0 * cfg.num_layers * cfg.d_model * seq_len

@@ -1,0 +1,31 @@
+"""Parameters that carry logical axis names (mapped to mesh axes by `jaxpapers.core.mesh`)."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def param(key: jax.Array, init: Callable, shape: Sequence[int], axes: Sequence[str | None],
+          dtype=jnp.float32) -> nnx.Param:
+  """An nnx.Param initialised by `init(key, shape, dtype)` with `axes` metadata."""
+  if len(axes) != len(shape):
+    raise ValueError(f"axes {tuple(axes)} do not match shape {tuple(shape)}")
+  return nnx.Param(init(key, tuple(shape), dtype), axes=tuple(axes))
+
+
+def xavier_normal(gain: float = 1.0, fan_in_axes=(0,), fan_out_axes=(-1,), batch_axes=()):
+  """Xavier/Glorot normal: std = gain * sqrt(2 / (fan_in + fan_out)); leading `batch_axes` (e.g.
+  the stacked-layer axis) are not counted in the fans."""
+  def init(key, shape, dtype):
+    fan_in = 1
+    for a in fan_in_axes:
+      fan_in *= shape[a]
+    fan_out = 1
+    for a in fan_out_axes:
+      fan_out *= shape[a]
+    std = gain * (2.0 / (fan_in + fan_out)) ** 0.5
+    return std * jax.random.normal(key, shape, dtype)
+  return init

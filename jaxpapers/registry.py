@@ -1,0 +1,50 @@
+"""Every experiment `jaxpapers run` knows: its run function and its config file."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+
+from jaxpapers.core.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  name: str
+  run: str              # "module:function", called as fn(config, workdir, command) -> results
+  config: str           # path under experiments/
+  quick_minutes: float  # measured wall time of --preset quick on 2 CPU cores
+  summary: str
+
+  def function(self):
+    module, fn = self.run.split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+EXPERIMENTS = {e.name: e for e in [
+    Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/configs/pretrain.py", 4.0,
+               "GLM-130B blank-infilling pretraining on Austen; ppl, last-word, blank-infill, MFU"),
+]}
+
+
+def experiments_root() -> Path:
+  root = Path(__file__).resolve().parent.parent / "experiments"
+  if not root.is_dir():
+    raise ConfigError(f"experiment configs not found at {root}; install from a checkout with "
+                      "`pip install -e .`")
+  return root
+
+
+def get(name: str) -> Experiment:
+  if name not in EXPERIMENTS:
+    raise ConfigError(f"unknown experiment {name!r}; `jaxpapers list` shows: {', '.join(EXPERIMENTS)}")
+  return EXPERIMENTS[name]
+
+
+def presets(exp: Experiment) -> list[str]:
+  import ast
+  tree = ast.parse((experiments_root() / exp.config).read_text())
+  for node in tree.body:
+    if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "PRESETS" for t in node.targets):
+      return [p for p in ast.literal_eval(node.value) if p]
+  return []
