@@ -59,14 +59,29 @@ class Checkpointer:
         log.warning("checkpoint at step %d in %s is unreadable (%s); trying an older one",
                     step, self.directory, msg)
         errors.append((step, msg))
+        self._set_aside(step)
         continue
       if not all_finite(out["state"]):
         log.warning("checkpoint at step %d holds non-finite values; trying an older one", step)
         errors.append((step, "non-finite values"))
+        self._set_aside(step)
         continue
       return out["state"], dict(out["meta"])
-    raise CheckpointError(f"no usable checkpoint in {self.directory}: " +
+    raise CheckpointError(f"no usable checkpoint in {self.directory} (unreadable ones moved to "
+                          "*.corrupt): " +
                           "; ".join(f"step {s}: {m}" for s, m in errors))
+
+  def _set_aside(self, step: int) -> None:
+    """Renames an unusable checkpoint to <step>.corrupt (kept for inspection, never reused)."""
+    src = self.directory / str(step)
+    dst = self.directory / f"{step}.corrupt"
+    n = 1
+    while dst.exists():
+      dst, n = self.directory / f"{step}.corrupt{n}", n + 1
+    if src.exists():
+      src.rename(dst)
+      log.warning("moved the unusable checkpoint %s to %s", src, dst)
+    self.manager.reload()
 
   def close(self):
     self.manager.close()

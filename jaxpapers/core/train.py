@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import flax.struct
@@ -82,14 +83,19 @@ def make_train_step(graphdef, loss_fn: LossFn, tx, grad_accum: int = 1):
       ((loss, aux), grads), _ = jax.lax.scan(acc, zeros, (jnp.arange(grad_accum), micro))
       loss, aux, grads = jax.tree.map(lambda x: x / grad_accum, (loss, aux, grads))
     leaf_ok = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-    ok = jnp.isfinite(loss) & jnp.all(leaf_ok) & params_ok
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-    new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
-                              opt_state=keep(opt_state, state.opt_state))
-    metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads), finite=ok,
+    ok = jnp.isfinite(loss) & jnp.all(leaf_ok)
+
+    def update(_):
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+      return jax.lax.cond(params_ok, lambda: (params, opt_state, jnp.bool_(True)),
+                          lambda: (state.params, state.opt_state, jnp.bool_(False)))
+
+    # lax.cond runs one branch: a skipped step costs nothing and copies nothing
+    params, opt_state, ok = jax.lax.cond(ok, update, lambda _: (state.params, state.opt_state, jnp.bool_(False)), None)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads), finite=ok,
                    grad_leaf_finite=leaf_ok)
     return new_state, metrics
 
@@ -156,6 +162,7 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
   t = cfg.train
   batch_logical = batch_logical or {}
   tx = make_optimizer(t)
+  Path(workdir).mkdir(parents=True, exist_ok=True)
   writer = MetricWriter(workdir, tensorboard=t.get("tensorboard", True))
   ckpt = Checkpointer(f"{workdir}/checkpoints", keep=t.keep) if t.ckpt_every > 0 else None
 

@@ -22,7 +22,7 @@ from jaxpapers.nn.embedding import shrink_gradient
 from jaxpapers.nn.mlp import geglu
 from jaxpapers.nn.norm import layer_norm
 from jaxpapers.nn.param import param, xavier_normal
-from jaxpapers.nn.rope import apply_rope, apply_rope_2d
+from jaxpapers.nn.rope import apply_rope_tables, rope_tables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,14 @@ def attention_mask_from_context(context_len, q_index, k_len: int):
   return (j[None, None, :] < context_len[:, None, None]) | (j[None, None, :] <= q_index[None, :, None])
 
 
-def _layer(cfg: GLMConfig, h, p, layer_index, positions, mask, dropout_key, cache_kv, cache_index):
+def rope_for(cfg: GLMConfig, positions):
+  """RoPE (cos, sin) tables of 1-D [B,T] or 2-D [B,2,T] positions."""
+  if cfg.positions == "2d":
+    return rope_tables(positions[:, 0], cfg.head_dim, cfg.rope_base, block_positions=positions[:, 1])
+  return rope_tables(positions, cfg.head_dim, cfg.rope_base)
+
+
+def _layer(cfg: GLMConfig, h, p, layer_index, rope, mask, dropout_key, cache_kv, cache_index):
   """One DeepNorm GLM layer on [B,T,E]; returns (out, new (k, v) or None)."""
   alpha = cfg.deepnorm_alpha
   train = dropout_key is not None and cfg.dropout > 0.0
@@ -78,12 +85,9 @@ def _layer(cfg: GLMConfig, h, p, layer_index, positions, mask, dropout_key, cach
   q = jnp.einsum("bte,ehd->bthd", a, p["wq"]) + p["bq"]
   k = jnp.einsum("bte,ehd->bthd", a, p["wk"]) + p["bk"]
   v = jnp.einsum("bte,ehd->bthd", a, p["wv"]) + p["bv"]
-  if cfg.positions == "2d":
-    q = apply_rope_2d(q, positions[:, 0], positions[:, 1], cfg.rope_base)
-    k = apply_rope_2d(k, positions[:, 0], positions[:, 1], cfg.rope_base)
-  else:
-    q = apply_rope(q, positions, cfg.rope_base)
-    k = apply_rope(k, positions, cfg.rope_base)
+  two_d = cfg.positions == "2d"
+  q = apply_rope_tables(q, *rope, two_d=two_d)
+  k = apply_rope_tables(k, *rope, two_d=two_d)
   new_kv = None
   if cache_kv is not None:
     k = update_cache(cache_kv[0], k, cache_index)
@@ -158,6 +162,7 @@ class GLM(nnx.Module):
     k_len = T if cache is None else cache["k"].shape[2]
     q_index = jnp.arange(T) + cache_index
     mask = attention_mask_from_context(context_len, q_index, k_len)
+    rope = rope_for(cfg, positions)
     stacked = {name: getattr(self, name)[...] for name in self.LAYER_PARAMS}
     layer_keys = (jax.random.split(dropout_key, cfg.num_layers) if dropout_key is not None
                   else jnp.zeros((cfg.num_layers,), jnp.uint32))
@@ -165,7 +170,7 @@ class GLM(nnx.Module):
     def body(h, xs):
       p, idx, key = xs["p"], xs["idx"], xs["key"]
       kv = (xs["k"], xs["v"]) if cache is not None else None
-      h, new_kv = _layer(cfg, h, p, idx, positions, mask, key if dropout_key is not None else None,
+      h, new_kv = _layer(cfg, h, p, idx, rope, mask, key if dropout_key is not None else None,
                          kv, cache_index)
       return h, new_kv
 

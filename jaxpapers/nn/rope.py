@@ -17,17 +17,33 @@ def rope_angles(positions: jnp.ndarray, dim: int, base: float = 10000.0) -> jnp.
   return jnp.concatenate([ang, ang], axis=-1)
 
 
+def rope_tables(positions, dim: int, base: float = 10000.0, block_positions=None):
+  """(cos, sin) of shape [B, T, 1, dim], computed once and shared by every layer.
+
+  With `block_positions` (2-D positions of the original GLM), the first half of the head
+  dimension rotates by `positions`, the second half by `block_positions`."""
+  if block_positions is None:
+    ang = rope_angles(positions, dim, base)
+  else:
+    ang = jnp.concatenate([rope_angles(positions, dim // 2, base),
+                           rope_angles(block_positions, dim // 2, base)], axis=-1)
+  ang = ang[:, :, None, :]
+  return jnp.cos(ang), jnp.sin(ang)
+
+
+def apply_rope_tables(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray,
+                      two_d: bool = False) -> jnp.ndarray:
+  """x * cos + rotate_half(x) * sin; with 2-D tables each half of the head rotates on its own."""
+  xf = x.astype(jnp.float32)
+  if two_d:
+    h = x.shape[-1] // 2
+    rot = jnp.concatenate([rotate_half(xf[..., :h]), rotate_half(xf[..., h:])], axis=-1)
+  else:
+    rot = rotate_half(xf)
+  return (xf * cos + rot * sin).astype(x.dtype)
+
+
 def apply_rope(x: jnp.ndarray, positions: jnp.ndarray, base: float = 10000.0) -> jnp.ndarray:
   """RoPE over the full head dimension. x: [B, T, H, D]; positions: [B, T]."""
-  ang = rope_angles(positions, x.shape[-1], base)[:, :, None, :]
-  out = x.astype(jnp.float32) * jnp.cos(ang) + rotate_half(x.astype(jnp.float32)) * jnp.sin(ang)
-  return out.astype(x.dtype)
-
-
-def apply_rope_2d(x: jnp.ndarray, positions: jnp.ndarray, block_positions: jnp.ndarray,
-                  base: float = 10000.0) -> jnp.ndarray:
-  """2-D RoPE of the original GLM's 2-D positions: the first half of the head dimension rotates by
-  the position id, the second half by the intra-block position id."""
-  d = x.shape[-1] // 2
-  return jnp.concatenate([apply_rope(x[..., :d], positions, base),
-                          apply_rope(x[..., d:], block_positions, base)], axis=-1)
+  cos, sin = rope_tables(positions, x.shape[-1], base)
+  return apply_rope_tables(x, cos, sin)

@@ -28,8 +28,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     prompts=("It is a truth universally acknowledged, that",
                              "Emma was very [MASK] to see Mr. Knightley."))
   if arg == "quick":
-    c.model.update(num_layers=4, d_model=512, num_heads=8, dropout=0.0)
-    c.train.update(steps=240, batch=16, lr=2e-3, warmup=0.05, eval_every=0, ckpt_every=120)
+    c.model.update(num_layers=2, d_model=512, num_heads=8, dropout=0.0)
+    c.train.update(steps=200, batch=16, lr=2e-3, warmup=0.05, eval_every=0, ckpt_every=100)
     c.eval.update(ppl_samples=96, blank_samples=64, last_word_samples=128)
   elif arg == "tiny":
     c.data.update(vocab_size=512)

@@ -1,0 +1,172 @@
+"""The train loop: sharding over 8 devices, the non-finite guard, checkpoints and resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import chex
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from jaxpapers.core import config as cfglib
+from jaxpapers.core.checkpoint import Checkpointer, all_finite
+from jaxpapers.core.errors import CheckpointError, NonFiniteError
+from jaxpapers.core.mesh import make_mesh, state_shardings
+from jaxpapers.core.train import train
+from jaxpapers.glm.evaluate import loss_fn
+from jaxpapers.glm.experiments import BATCH_AXES, model_config
+from jaxpapers.glm.model import GLM
+from jaxpapers.glm.objective import BatchSampler, SpecialIds
+from jaxpapers.registry import experiments_root
+from jp_testutil import REPO, tiny_glm_args
+
+IDS = SpecialIds(pad=0, mask=1, gmask=2, sop=3, eop=4)
+
+
+def _setup(**train_overrides):
+  c = cfglib.load_config_file(experiments_root() / "glm/configs/pretrain.py", "tiny")
+  c.train.update(tensorboard=False, **train_overrides)
+  tokens = np.random.default_rng(0).integers(5, 512, 20_000).astype(np.int32)
+  sampler = BatchSampler(tokens, IDS, seq_len=c.objective.seq_len, batch=c.train.batch, seed=0,
+                         gmask_prob=0.5, mask_ratio=0.15, span_lambda=3.0, two_d=False)
+  model = GLM(model_config(c, 512), rngs=nnx.Rngs(params=c.seed))
+  return c, sampler, model
+
+
+def _train(c, sampler, model, workdir, mesh):
+  return train(cfg=c, workdir=str(workdir), model=model, loss_fn=loss_fn, get_batch=sampler,
+               mesh=mesh, batch_logical=BATCH_AXES, progress=False)
+
+
+def test_parameters_are_sharded_as_the_rules_say():
+  c, _, model = _setup()
+  mesh = make_mesh((4, 2), ("data", "model"))
+  sh = state_shardings(nnx.state(model, nnx.Param), mesh)
+  assert sh["embed"].get_value().spec == P("model", None)             # vocab -> model
+  assert sh["wq"].get_value().spec == P(None, None, "model", None)    # heads -> model
+  assert sh["w_in"].get_value().spec == P(None, None, None, "model")  # mlp -> model
+  assert sh["w_out"].get_value().spec == P(None, "model", None)
+  assert sh["ln1_scale"].get_value().spec == P(None, None)
+
+
+def test_eight_devices_equal_one(tmp_path):
+  """5 steps on a 4x2 (data x model) mesh of 8 fake devices equal 1 device within 1e-5 (the
+  reductions are reordered, so bitwise equality is not expected)."""
+  c, sampler, model = _setup(steps=5, ckpt_every=0)
+  mesh8 = make_mesh((4, 2), ("data", "model"))
+  out8 = _train(c, sampler, model, tmp_path / "a", mesh8)
+  wq = out8.state.params["wq"].get_value()
+  assert wq.sharding.spec == P(None, None, "model", None) and len(wq.sharding.device_set) == 8
+  assert len(wq.addressable_shards[0].data.shape) == 4 and wq.addressable_shards[0].data.shape[2] == 2
+  _, _, model1 = _setup()
+  out1 = _train(c, sampler, model1, tmp_path / "b", make_mesh((1, 1), ("data", "model"), jax.devices()[:1]))
+  a = jax.device_get(out8.state.params)
+  b = jax.device_get(out1.state.params)
+  chex.assert_trees_all_close(a, b, rtol=1e-5, atol=1e-5)
+  losses8 = [h["loss"] for h in out8.history]
+  losses1 = [h["loss"] for h in out1.history]
+  np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
+  init = jax.device_get(nnx.state(_setup()[2], nnx.Param))
+  assert not np.allclose(a["wq"].get_value(), init["wq"].get_value())   # it did train
+
+
+def test_injected_nan_is_skipped(tmp_path):
+  c, sampler, model = _setup(steps=5, ckpt_every=1, inject_nan_step=2, on_nonfinite="skip")
+  mesh = make_mesh((1, 1), ("data", "model"), jax.devices()[:1])
+  out = _train(c, sampler, model, tmp_path, mesh)
+  assert out.skipped_steps == [2]
+  assert all_finite(out.state.params)
+  ck = Checkpointer(tmp_path / "checkpoints", keep=10)
+  assert ck.steps() == [3, 4, 5] or ck.steps()[-1] == 5
+  for h in out.history:
+    assert np.isfinite(h["loss"]) or h["step"] == 3
+
+
+def test_injected_nan_stops_and_leaves_no_nonfinite_checkpoint(tmp_path):
+  c, sampler, model = _setup(steps=6, ckpt_every=1, keep=10, inject_nan_step=3, on_nonfinite="stop")
+  mesh = make_mesh((1, 1), ("data", "model"), jax.devices()[:1])
+  with pytest.raises(NonFiniteError, match=r"non-finite gradient leaf .* at step 3"):
+    _train(c, sampler, model, tmp_path, mesh)
+  ck = Checkpointer(tmp_path / "checkpoints", keep=10)
+  assert ck.steps() == [1, 2, 3]       # states after steps 0, 1, 2; step 3 was never applied
+  for s in ck.steps():
+    restored = ck.manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                             meta=ocp.args.JsonRestore()))
+    assert all_finite(restored["state"])
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
+  c, sampler, model = _setup(steps=4, ckpt_every=2, keep=5)
+  mesh = make_mesh((1, 1), ("data", "model"), jax.devices()[:1])
+  _train(c, sampler, model, tmp_path, mesh)
+  for f in (tmp_path / "checkpoints" / "4").rglob("*"):
+    if f.is_file() and f.stat().st_size > 0:
+      f.write_bytes(b"\0" * 7)
+  c.train.steps = 6
+  _, _, fresh = _setup()
+  out = _train(c, sampler, fresh, tmp_path, mesh)
+  assert out.resumed_from == 2
+  assert "step 4" in caplog.text and "unreadable" in caplog.text
+  assert (tmp_path / "checkpoints" / "4.corrupt").is_dir()          # set aside, not deleted
+  assert Checkpointer(tmp_path / "checkpoints").steps()[-1] == 6
+
+
+def test_no_usable_checkpoint_is_an_error(tmp_path):
+  c, sampler, model = _setup(steps=2, ckpt_every=2)
+  mesh = make_mesh((1, 1), ("data", "model"), jax.devices()[:1])
+  _train(c, sampler, model, tmp_path, mesh)
+  for f in (tmp_path / "checkpoints").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"x")
+  with pytest.raises(CheckpointError, match="no usable checkpoint"):
+    _, _, fresh = _setup()
+    _train(c, sampler, fresh, tmp_path, mesh)
+
+
+def _cli(args, **kw):
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  return subprocess.Popen([sys.executable, "-m", "jaxpapers.cli", *args], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _final_params(workdir):
+  ck = Checkpointer(Path(workdir) / "checkpoints", keep=10)
+  step = ck.steps()[-1]
+  out = ck.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                         meta=ocp.args.JsonRestore()))
+  return step, out["state"]
+
+
+def test_sigkill_and_resume_is_bitwise_equal(tmp_path, small_corpus):
+  steps = ["--config.train.steps=300", "--config.train.ckpt_every=25", "--config.train.log_every=25"]
+  ref = _cli(tiny_glm_args(small_corpus, tmp_path / "ref", *steps))
+  assert ref.wait(timeout=600) == 0, ref.stdout.read()
+  run = _cli(tiny_glm_args(small_corpus, tmp_path / "run", *steps))
+  ckdir = tmp_path / "run" / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and run.poll() is None:
+    done = [int(p.name) for p in ckdir.glob("*") if p.name.isdigit()] if ckdir.exists() else []
+    if done and max(done) >= 50:
+      break
+    time.sleep(0.05)
+  assert run.poll() is None, "the run finished before it could be killed; make it longer"
+  run.send_signal(signal.SIGKILL)
+  run.wait()
+  killed_at = max(int(p.name) for p in ckdir.glob("*") if p.name.isdigit())
+  assert killed_at < 300
+  resumed = _cli(tiny_glm_args(small_corpus, tmp_path / "run", *steps))
+  out = resumed.stdout.read()
+  assert resumed.wait(timeout=600) == 0, out
+  assert "resumed from the checkpoint" in out
+  s_ref, p_ref = _final_params(tmp_path / "ref")
+  s_run, p_run = _final_params(tmp_path / "run")
+  assert s_ref == s_run == 300
+  chex.assert_trees_all_equal(p_ref, p_run)   # bitwise
+  assert json.loads((tmp_path / "run" / "results.json").read_text())["resumed_from"] >= killed_at
