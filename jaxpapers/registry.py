@@ -22,7 +22,7 @@ class Experiment:
 
 
 EXPERIMENTS = {e.name: e for e in [
-    Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/configs/pretrain.py", 4.0,
+    Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/configs/pretrain.py", 3.8,
                "GLM-130B blank-infilling pretraining on Austen; ppl, last-word, blank-infill, MFU"),
 ]}
 

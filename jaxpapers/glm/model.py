@@ -37,6 +37,7 @@ class GLMConfig:
   positions: str = "1d"       # "1d" (GLM-130B) or "2d" (original GLM)
   rope_base: float = 10000.0
   remat: bool = True          # jax.checkpoint each scanned layer
+  embed_init_std: float = 0.02
 
   @property
   def head_dim(self) -> int:
@@ -119,7 +120,7 @@ class GLM(nnx.Module):
     o_init = xavier_normal(beta, fan_in_axes=(1, 2), fan_out_axes=(3,))
     in_init = xavier_normal(beta, fan_in_axes=(1,), fan_out_axes=(2, 3))
     out_init = xavier_normal(beta, fan_in_axes=(1,), fan_out_axes=(2,))
-    self.embed = param(rngs.params(), nnx.initializers.normal(0.02), (V, E), ("vocab", "embed"))
+    self.embed = param(rngs.params(), nnx.initializers.normal(cfg.embed_init_std), (V, E), ("vocab", "embed"))
     self.wq = param(rngs.params(), qk_init, (L, E, H, D), ("layers", "embed", "heads", "kv"))
     self.wk = param(rngs.params(), qk_init, (L, E, H, D), ("layers", "embed", "heads", "kv"))
     self.wv = param(rngs.params(), v_init, (L, E, H, D), ("layers", "embed", "heads", "kv"))

@@ -15,7 +15,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = dict(num_layers=6, d_model=512, num_heads=8, ffn_dim=0, dropout=0.1,
                  emb_grad_shrink=0.1,               # §3 embedding gradient shrink
                  positions="1d",                    # §2.1 GLM-130B 1-D positions; "2d" = GLM
-                 rope_base=10000.0, remat=True)
+                 rope_base=10000.0, remat=True, embed_init_std=0.02)
   c.objective = dict(seq_len=128, mask_ratio=0.15, span_lambda=3.0,  # §2.1 [MASK] spans
                      gmask_prob=0.7)                # §2.1: 30% [MASK], 70% [gMASK]
   c.mesh = dict(shape=(-1, 1), axes=("data", "model"))
@@ -28,8 +28,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     prompts=("It is a truth universally acknowledged, that",
                              "Emma was very [MASK] to see Mr. Knightley."))
   if arg == "quick":
-    c.model.update(num_layers=2, d_model=512, num_heads=8, dropout=0.0)
-    c.train.update(steps=200, batch=16, lr=2e-3, warmup=0.05, eval_every=0, ckpt_every=100)
+    c.data.update(vocab_size=1024)
+    c.model.update(num_layers=2, d_model=256, num_heads=8, dropout=0.0)
+    c.objective.update(seq_len=64)
+    c.train.update(steps=600, batch=32, lr=2e-3, warmup=0.05, eval_every=0, ckpt_every=300)
     c.eval.update(ppl_samples=96, blank_samples=64, last_word_samples=128)
   elif arg == "tiny":
     c.data.update(vocab_size=512)
