@@ -170,3 +170,22 @@ def test_sigkill_and_resume_is_bitwise_equal(tmp_path, small_corpus):
   assert s_ref == s_run == 300
   chex.assert_trees_all_equal(p_ref, p_run)   # bitwise
   assert json.loads((tmp_path / "run" / "results.json").read_text())["resumed_from"] >= killed_at
+
+
+def test_gradient_accumulation_averages_microbatch_gradients():
+  """With SGD(lr=1) the update is -grad: accumulating 2 microbatches gives the mean of their grads."""
+  import jax.numpy as jnp
+  import optax
+  from jaxpapers.core.train import TrainState, make_train_step
+  c, sampler, model = _setup()
+  graphdef, params = nnx.split(model, nnx.Param)
+  tx = optax.sgd(1.0)
+  state = TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
+                     rng=jax.random.key_data(jax.random.key(0)))
+  batch = {k: jnp.asarray(v) for k, v in sampler(0).items()}
+  new, _ = jax.jit(make_train_step(graphdef, loss_fn, tx, grad_accum=2))(state, batch, jnp.float32(1.0))
+  grad = lambda b: jax.grad(lambda p: loss_fn(nnx.merge(graphdef, p), b, None)[0])(params)
+  halves = [jax.tree.map(lambda x: x[i * 4:(i + 1) * 4], batch) for i in range(2)]
+  g0, g1 = grad(halves[0]), grad(halves[1])
+  expected = jax.tree.map(lambda p, a, b: p - (a + b) / 2, params, g0, g1)
+  chex.assert_trees_all_close(new.params, expected, rtol=1e-5, atol=1e-6)

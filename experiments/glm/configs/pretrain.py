@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.update(vocab_size=512)
     c.model.update(num_layers=2, d_model=64, num_heads=4, dropout=0.0)
     c.objective.update(seq_len=32)
-    c.train.update(steps=6, batch=8, lr=3e-3, warmup=1, log_every=1, eval_every=0, ckpt_every=2,
+    c.train.update(steps=6, batch=8, lr=3e-3, warmup=1, log_every=1, eval_every=3, ckpt_every=2,
                    tensorboard=False)
     c.eval.update(batch=8, ppl_samples=8, blank_samples=8, last_word_samples=8)
     c.generate.update(max_new_tokens=4)
