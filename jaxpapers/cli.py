@@ -117,11 +117,22 @@ def cmd_run(fv, positional, overrides) -> int:
   from jaxpapers.core import config as cfglib
   from jaxpapers.core.distributed import maybe_initialize
   exp, cfg = _load(fv, positional, overrides)
+  exp.validate(cfg)
   workdir = _check_workdir(fv.workdir)
   maybe_initialize(fv.coordinator, fv.num_processes, fv.process_id)
   import jax
+  import json
+  previous = workdir / "config.json"
+  if previous.exists() and (workdir / "checkpoints").is_dir():
+    # resuming: what defines the model and its data must not change
+    old = json.loads(previous.read_text())
+    fixed = [k for k in cfglib.differing_keys(old, json.loads(cfglib.to_json(cfg)))
+             if k.split(".")[0] in ("experiment", "seed", "model", "data", "objective", "mesh")]
+    if fixed:
+      raise ConfigError(f"{workdir} holds a run whose {fixed[0]} differs ({len(fixed)} key(s): "
+                        f"{', '.join(fixed[:4])}); use a new --workdir")
   if jax.process_index() == 0:
-    (workdir / "config.json").write_text(cfglib.to_json(cfg) + "\n")
+    previous.write_text(cfglib.to_json(cfg) + "\n")
   command = "jaxpapers " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   exp.function()(cfg, str(workdir), command)
   if jax.process_index() == 0:
@@ -150,8 +161,8 @@ def cmd_generate(fv) -> int:
     out = complete(model, corpus.tokenizer, fv.prompt, corpus.ids, mode=mode,
                    max_new_tokens=fv.max_new_tokens, strategy=fv.strategy, top_k=fv.top_k,
                    top_p=fv.top_p, temperature=fv.temperature, seed=fv.seed)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  except (ValueError, TypeError) as e:
+    raise ConfigError(str(e).splitlines()[0]) from None
   print(out)
   return 0
 

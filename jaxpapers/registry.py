@@ -20,6 +20,12 @@ class Experiment:
     module, fn = self.run.split(":")
     return getattr(importlib.import_module(module), fn)
 
+  def validate(self, cfg) -> None:
+    """The run module's `validate(cfg)`, if it has one: bad values fail before any work."""
+    check = getattr(importlib.import_module(self.run.split(":")[0]), "validate", None)
+    if check is not None:
+      check(cfg)
+
 
 EXPERIMENTS = {e.name: e for e in [
     Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/configs/pretrain.py", 3.8,

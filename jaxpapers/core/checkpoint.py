@@ -19,6 +19,13 @@ def all_finite(tree) -> bool:
   return bool(jax.jit(lambda ls: jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in ls])))(leaves)) if leaves else True
 
 
+def _numel(shape) -> int:
+  n = 1
+  for d in shape:
+    n *= d
+  return n
+
+
 class Checkpointer:
   """Keeps the last `keep` checkpoints under `directory`; writes are atomic (orbax renames a
   finished temporary directory), so a killed run never leaves a half-written 'latest'."""
@@ -29,7 +36,8 @@ class Checkpointer:
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=False),
-        item_names=("state", "meta"))
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -50,7 +58,18 @@ class Checkpointer:
     if not steps:
       return None
     errors = []
+    want = sorted(tuple(x.shape) for x in jax.tree.leaves(abstract_state))
     for step in reversed(steps):
+      try:
+        saved = self.manager.item_metadata(step)["state"]
+        have = sorted(tuple(x.shape) for x in jax.tree.leaves(getattr(saved, "tree", saved)))
+      except Exception:  # unreadable metadata: a corrupt checkpoint, handled below
+        have = None
+      if have and have != want:
+        raise CheckpointError(
+            f"the checkpoint at step {step} in {self.directory} was written for a different model "
+            f"or optimizer ({len(have)} arrays, {sum(map(_numel, have)):,} values; this config has "
+            f"{len(want)}, {sum(map(_numel, want)):,}); use a new --workdir or the run's own config")
       try:
         out = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
@@ -72,15 +91,19 @@ class Checkpointer:
                           "; ".join(f"step {s}: {m}" for s, m in errors))
 
   def _set_aside(self, step: int) -> None:
-    """Renames an unusable checkpoint to <step>.corrupt (kept for inspection, never reused)."""
-    src = self.directory / str(step)
-    dst = self.directory / f"{step}.corrupt"
-    n = 1
-    while dst.exists():
-      dst, n = self.directory / f"{step}.corrupt{n}", n + 1
-    if src.exists():
-      src.rename(dst)
-      log.warning("moved the unusable checkpoint %s to %s", src, dst)
+    """Renames an unusable checkpoint to <step>.corrupt (kept for inspection, never reused);
+    process 0 renames, the others wait for it."""
+    if jax.process_index() == 0:
+      src = self.directory / str(step)
+      dst, n = self.directory / f"{step}.corrupt", 1
+      while dst.exists():
+        dst, n = self.directory / f"{step}.corrupt{n}", n + 1
+      if src.exists():
+        src.rename(dst)
+        log.warning("moved the unusable checkpoint %s to %s", src, dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"jaxpapers_set_aside_{step}")
     self.manager.reload()
 
   def close(self):

@@ -101,3 +101,15 @@ def check(cfg: ml_collections.ConfigDict, key: str, predicate: Callable[[Any], b
 
 def to_json(cfg: ml_collections.ConfigDict) -> str:
   return json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+  """Dotted keys whose values differ between two nested dicts."""
+  out = []
+  for k in sorted(set(a) | set(b)):
+    va, vb = a.get(k), b.get(k)
+    if isinstance(va, dict) and isinstance(vb, dict):
+      out += differing_keys(va, vb, f"{prefix}{k}.")
+    elif (list(va) if isinstance(va, (list, tuple)) else va) != (list(vb) if isinstance(vb, (list, tuple)) else vb):
+      out.append(prefix + k)
+  return out

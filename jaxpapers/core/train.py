@@ -26,7 +26,8 @@ from jaxpapers.core.metrics import MetricWriter
 
 log = logging.getLogger("jaxpapers")
 
-# loss_fn(model, batch, dropout_key) -> (scalar loss, dict of scalar aux metrics)
+# loss_fn(model, batch, dropout_key) -> (scalar loss, dict of scalar aux metrics); aux["tokens"],
+# when present, is the loss's normaliser (gradient accumulation weights micro-batches by it)
 LossFn = Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]]
 
 
@@ -39,12 +40,15 @@ class TrainState:
 
 
 def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """AdamW with linear warmup + cosine decay and global-norm clipping; no decay on vectors
-  (biases, norms)."""
+  """AdamW with linear warmup + cosine decay and global-norm clipping; no weight decay on biases
+  and norms. The schedule follows optax's update count, which a skipped (non-finite) step does
+  not advance."""
   warmup = int(t.warmup * t.steps) if t.warmup < 1 else int(t.warmup)
   sched = optax.warmup_cosine_decay_schedule(0.0, t.lr, max(warmup, 1), max(t.steps, warmup + 1),
                                              end_value=t.lr * t.end_lr_ratio)
-  decay_mask = lambda params: jax.tree.map(lambda p: jnp.ndim(p) > 1 and p.shape[-1] > 1, params)
+  def decay_mask(params):   # the `decay` metadata of each nnx.Param (see jaxpapers.nn.param)
+    return jax.tree.map(lambda v: bool(getattr(v, "decay", jnp.ndim(v) > 1)), params,
+                        is_leaf=lambda x: isinstance(x, nnx.Variable))
   return optax.chain(optax.clip_by_global_norm(t.clip),
                      optax.adamw(sched, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay,
                                  mask=decay_mask))
@@ -73,15 +77,23 @@ def make_train_step(graphdef, loss_fn: LossFn, tx, grad_accum: int = 1):
     else:
       micro = jax.tree.map(lambda x: x.reshape((grad_accum, x.shape[0] // grad_accum) + x.shape[1:]), batch)
 
+      # micro-batches are weighted by their loss normaliser aux["tokens"] (1 if absent), so the
+      # accumulated gradient is the gradient of the whole batch's token-mean loss
       def acc(carry, xs):
         i, mb = xs
-        out = grad_fn(state.params, mb, jax.random.fold_in(key, i), poison)
-        return jax.tree.map(jnp.add, carry, out), None
+        (l, a), g = grad_fn(state.params, mb, jax.random.fold_in(key, i), poison)
+        w = a.get("tokens", jnp.float32(1.0))
+        scaled = jax.tree.map(lambda x: x * w, (l, a, g))
+        return jax.tree.map(jnp.add, carry, scaled + (w,)), None
 
       shapes = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), key, poison)
-      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-      ((loss, aux), grads), _ = jax.lax.scan(acc, zeros, (jnp.arange(grad_accum), micro))
-      loss, aux, grads = jax.tree.map(lambda x: x / grad_accum, (loss, aux, grads))
+      (l_s, a_s), g_s = shapes
+      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (l_s, a_s, g_s, l_s))
+      (loss, aux, grads, total), _ = jax.lax.scan(acc, zeros, (jnp.arange(grad_accum), micro))
+      total = jnp.maximum(total, 1e-9)
+      loss, aux, grads = jax.tree.map(lambda x: x / total, (loss, aux, grads))
+      if "tokens" in aux:
+        aux = dict(aux, tokens=total)
     leaf_ok = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
     ok = jnp.isfinite(loss) & jnp.all(leaf_ok)
 

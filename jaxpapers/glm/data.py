@@ -3,8 +3,11 @@ cached in the workdir so a resumed run uses the very same tokenizer and tokens."
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from jaxpapers.core.errors import DataError
@@ -37,16 +40,29 @@ def prepare(corpus: str, vocab_size: int, val_fraction: float, workdir: str | Pa
   text = textdata.load_corpus(corpus)
   train_text, val_text = textdata.train_val_split(text, val_fraction)
   train_text, val_text = textdata.normalize(train_text), textdata.normalize(val_text)
-  tok_path, cache = workdir / "tokenizer.json", workdir / "tokens.npz"
-  if tok_path.exists() and cache.exists():
-    tok = textdata.load_tokenizer(tok_path)
-    arrays = np.load(cache)
-    train, val = arrays["train"], arrays["val"]
-  else:
+  tok_path, cache, key_path = workdir / "tokenizer.json", workdir / "tokens.npz", workdir / "data.json"
+  key = {"corpus": corpus if corpus in textdata.EMBEDDED else str(Path(corpus).resolve()),
+         "vocab_size": vocab_size, "val_fraction": val_fraction}
+  if key_path.exists() and json.loads(key_path.read_text()) != key:
+    raise DataError(f"{workdir} holds data prepared as {json.loads(key_path.read_text())}, not "
+                    f"{key}; use a new --workdir")
+  if jax.process_index() == 0 and not (tok_path.exists() and cache.exists() and key_path.exists()):
     tok = textdata.train_tokenizer(train_text, vocab_size)
     train, val = textdata.encode(tok, train_text), textdata.encode(tok, val_text)
-    tok.save(str(tok_path))
-    np.savez(cache, train=train, val=val)
+    # written atomically, the key last: a killed preparation is redone, never half-read
+    suffix = f".tmp{os.getpid()}"
+    tok.save(str(tok_path) + suffix)
+    with open(str(cache) + suffix, "wb") as f:
+      np.savez(f, train=train, val=val)
+    os.replace(str(cache) + suffix, cache)
+    os.replace(str(tok_path) + suffix, tok_path)
+    key_path.write_text(json.dumps(key))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("jaxpapers_glm_data")
+  tok = textdata.load_tokenizer(tok_path)
+  arrays = np.load(cache)
+  train, val = arrays["train"], arrays["val"]
   for name, arr in (("training", train), ("held-out", val)):
     if len(arr) < 4 * seq_len:
       raise DataError(f"corpus {corpus!r} gives only {len(arr)} {name} tokens; need at least "

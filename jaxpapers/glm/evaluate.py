@@ -91,6 +91,8 @@ def last_word_set(val_text: str, tok, ids: SpecialIds, seq_len: int, count: int,
   samples = []
   for m in picks:
     word = tok.encode(" " + m.group(1)).ids
+    if len(word) > seq_len // 2:   # leave room for context
+      continue
     ctx = tok.encode(val_text[max(0, m.start() - 6 * seq_len):m.start()]).ids
     ctx = ctx[-(seq_len - 3 - len(word)):]
     raw = np.asarray(ctx + word, np.int32)

@@ -36,6 +36,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
               "eval.batch"):
     cfglib.check(c, key, pos_int, "a positive int")
   cfglib.check(c, "model.d_model", lambda v: v % c.model.num_heads == 0, "divisible by model.num_heads")
+  cfglib.check(c, "model.d_model", lambda v: (v // c.model.num_heads) % (4 if c.model.positions == "2d" else 2) == 0,
+               "such that d_model / num_heads is even (a multiple of 4 for 2-D positions: RoPE rotates pairs)")
+  cfglib.check(c, "model.ffn_dim", lambda v: isinstance(v, int) and v >= 0, "a non-negative int (0: 8/3 d_model)")
+  cfglib.check(c, "objective.span_lambda", lambda v: v > 0, "positive")
+  for key in ("eval.ppl_samples", "eval.blank_samples", "eval.last_word_samples", "train.keep",
+              "generate.max_new_tokens", "generate.top_k"):
+    cfglib.check(c, key, pos_int, "a positive int")
+  cfglib.check(c, "train.warmup", lambda v: v >= 0, "non-negative (a fraction of steps if < 1, else steps)")
+  cfglib.check(c, "generate.top_p", lambda v: 0.0 < v <= 1.0, "in (0, 1]")
   cfglib.check(c, "model.positions", lambda v: v in ("1d", "2d"), "'1d' or '2d'")
   cfglib.check(c, "model.dropout", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
   cfglib.check(c, "objective.mask_ratio", lambda v: 0.0 < v < 0.5, "in (0, 0.5)")

@@ -29,6 +29,15 @@ def _pos(p, b, two_d):
   return p
 
 
+def generated_position(context_len: int, gen_position: int, i: int, counting: bool,
+                       two_d: bool) -> tuple[int, int]:
+  """(position, block position) of the i-th generated input token (<sop> is i = 0), as the
+  training samples of `objective.py` lay them out."""
+  if two_d:   # 2-D: every token of the span sits at the mask position; the block id counts
+    return (context_len - 1 if counting else gen_position), i + 1
+  return (gen_position + i if counting else gen_position), 0
+
+
 def generate_blank(model, context: list[int], gen_position: int, ids: SpecialIds, *,
                    max_new_tokens: int = 32, strategy: str = "greedy", top_k: int = 0,
                    top_p: float = 1.0, temperature: float = 1.0, seed: int = 0,
@@ -46,12 +55,10 @@ def generate_blank(model, context: list[int], gen_position: int, ids: SpecialIds
                              _pos(np.arange(c), np.zeros(c), two_d), ctx_len, cache, 0)
   key = jax.random.key(seed)
   out, tok = [], ids.sop
-  # 2-D: every generated token sits at the mask position; the block counter counts.
-  base = c - 1 if two_d and counting else gen_position
   for i in range(max_new_tokens):
-    pos = base + i if counting and not two_d else base
+    pos, block = generated_position(c, gen_position, i, counting, two_d)
     logits, cache = _forward_cached(graphdef, params, jnp.asarray([[tok]], jnp.int32),
-                                    _pos([pos], [i + 1], two_d), ctx_len, cache, c + i)
+                                    _pos([pos], [block], two_d), ctx_len, cache, c + i)
     key, sub = jax.random.split(key)
     tok = int(sample_logits(logits[:, -1], sub, strategy, top_k, top_p, temperature)[0])
     if tok == ids.eop:

@@ -9,11 +9,14 @@ from flax import nnx
 
 
 def param(key: jax.Array, init: Callable, shape: Sequence[int], axes: Sequence[str | None],
-          dtype=jnp.float32) -> nnx.Param:
-  """An nnx.Param initialised by `init(key, shape, dtype)` with `axes` metadata."""
+          dtype=jnp.float32, decay: bool | None = None) -> nnx.Param:
+  """An nnx.Param initialised by `init(key, shape, dtype)` with `axes` metadata and a `decay`
+  flag for weight decay (default: matrices decay; a stacked-layer axis does not count)."""
   if len(axes) != len(shape):
     raise ValueError(f"axes {tuple(axes)} do not match shape {tuple(shape)}")
-  return nnx.Param(init(key, tuple(shape), dtype), axes=tuple(axes))
+  if decay is None:
+    decay = len([a for a in axes if a != "layers"]) >= 2
+  return nnx.Param(init(key, tuple(shape), dtype), axes=tuple(axes), decay=decay)
 
 
 def xavier_normal(gain: float = 1.0, fan_in_axes=(0,), fan_out_axes=(-1,), batch_axes=()):

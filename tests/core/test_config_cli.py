@@ -90,3 +90,7 @@ def test_cli_corrupt_checkpoint_is_one_line(capsys, tmp_path, small_corpus):
           f.write_bytes(b"garbage")
   _one_line_error(capsys, tiny_glm_args(small_corpus, wd, "--config.train.steps=8"),
                   "no usable checkpoint")
+  _one_line_error(capsys, tiny_glm_args(small_corpus, wd, "--config.model.d_model=32"),
+                  "holds a run whose model.d_model differs")
+  _one_line_error(capsys, tiny_glm_args(small_corpus, wd, "--config.model.d_model=76"),
+                  "d_model / num_heads is even")

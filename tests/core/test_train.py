@@ -78,15 +78,20 @@ def test_eight_devices_equal_one(tmp_path):
 
 
 def test_injected_nan_is_skipped(tmp_path):
-  c, sampler, model = _setup(steps=5, ckpt_every=1, inject_nan_step=2, on_nonfinite="skip")
+  c, sampler, model = _setup(steps=5, ckpt_every=1, keep=10, inject_nan_step=2, on_nonfinite="skip")
   mesh = make_mesh((1, 1), ("data", "model"), jax.devices()[:1])
   out = _train(c, sampler, model, tmp_path, mesh)
   assert out.skipped_steps == [2]
   assert all_finite(out.state.params)
   ck = Checkpointer(tmp_path / "checkpoints", keep=10)
-  assert ck.steps() == [3, 4, 5] or ck.steps()[-1] == 5
-  for h in out.history:
-    assert np.isfinite(h["loss"]) or h["step"] == 3
+  assert ck.steps()[-3:] == [3, 4, 5]
+  restore = lambda s: ck.manager.restore(s, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))["state"]
+  before, after, later = restore(2), restore(3), restore(4)
+  chex.assert_trees_all_equal(before["params"], after["params"])       # the bad batch changed nothing
+  chex.assert_trees_all_equal(before["opt_state"], after["opt_state"])
+  assert not np.array_equal(after["params"]["wq"]["value"], later["params"]["wq"]["value"])
+  assert [h["step"] for h in out.history if not np.isfinite(h["loss"])] == [3]
 
 
 def test_injected_nan_stops_and_leaves_no_nonfinite_checkpoint(tmp_path):
@@ -116,6 +121,16 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
   assert "step 4" in caplog.text and "unreadable" in caplog.text
   assert (tmp_path / "checkpoints" / "4.corrupt").is_dir()          # set aside, not deleted
   assert Checkpointer(tmp_path / "checkpoints").steps()[-1] == 6
+
+
+def test_checkpoint_of_another_model_is_refused_and_kept(tmp_path):
+  c, sampler, model = _setup(steps=2, ckpt_every=2)
+  mesh = make_mesh((1, 1), ("data", "model"), jax.devices()[:1])
+  _train(c, sampler, model, tmp_path, mesh)
+  c.model.d_model = 32
+  with pytest.raises(CheckpointError, match="written for a different model"):
+    _train(c, sampler, GLM(model_config(c, 512), rngs=nnx.Rngs(params=0)), tmp_path, mesh)
+  assert Checkpointer(tmp_path / "checkpoints").steps() == [2]         # not set aside
 
 
 def test_no_usable_checkpoint_is_an_error(tmp_path):
@@ -172,8 +187,9 @@ def test_sigkill_and_resume_is_bitwise_equal(tmp_path, small_corpus):
   assert json.loads((tmp_path / "run" / "results.json").read_text())["resumed_from"] >= killed_at
 
 
-def test_gradient_accumulation_averages_microbatch_gradients():
-  """With SGD(lr=1) the update is -grad: accumulating 2 microbatches gives the mean of their grads."""
+def test_gradient_accumulation_equals_the_full_batch_gradient():
+  """With SGD(lr=1) the update is -grad: 2 accumulated micro-batches (of unequal token counts)
+  give the gradient of the whole batch's token-mean loss."""
   import jax.numpy as jnp
   import optax
   from jaxpapers.core.train import TrainState, make_train_step
@@ -183,9 +199,26 @@ def test_gradient_accumulation_averages_microbatch_gradients():
   state = TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
                      rng=jax.random.key_data(jax.random.key(0)))
   batch = {k: jnp.asarray(v) for k, v in sampler(0).items()}
-  new, _ = jax.jit(make_train_step(graphdef, loss_fn, tx, grad_accum=2))(state, batch, jnp.float32(1.0))
-  grad = lambda b: jax.grad(lambda p: loss_fn(nnx.merge(graphdef, p), b, None)[0])(params)
-  halves = [jax.tree.map(lambda x: x[i * 4:(i + 1) * 4], batch) for i in range(2)]
-  g0, g1 = grad(halves[0]), grad(halves[1])
-  expected = jax.tree.map(lambda p, a, b: p - (a + b) / 2, params, g0, g1)
+  assert batch["weights"][:4].sum() != batch["weights"][4:].sum()
+  new, m = jax.jit(make_train_step(graphdef, loss_fn, tx, grad_accum=2))(state, batch, jnp.float32(1.0))
+  (loss, aux), g = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch, None),
+                                      has_aux=True)(params)
+  expected = jax.tree.map(lambda p, g: p - g, params, g)
   chex.assert_trees_all_close(new.params, expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(m["loss"], loss, rtol=1e-6)
+  assert float(m["tokens"]) == float(aux["tokens"])
+
+
+def test_weight_decay_only_on_matrices():
+  import jax.numpy as jnp
+  from jaxpapers.core.train import make_optimizer
+  c, _, model = _setup()
+  params = nnx.state(model, nnx.Param)
+  tx = make_optimizer(c.train)
+  zero = jax.tree.map(jnp.zeros_like, params)
+  st = tx.init(params)
+  for _ in range(2):   # the schedule starts at lr 0
+    u, st = tx.update(zero, st, params)
+  decayed = {jax.tree_util.keystr(k[:1]).strip("[]'") for k, v in jax.tree_util.tree_flatten_with_path(u)[0]
+             if float(jnp.abs(v).max()) > 0}
+  assert decayed == {"embed", "wq", "wk", "wv", "wo", "w_in", "w_out"}

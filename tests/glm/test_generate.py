@@ -35,3 +35,41 @@ def test_cli_generate_after_a_run(capsys, tmp_path, small_corpus):
                    "--strategy", "top_p", "--max_new_tokens", "3"]) == 0
   assert cli.main(["generate", "--workdir", str(wd), "--prompt", "x", "--strategy", "beam"]) == 2
   assert "unknown sampling strategy" in capsys.readouterr().err
+
+
+def test_sampling_depends_on_the_seed():
+  model = GLM(GLMConfig(vocab_size=40, num_layers=2, d_model=16, num_heads=2, dropout=0.0),
+              rngs=nnx.Rngs(params=0))
+  ctx = [7, 8, IDS.gmask]
+  runs = {tuple(generate_blank(model, ctx, 3, IDS, max_new_tokens=8, strategy="sample", seed=s,
+                               counting=True)) for s in range(4)}
+  assert len(runs) > 1
+
+
+def test_generation_positions_match_training_samples():
+  """The positions generate_blank feeds equal those of the training samples, 1-D and 2-D."""
+  from jaxpapers.glm.generate import generated_position
+  from jaxpapers.glm.objective import gmask_sample, mask_sample
+  raw = np.arange(10, 40, dtype=np.int32)
+  for two_d in (False, True):
+    s = gmask_sample(raw, 7, IDS, 32, two_d)
+    c = int(s["context_len"])
+    for i in range(32 - c):
+      pos, block = generated_position(c, c, i, True, two_d)
+      if two_d:
+        assert (s["positions"][0][c + i], s["positions"][1][c + i]) == (pos, block)
+      else:
+        assert s["positions"][c + i] == pos
+    s = mask_sample(raw, np.random.default_rng(3), IDS, 32, two_d=two_d)
+    c = int(s["context_len"])
+    tokens = s["tokens"]
+    first_span_pos = (s["positions"][0] if two_d else s["positions"])[c]
+    j = c + 1
+    while j < 32 and tokens[j] not in (IDS.sop, IDS.pad):
+      j += 1
+    for i in range(j - c):
+      pos, block = generated_position(c, int(first_span_pos), i, False, two_d)
+      if two_d:
+        assert (s["positions"][0][c + i], s["positions"][1][c + i]) == (pos, block)
+      else:
+        assert s["positions"][c + i] == pos

@@ -120,3 +120,30 @@ def test_generated_part_is_causal_and_context_bidirectional():
   np.testing.assert_array_equal(np.asarray(base[0, :7]), np.asarray(gen_changed[0, :7]))
   ctx_changed = model(tokens.at[0, 3].set(5), pos, ctx)
   assert not np.allclose(np.asarray(base[0, 0]), np.asarray(ctx_changed[0, 0]))
+
+
+def test_model_shrinks_only_the_input_embedding_gradient():
+  """With tied embeddings, d loss / d E = alpha * (input path) + (output path) (GLM-130B §3):
+  grad(0.1) = 0.1 * (grad(1) - grad(0)) + grad(0)."""
+  tokens = jnp.asarray(np.random.default_rng(2).integers(5, 64, (2, 8)), jnp.int32)
+  pos, ctx = jnp.tile(jnp.arange(8), (2, 1)), jnp.asarray([3, 5])
+
+  def embed_grad(alpha):
+    model = tiny(emb_grad_shrink=alpha)
+    g, p = nnx.split(model, nnx.Param)
+    f = lambda p: jnp.sum(jnp.sin(nnx.merge(g, p)(tokens, pos, ctx)))
+    return np.asarray(jax.grad(f)(p)["embed"].get_value())
+
+  g0, g01, g1 = embed_grad(0.0), embed_grad(0.1), embed_grad(1.0)
+  assert np.abs(g1 - g0).max() > 1e-3
+  np.testing.assert_allclose(g01, 0.1 * (g1 - g0) + g0, rtol=1e-4, atol=1e-6)
+
+
+def test_output_layer_is_the_transposed_input_embedding():
+  model = tiny()
+  tokens = jnp.asarray([[5, 6, 7]], jnp.int32)
+  logits = model(tokens, jnp.arange(3)[None], jnp.asarray([3]))
+  model.embed[...] = model.embed[...].at[9].set(0.0)        # one vocabulary row to zero
+  logits2 = model(tokens, jnp.arange(3)[None], jnp.asarray([3]))
+  np.testing.assert_array_equal(np.asarray(logits2[..., 9]), 0.0)
+  assert not np.allclose(np.asarray(logits[..., 9]), 0.0)

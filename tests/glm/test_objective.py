@@ -92,3 +92,22 @@ def test_sampler_is_a_function_of_seed_and_step():
   for k in a(7):
     np.testing.assert_array_equal(a(7)[k], b(7)[k])
   assert not np.array_equal(a(7)["tokens"], a(8)["tokens"])
+
+
+def test_mask_sample_2d_block_positions():
+  """Original GLM 2-D positions: a span's tokens sit at its [MASK] position with intra-block ids
+  1, 2, ...; the context has block id 0 (Du et al. 2022 §2.2)."""
+  s = mask_sample(np.arange(100, 160, dtype=np.int32), np.random.default_rng(5), IDS, 40, two_d=True)
+  pos, block = s["positions"]
+  c, tok = int(s["context_len"]), s["tokens"]
+  np.testing.assert_array_equal(block[:c], 0)
+  np.testing.assert_array_equal(pos[:c], np.arange(c))
+  i = c
+  while i < 40 and tok[i] == IDS.sop:
+    j = i + 1
+    while j < 40 and tok[j] not in (IDS.sop, IDS.pad):
+      j += 1
+    assert tok[pos[i]] == IDS.mask
+    np.testing.assert_array_equal(pos[i:j], pos[i])
+    np.testing.assert_array_equal(block[i:j], np.arange(1, j - i + 1))
+    i = j

@@ -1,0 +1,85 @@
+"""INT8/INT4 weight-only quantization: GLM-130B's packing and the Pallas kernel vs the reference."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxpapers.core.errors import ConfigError
+from pallas_kernels.int_quant import (dequantize, int_values, pack_int4, qmatmul_reference, quantize,
+                                      unpack_int4)
+from pallas_kernels.quant_matmul import qmatmul_pallas
+
+
+def test_pack_int4_matches_glm130b_byte_layout():
+  """byte_k = (q_2k << 4) | (q_2k+1 & 0xF), hand-computed (GLM-130B App. B.8)."""
+  q = jnp.array([[3, -2, -7, 7, 0, -1]], jnp.int8)
+  # 3<<4 | 0xE = 0x3E; (-7 & 0xF)=0x9 -> 0x97; 0<<4 | 0xF = 0x0F
+  np.testing.assert_array_equal(np.asarray(pack_int4(q)), [[0x3E, 0x97, 0x0F]])
+
+
+def test_pack_unpack_round_trip_is_exact():
+  q = jax.random.randint(jax.random.key(0), (33, 64), -8, 8).astype(jnp.int8)
+  np.testing.assert_array_equal(np.asarray(unpack_int4(pack_int4(q))), np.asarray(q))
+  u = jax.random.randint(jax.random.key(1), (5, 16), 0, 16).astype(jnp.int8)
+  np.testing.assert_array_equal(np.asarray(unpack_int4(pack_int4(u), signed=False)), np.asarray(u))
+
+
+def test_absmax_row_quantization_formula():
+  """s_r = max_j |W_rj| / (2^(b-1) - 1); q = round(W / s_r) in [-7, 7] / [-127, 127]."""
+  w = jnp.array([[0.7, -0.35, 0.1, 0.0], [-2.0, 1.1, 0.5, 0.25]], jnp.float32)
+  q4 = quantize(w, 4)
+  np.testing.assert_allclose(np.asarray(q4.scale[:, 0]), [0.1, 2.0 / 7], rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(int_values(q4)), [[7, -4, 1, 0], [-7, 4, 2, 1]])
+  q8 = quantize(w, 8)
+  assert int(jnp.abs(int_values(q8)).max()) == 127
+  assert q4.q.dtype == jnp.uint8 and q4.q.shape == (2, 2)
+
+
+def test_zero_point_and_group_reduce_error():
+  w = jax.random.normal(jax.random.key(2), (64, 256)) + 0.5
+  err = lambda qw: float(jnp.abs(dequantize(qw) - w).mean())
+  assert err(quantize(w, 4, zero_point=True)) < err(quantize(w, 4))
+  assert err(quantize(w, 4, group_size=32)) < err(quantize(w, 4))
+  assert err(quantize(w, 8)) < err(quantize(w, 4)) / 8
+
+
+CASES = [  # (M, N, K, bits, group_size, zero_point, x dtype, blocks)
+    (1, 64, 128, 8, None, False, jnp.float32, None),
+    (1, 64, 128, 4, None, False, jnp.float32, None),
+    (8, 128, 256, 4, None, False, jnp.bfloat16, None),
+    (16, 64, 512, 4, 128, False, jnp.float32, None),
+    (5, 32, 64, 4, None, True, jnp.float32, None),
+    (3, 64, 256, 4, 64, True, jnp.float32, (8, 32, 128)),
+    (130, 64, 128, 8, 32, False, jnp.float32, (128, 64, 64)),   # M padded to 256
+    (128, 128, 256, 8, None, False, jnp.bfloat16, (64, 64, 64)),
+    (7, 48, 96, 8, 32, False, jnp.float32, (8, 16, 32)),
+    (12, 64, 256, 4, None, False, jnp.float32, (16, 32, 64)),   # row scale spans 4 K blocks
+    (2, 32, 128, 4, 16, False, jnp.float32, (8, 32, 64)),       # 4 groups per K block
+]
+
+
+@pytest.mark.parametrize("M, N, K, bits, g, zp, dtype, blocks", CASES)
+def test_kernel_equals_reference(M, N, K, bits, g, zp, dtype, blocks):
+  w = jax.random.normal(jax.random.key(K + N), (N, K))
+  x = jax.random.normal(jax.random.key(M), (M, K)).astype(dtype)
+  qw = quantize(w, bits, g, zp)
+  got = qmatmul_pallas(x, qw, blocks=blocks, interpret=True)
+  want = qmatmul_reference(x, qw)
+  assert got.shape == (M, N) and got.dtype == dtype
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                             rtol=tol, atol=tol * 10)
+
+
+def test_bad_inputs_are_clear_errors():
+  w = jnp.ones((8, 12))
+  with pytest.raises(ConfigError, match="unsupported bit width 3"):
+    quantize(w, 3)
+  with pytest.raises(ConfigError, match="not divisible by the group size 5"):
+    quantize(w, 4, group_size=5)
+  with pytest.raises(ConfigError, match="even input dimension"):
+    pack_int4(jnp.ones((2, 3), jnp.int8))
+  with pytest.raises(ConfigError, match="do not tile"):
+    qmatmul_pallas(jnp.ones((1, 12)), quantize(w, 8), blocks=(8, 8, 8), interpret=True)
+  with pytest.raises(ConfigError, match="does not match"):
+    qmatmul_pallas(jnp.ones((1, 16)), quantize(w, 8), interpret=True)
