@@ -104,8 +104,11 @@ def make_train_step(graphdef, loss_fn: LossFn, tx, grad_accum: int = 1):
       return jax.lax.cond(params_ok, lambda: (params, opt_state, jnp.bool_(True)),
                           lambda: (state.params, state.opt_state, jnp.bool_(False)))
 
+    def skip(_):
+      return state.params, state.opt_state, jnp.bool_(False)
+
     # lax.cond runs one branch: a skipped step costs nothing and copies nothing
-    params, opt_state, ok = jax.lax.cond(ok, update, lambda _: (state.params, state.opt_state, jnp.bool_(False)), None)
+    params, opt_state, ok = jax.lax.cond(ok, update, skip, None)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads), finite=ok,
                    grad_leaf_finite=leaf_ok)
