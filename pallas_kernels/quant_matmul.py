@@ -86,3 +86,55 @@ def qmatmul_pallas(x: jnp.ndarray, qw: QuantizedWeight, blocks: tuple[int, int, 
       interpret=interpret,
   )(*args)
   return out[:M].astype(x.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("tile_rows",))
+def qmatmul_xla_tiled(x: jnp.ndarray, qw: QuantizedWeight, tile_rows: int = 256) -> jnp.ndarray:
+  """The CPU path: `lax.map` over tiles of `tile_rows` output rows, each dequantized just before
+  its dot, so at most one FP32 tile of W exists at a time (never the whole matrix).
+
+  INT4 is not interleaved back to [t, K]: with byte_k = (q_2k << 4) | q_2k+1, the high nibbles
+  are the even columns and the low nibbles the odd ones, so y = x[:, 0::2] W_hi^T + x[:, 1::2] W_lo^T.
+  """
+  N = qw.scale.shape[0]
+  K = qw.in_features
+  t = tile_rows if N % tile_rows == 0 else N
+  nt = N // t
+  q = qw.q.reshape((nt, t) + qw.q.shape[1:])
+  s = qw.scale.reshape(nt, t, -1)
+  z = None if qw.zero is None else qw.zero.reshape(nt, t, -1)
+  xf = x.astype(jnp.float32)
+  dot_t = lambda a, w: jax.lax.dot_general(a, w, (((1,), (1,)), ((), ())))   # a @ w.T, no copy
+
+  def dequant(codes, st, zt, g):
+    w = codes.astype(jnp.float32).reshape(t, -1, g)
+    if zt is not None:
+      w = w - zt[..., None]
+    return (w * st[..., None]).reshape(t, -1)
+
+  if qw.bits == 8:
+    def tile(args):
+      qt, st, zt = args
+      return dot_t(xf, dequant(qt, st, zt, qw.group_size))
+  else:
+    x_even, x_odd = xf[:, 0::2], xf[:, 1::2]
+    half = qw.group_size // 2
+
+    def tile(args):
+      qt, st, zt = args
+      p = qt.astype(jnp.int32)
+      hi, lo = (p >> 4) & 0xF, p & 0xF
+      if zt is None:   # symmetric codes are signed nibbles
+        hi, lo = jnp.where(hi >= 8, hi - 16, hi), jnp.where(lo >= 8, lo - 16, lo)
+      return dot_t(x_even, dequant(hi, st, zt, half)) + dot_t(x_odd, dequant(lo, st, zt, half))
+
+  out = jax.lax.map(tile, (q, s, z))                  # [nt, M, t]
+  return jnp.moveaxis(out, 0, 1).reshape(x.shape[0], N).astype(x.dtype)
+
+
+def qmatmul(x: jnp.ndarray, qw: QuantizedWeight) -> jnp.ndarray:
+  """x @ dequant(qw)^T on the best path of the backend: the Pallas kernel on GPU/TPU, the tiled
+  XLA path on CPU."""
+  if jax.default_backend() in ("gpu", "tpu"):
+    return qmatmul_pallas(x, qw)
+  return qmatmul_xla_tiled(x, qw)

@@ -83,3 +83,16 @@ def test_bad_inputs_are_clear_errors():
     qmatmul_pallas(jnp.ones((1, 12)), quantize(w, 8), blocks=(8, 8, 8), interpret=True)
   with pytest.raises(ConfigError, match="does not match"):
     qmatmul_pallas(jnp.ones((1, 16)), quantize(w, 8), interpret=True)
+
+
+@pytest.mark.parametrize("bits, g, zp", [(8, None, False), (4, None, False), (4, 64, False),
+                                         (4, None, True)])
+def test_tiled_cpu_path_equals_reference(bits, g, zp):
+  from pallas_kernels.quant_matmul import qmatmul, qmatmul_xla_tiled
+  w = jax.random.normal(jax.random.key(7), (512, 256))
+  x = jax.random.normal(jax.random.key(8), (3, 256))
+  qw = quantize(w, bits, g, zp)
+  want = qmatmul_reference(x, qw)
+  np.testing.assert_allclose(np.asarray(qmatmul_xla_tiled(x, qw, tile_rows=128)), np.asarray(want),
+                             rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(qmatmul(x, qw)), np.asarray(want), rtol=1e-5, atol=1e-4)

@@ -1,0 +1,59 @@
+"""CPU decode-shaped matmul (batch 1) with INT8 / INT4 weights vs FP32, as ratios in one process.
+
+  python experiments/bench/quant_matmul_cpu.py [--n 8192 --m 1]
+
+Prints JSON: median time of the FP32 matmul (weights stored [K, N]), of the naive XLA dequantize-then-dot, and of the
+tiled CPU path (`pallas_kernels.quant_matmul.qmatmul_xla_tiled`), and each as a speed-up over FP32
+(> 1 is faster than FP32).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels.int_quant import dequantize, quantize
+from pallas_kernels.quant_matmul import qmatmul_xla_tiled
+
+
+def _median_time(f, *args, reps=7):
+  jax.block_until_ready(f(*args))
+  ts = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    jax.block_until_ready(f(*args))
+    ts.append(time.perf_counter() - t)
+  return statistics.median(ts)
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--n", type=int, default=8192)
+  ap.add_argument("--m", type=int, default=1)
+  ap.add_argument("--tile_rows", type=int, default=256)
+  a = ap.parse_args()
+  w = jax.random.normal(jax.random.key(0), (a.n, a.n), jnp.float32)
+  x = jax.random.normal(jax.random.key(1), (a.m, a.n), jnp.float32)
+  out = {"n": a.n, "m": a.m, "tile_rows": a.tile_rows}
+  w_kn = jnp.asarray(w.T)   # FP32 in its fastest layout ([K, N], no transpose in the timed call)
+  t_fp = _median_time(jax.jit(lambda x, w: x @ w), x, w_kn)
+  out["fp32_ms"] = 1e3 * t_fp
+  for bits in (8, 4):
+    qw = quantize(w, bits)
+    naive = jax.jit(lambda x, qw: x @ dequantize(qw).T)
+    tiled = jax.jit(lambda x, qw: qmatmul_xla_tiled(x, qw, tile_rows=a.tile_rows))
+    t_naive, t_tiled = _median_time(naive, x, qw), _median_time(tiled, x, qw)
+    out[f"int{bits}_naive_ms"] = 1e3 * t_naive
+    out[f"int{bits}_tiled_ms"] = 1e3 * t_tiled
+    out[f"speedup_int{bits}_naive"] = t_fp / t_naive
+    out[f"speedup_int{bits}_tiled"] = t_fp / t_tiled
+    out[f"weight_bytes_ratio_int{bits}"] = qw.nbytes / (w.size * 4)
+  print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+  main()
