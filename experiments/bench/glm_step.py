@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -20,22 +19,11 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jaxpapers.core.flops import measure_matmul_flops
+from jaxpapers.core.flops import measure_matmul_flops, median_time
 from jaxpapers.core.train import TrainState, make_optimizer, make_train_step
 from jaxpapers.glm.evaluate import loss_fn, token_nll
 from jaxpapers.glm.model import GLM, GLMConfig, train_flops_per_token
 from jaxpapers.glm.objective import BatchSampler, SpecialIds
-
-
-def _time(fn, *args, reps):
-  out = fn(*args)
-  jax.block_until_ready(out)
-  times = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 def main():
@@ -71,9 +59,9 @@ def main():
   rounds = {"peak": [], "step": [], "fwd": [], "grad": []}
   for _ in range(3):
     rounds["peak"].append(measure_matmul_flops(reps=4))
-    rounds["step"].append(_time(lambda s: step(s, batch, one)[1]["loss"], state, reps=a.reps))
-    rounds["fwd"].append(_time(fwd, params, batch, reps=a.reps))
-    rounds["grad"].append(_time(grad, params, batch, reps=a.reps))
+    rounds["step"].append(median_time(lambda s: step(s, batch, one)[1]["loss"], state, reps=a.reps))
+    rounds["fwd"].append(median_time(fwd, params, batch, reps=a.reps))
+    rounds["grad"].append(median_time(grad, params, batch, reps=a.reps))
   peak, t_step, t_fwd, t_grad = (statistics.median(rounds[k]) for k in ("peak", "step", "fwd", "grad"))
   n_tok = a.batch * a.seq_len
   flops = train_flops_per_token(cfg, a.seq_len) * n_tok

@@ -10,24 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
 
+from jaxpapers.core.flops import median_time
 from pallas_kernels.int_quant import dequantize, quantize
 from pallas_kernels.quant_matmul import qmatmul_xla_tiled
-
-
-def _median_time(f, *args, reps=7):
-  jax.block_until_ready(f(*args))
-  ts = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    jax.block_until_ready(f(*args))
-    ts.append(time.perf_counter() - t)
-  return statistics.median(ts)
 
 
 def main():
@@ -40,13 +28,13 @@ def main():
   x = jax.random.normal(jax.random.key(1), (a.m, a.n), jnp.float32)
   out = {"n": a.n, "m": a.m, "tile_rows": a.tile_rows}
   w_kn = jnp.asarray(w.T)   # FP32 in its fastest layout ([K, N], no transpose in the timed call)
-  t_fp = _median_time(jax.jit(lambda x, w: x @ w), x, w_kn)
+  t_fp = median_time(jax.jit(lambda x, w: x @ w), x, w_kn)
   out["fp32_ms"] = 1e3 * t_fp
   for bits in (8, 4):
     qw = quantize(w, bits)
     naive = jax.jit(lambda x, qw: x @ dequantize(qw).T)
     tiled = jax.jit(lambda x, qw: qmatmul_xla_tiled(x, qw, tile_rows=a.tile_rows))
-    t_naive, t_tiled = _median_time(naive, x, qw), _median_time(tiled, x, qw)
+    t_naive, t_tiled = median_time(naive, x, qw), median_time(tiled, x, qw)
     out[f"int{bits}_naive_ms"] = 1e3 * t_naive
     out[f"int{bits}_tiled_ms"] = 1e3 * t_tiled
     out[f"speedup_int{bits}_naive"] = t_fp / t_naive
