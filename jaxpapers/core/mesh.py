@@ -99,18 +99,8 @@ def constrain(x, *logical: str | None, rules=DEFAULT_RULES):
   mesh = jax.sharding.get_abstract_mesh()
   if mesh is None or mesh.empty:
     return x
-  table = dict(rules)
-  axes = []
-  used = set()
-  for name in logical:
-    axis = table.get(name)
-    if axis is not None and (axis not in mesh.axis_names or axis in used or mesh.shape[axis] == 1
-                             or x.shape[len(axes)] % mesh.shape[axis]):
-      axis = None
-    if axis is not None:
-      used.add(axis)
-    axes.append(axis)
-  return jax.lax.with_sharding_constraint(x, P(*axes))
+  spec = _divisible(logical_to_spec(logical, mesh, rules), x.shape, mesh)
+  return jax.lax.with_sharding_constraint(x, spec)
 
 
 def global_array(host: np.ndarray, sharding: NamedSharding) -> jax.Array:

@@ -87,9 +87,8 @@ def pretrain(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
                             e.last_word_samples, e.batch, two_d)
 
   def run_eval(m, step=None):
-    res = ev.summarize(ev.evaluate(m, ppl_b, corpus.ids.eop), ev.evaluate(m, blank_b, corpus.ids.eop),
-                       ev.evaluate(m, last_b, corpus.ids.eop) if last_b else None)
-    return res
+    return ev.summarize(ev.evaluate(m, ppl_b, corpus.ids.eop), ev.evaluate(m, blank_b, corpus.ids.eop),
+                        ev.evaluate(m, last_b, corpus.ids.eop) if last_b else None)
 
   peak_before = measure_matmul_flops()
   outcome = train(cfg=c, workdir=workdir, model=model, loss_fn=ev.loss_fn, get_batch=sampler,
