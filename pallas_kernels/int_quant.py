@@ -26,6 +26,11 @@ class QuantizedWeight:
   bits: int = flax.struct.field(pytree_node=False)
   group_size: int = flax.struct.field(pytree_node=False)   # == K for one scale per row
   in_features: int = flax.struct.field(pytree_node=False)
+  out_shape: tuple = flax.struct.field(pytree_node=False, default=())   # () means (N,)
+
+  @property
+  def out_features(self) -> int:
+    return self.scale.shape[-2]
 
   @property
   def nbytes(self) -> int:
@@ -52,7 +57,8 @@ def unpack_int4(p: jnp.ndarray, signed: bool = True) -> jnp.ndarray:
 
 def quantize(w: jnp.ndarray, bits: int, group_size: int | None = None,
              zero_point: bool = False) -> QuantizedWeight:
-  """Quantizes w [N, K] (rows = output features)."""
+  """Quantizes w [N, K] (rows = output features). The group size must divide K; a group size
+  of K (or None) is one scale per row."""
   if bits not in BITS:
     raise ConfigError(f"unsupported bit width {bits}; use one of {BITS}")
   if zero_point and bits != 4:

@@ -98,7 +98,7 @@ def qmatmul_xla_tiled(x: jnp.ndarray, qw: QuantizedWeight, tile_rows: int = 256)
   """
   N = qw.scale.shape[0]
   K = qw.in_features
-  t = tile_rows if N % tile_rows == 0 else N
+  t = next(d for d in range(min(tile_rows, N), 0, -1) if N % d == 0)   # a tile that divides N
   nt = N // t
   q = qw.q.reshape((nt, t) + qw.q.shape[1:])
   s = qw.scale.reshape(nt, t, -1)
@@ -132,9 +132,27 @@ def qmatmul_xla_tiled(x: jnp.ndarray, qw: QuantizedWeight, tile_rows: int = 256)
   return jnp.moveaxis(out, 0, 1).reshape(x.shape[0], N).astype(x.dtype)
 
 
-def qmatmul(x: jnp.ndarray, qw: QuantizedWeight) -> jnp.ndarray:
-  """x @ dequant(qw)^T on the best path of the backend: the Pallas kernel on GPU/TPU, the tiled
-  XLA path on CPU."""
+DECODE_ROWS = 16   # up to this many rows the CPU uses the FFI kernel (weight-bandwidth bound)
+
+
+def qmatmul_path(rows: int) -> str:
+  """Which implementation `qmatmul` runs for `rows` activation rows on this backend."""
   if jax.default_backend() in ("gpu", "tpu"):
+    return "pallas"
+  from pallas_kernels import quant_matmul_cpu
+  if rows <= DECODE_ROWS and quant_matmul_cpu.available():
+    return "cpu_ffi"
+  return "xla_tiled"
+
+
+def qmatmul(x: jnp.ndarray, qw: QuantizedWeight) -> jnp.ndarray:
+  """x [M, K] @ dequant(qw)^T on the best path of the backend: the Pallas kernel on GPU/TPU; on
+  CPU the FFI kernel for decode (M <= 16, the weight-read-bound case) and the tiled XLA path for
+  prefill (compute-bound, where XLA's GEMM on one dequantized tile at a time wins)."""
+  path = qmatmul_path(x.shape[0])
+  if path == "pallas":
     return qmatmul_pallas(x, qw)
+  if path == "cpu_ffi":
+    from pallas_kernels.quant_matmul_cpu import qmatmul_ffi
+    return qmatmul_ffi(x, qw)
   return qmatmul_xla_tiled(x, qw)

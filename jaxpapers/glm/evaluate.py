@@ -41,7 +41,7 @@ def _eval_batch(graphdef, params, batch, eop):
 
 
 def evaluate(model, batches: list[dict], eop: int) -> dict:
-  graphdef, params = nnx.split(model, nnx.Param)
+  graphdef, params = nnx.split(model)   # all state: Params and quantized kernels
   tot = None
   for b in batches:
     out = jax.device_get(_eval_batch(graphdef, params, {k: jnp.asarray(v) for k, v in b.items()}, eop))

@@ -47,7 +47,7 @@ def generate_blank(model, context: list[int], gen_position: int, ids: SpecialIds
   gen_position: the 1-D position of <sop> (the [MASK] index, or len(context) for [gMASK]);
   counting: positions count on (gMASK) instead of staying at gen_position ([MASK])."""
   two_d = model.cfg.positions == "2d"
-  graphdef, params = nnx.split(model, nnx.Param)
+  graphdef, params = nnx.split(model)   # all state: Params and quantized kernels
   c = len(context)
   cache = model.init_cache(1, c + 1 + max_new_tokens)
   ctx_len = jnp.asarray([c], jnp.int32)

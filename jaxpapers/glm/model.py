@@ -5,7 +5,9 @@ One layer, in the released DeepNorm form (§2.3):
 with alpha = (2N)^(1/2), a final LN after the last layer, and Xavier-normal init whose gain is
 (2N)^(-1/2) on the FFN, value and output projections. Attention uses RoPE over the full head
 dimension and the layer-scaled FP32 softmax; the FFN is GeGLU; input and output embeddings are
-tied and the embedding gradient is shrunk by alpha_emb = 0.1 (§3).
+tied and the embedding gradient is shrunk by alpha_emb = 0.1 (§3). The QKV, attention-output and
+both FFN kernels are marked `dense_in`, so `nn.quantized.quantize` can turn them into INT8/INT4
+(§5); the embedding and norms stay in floating point.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from jaxpapers.nn.embedding import shrink_gradient
 from jaxpapers.nn.mlp import geglu
 from jaxpapers.nn.norm import layer_norm
 from jaxpapers.nn.param import param, xavier_normal
+from jaxpapers.nn.quantized import dense
 from jaxpapers.nn.rope import apply_rope_tables, rope_tables
 
 
@@ -83,9 +86,9 @@ def _layer(cfg: GLMConfig, h, p, layer_index, rope, mask, dropout_key, cache_kv,
     return jnp.where(keep, x / (1.0 - cfg.dropout), 0.0)
 
   a = layer_norm(h, p["ln1_scale"], p["ln1_bias"])
-  q = jnp.einsum("bte,ehd->bthd", a, p["wq"]) + p["bq"]
-  k = jnp.einsum("bte,ehd->bthd", a, p["wk"]) + p["bk"]
-  v = jnp.einsum("bte,ehd->bthd", a, p["wv"]) + p["bv"]
+  q = dense(a, p["wq"], 1) + p["bq"]
+  k = dense(a, p["wk"], 1) + p["bk"]
+  v = dense(a, p["wv"], 1) + p["bv"]
   two_d = cfg.positions == "2d"
   q = apply_rope_tables(q, *rope, two_d=two_d)
   k = apply_rope_tables(k, *rope, two_d=two_d)
@@ -96,7 +99,7 @@ def _layer(cfg: GLMConfig, h, p, layer_index, rope, mask, dropout_key, cache_kv,
     new_kv = (k, v)
   ctx = layer_scaled_attention(q, k, v, mask, layer_index, dropout_rate=cfg.dropout if train else 0.0,
                                dropout_key=keys[0])
-  attn = jnp.einsum("bthd,hde->bte", ctx, p["wo"]) + p["bo"]
+  attn = dense(ctx, p["wo"], 2) + p["bo"]
   h2 = alpha * a + dropout(attn, keys[1])
   h2 = constrain(h2, "batch", "length", "embed")
   m = layer_norm(h2, p["ln2_scale"], p["ln2_bias"])
@@ -121,17 +124,22 @@ class GLM(nnx.Module):
     in_init = xavier_normal(beta, fan_in_axes=(1,), fan_out_axes=(2, 3))
     out_init = xavier_normal(beta, fan_in_axes=(1,), fan_out_axes=(2,))
     self.embed = param(rngs.params(), nnx.initializers.normal(cfg.embed_init_std), (V, E), ("vocab", "embed"))
-    self.wq = param(rngs.params(), qk_init, (L, E, H, D), ("layers", "embed", "heads", "kv"))
-    self.wk = param(rngs.params(), qk_init, (L, E, H, D), ("layers", "embed", "heads", "kv"))
-    self.wv = param(rngs.params(), v_init, (L, E, H, D), ("layers", "embed", "heads", "kv"))
+    self.wq = param(rngs.params(), qk_init, (L, E, H, D), ("layers", "embed", "heads", "kv"),
+                    dense_in=1)
+    self.wk = param(rngs.params(), qk_init, (L, E, H, D), ("layers", "embed", "heads", "kv"),
+                    dense_in=1)
+    self.wv = param(rngs.params(), v_init, (L, E, H, D), ("layers", "embed", "heads", "kv"),
+                    dense_in=1)
     self.bq = param(None, zeros, (L, H, D), ("layers", "heads", "kv"), decay=False)
     self.bk = param(None, zeros, (L, H, D), ("layers", "heads", "kv"), decay=False)
     self.bv = param(None, zeros, (L, H, D), ("layers", "heads", "kv"), decay=False)
-    self.wo = param(rngs.params(), o_init, (L, H, D, E), ("layers", "heads", "kv", "embed"))
+    self.wo = param(rngs.params(), o_init, (L, H, D, E), ("layers", "heads", "kv", "embed"),
+                    dense_in=2)
     self.bo = param(None, zeros, (L, E), ("layers", "embed"), decay=False)
-    self.w_in = param(rngs.params(), in_init, (L, E, 2, F), ("layers", "embed", "glu", "mlp"))
+    self.w_in = param(rngs.params(), in_init, (L, E, 2, F), ("layers", "embed", "glu", "mlp"),
+                      dense_in=1)
     self.b_in = param(None, zeros, (L, 2, F), ("layers", "glu", "mlp"), decay=False)
-    self.w_out = param(rngs.params(), out_init, (L, F, E), ("layers", "mlp", "embed"))
+    self.w_out = param(rngs.params(), out_init, (L, F, E), ("layers", "mlp", "embed"), dense_in=1)
     self.b_out = param(None, zeros, (L, E), ("layers", "embed"), decay=False)
     self.ln1_scale = param(None, ones, (L, E), ("layers", "embed"), decay=False)
     self.ln1_bias = param(None, zeros, (L, E), ("layers", "embed"), decay=False)
@@ -164,7 +172,7 @@ class GLM(nnx.Module):
     q_index = jnp.arange(T) + cache_index
     mask = attention_mask_from_context(context_len, q_index, k_len)
     rope = rope_for(cfg, positions)
-    stacked = {name: getattr(self, name)[...] for name in self.LAYER_PARAMS}
+    stacked = {name: getattr(self, name).get_value() for name in self.LAYER_PARAMS}
     layer_keys = (jax.random.split(dropout_key, cfg.num_layers) if dropout_key is not None
                   else jnp.zeros((cfg.num_layers,), jnp.uint32))
 

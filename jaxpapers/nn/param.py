@@ -9,14 +9,18 @@ from flax import nnx
 
 
 def param(key: jax.Array, init: Callable, shape: Sequence[int], axes: Sequence[str | None],
-          dtype=jnp.float32, decay: bool | None = None) -> nnx.Param:
+          dtype=jnp.float32, decay: bool | None = None, dense_in: int | None = None) -> nnx.Param:
   """An nnx.Param initialised by `init(key, shape, dtype)` with `axes` metadata and a `decay`
-  flag for weight decay (default: matrices decay; a stacked-layer axis does not count)."""
+  flag for weight decay (default: matrices decay; a stacked-layer axis does not count).
+
+  `dense_in` marks a dense kernel [layers..., in..., out...] whose first `dense_in` non-layer
+  axes are contracted with the input (see `nn.quantized`: such kernels can be quantized)."""
   if len(axes) != len(shape):
     raise ValueError(f"axes {tuple(axes)} do not match shape {tuple(shape)}")
   if decay is None:
     decay = len([a for a in axes if a != "layers"]) >= 2
-  return nnx.Param(init(key, tuple(shape), dtype), axes=tuple(axes), decay=decay)
+  meta = {} if dense_in is None else {"dense_in": dense_in}
+  return nnx.Param(init(key, tuple(shape), dtype), axes=tuple(axes), decay=decay, **meta)
 
 
 def xavier_normal(gain: float = 1.0, fan_in_axes=(0,), fan_out_axes=(-1,), batch_axes=()):

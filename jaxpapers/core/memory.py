@@ -1,0 +1,44 @@
+"""Host memory: this process's resident set size, and its peak over a block of code."""
+from __future__ import annotations
+
+import os
+import threading
+
+
+def rss_bytes() -> int:
+  """Current resident set size (Linux /proc; 0 where unavailable)."""
+  try:
+    with open("/proc/self/statm") as f:
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+  except (OSError, ValueError, IndexError):
+    return 0
+
+
+class PeakRSS:
+  """`with PeakRSS() as m: ...` samples RSS every `interval_s` in a thread; afterwards
+  `m.start` is the RSS on entry, `m.peak` the highest sample and `m.extra = peak - start`."""
+
+  def __init__(self, interval_s: float = 0.001):
+    self.interval_s = interval_s
+    self.start = self.peak = 0
+    self._stop = threading.Event()
+
+  def _run(self):
+    while not self._stop.wait(self.interval_s):
+      self.peak = max(self.peak, rss_bytes())
+
+  def __enter__(self):
+    self.start = self.peak = rss_bytes()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self.peak = max(self.peak, rss_bytes())
+    return False
+
+  @property
+  def extra(self) -> int:
+    return self.peak - self.start

@@ -1,0 +1,296 @@
+"""Post-training weight-only quantization of any jaxpapers model (GLM-130B §5, App. B.8).
+
+A model marks its dense kernels: an `nnx.Param` with `dense_in` metadata (see `nn.param.param`)
+contracts its first `dense_in` non-"layers" axes with the input's last ones, and every
+`nnx.Linear` is a dense layer. `quantize(model, scheme)` replaces each of them, one layer of a
+stacked kernel at a time, by a `QuantizedParam` / `QuantizedDense` holding the integer codes
+(`pallas_kernels.int_quant.QuantizedWeight`); embeddings, biases and norms stay in floating
+point, as in GLM-130B. `dense(x, w, n_in)` runs either kind of kernel, so a model calls it once
+and serves both. Quantized weights save and load through orbax with INT4 packed two per byte.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxpapers.core.errors import CheckpointError, ConfigError
+from pallas_kernels.int_quant import QuantizedWeight, quantize as quantize_matrix
+from pallas_kernels.quant_matmul import qmatmul
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+  bits: int
+  group_size: int | None = None   # None: one scale per output row
+  zero_point: bool = False
+
+
+SCHEMES = {
+    "int8": Scheme(8),                                # GLM-130B Table 10: absmax per row
+    "int4_absmax": Scheme(4),                         # GLM-130B §5: the released INT4
+    "int4_zeropoint": Scheme(4, zero_point=True),     # Table 10: asymmetric INT4
+    "int4_group": Scheme(4, group_size=128),          # group-wise scales
+}
+
+
+def get_scheme(name: str, group_size: int | None = None) -> Scheme:
+  """The named scheme; `group_size` overrides the group of `int4_group`."""
+  if name not in SCHEMES:
+    raise ConfigError(f"unknown quantization scheme {name!r}; use one of {', '.join(SCHEMES)}")
+  s = SCHEMES[name]
+  if group_size is not None and s.group_size is not None:
+    if not isinstance(group_size, int) or group_size <= 0 or group_size % 2:
+      raise ConfigError(f"group size must be a positive even int, got {group_size!r}")
+    s = dataclasses.replace(s, group_size=group_size)
+  return s
+
+
+class QuantizedParam(nnx.Variable):
+  """A dense kernel held as a `QuantizedWeight` (inference only: never an optimizer target)."""
+
+
+def dense(x: jnp.ndarray, w, n_in: int = 1) -> jnp.ndarray:
+  """Contracts the last `n_in` axes of x with the first `n_in` axes of the kernel w, which is
+  either an FP array [in..., out...] or a `QuantizedWeight` (then x @ dequant(w)^T without a
+  dequantized copy of w: `pallas_kernels.quant_matmul.qmatmul`)."""
+  if not isinstance(w, QuantizedWeight):
+    return jnp.tensordot(x, w, n_in)
+  lead, k = x.shape[:x.ndim - n_in], math.prod(x.shape[x.ndim - n_in:])
+  if k != w.in_features:
+    raise ConfigError(f"input features {x.shape[x.ndim - n_in:]} do not match the quantized "
+                      f"kernel's {w.in_features}")
+  y = qmatmul(x.reshape(-1, k), w)
+  return y.reshape(lead + (tuple(w.out_shape) or (w.out_features,)))
+
+
+@jax.jit
+def _fp(x):
+  return x
+
+
+def quantize_kernel(w, n_in: int, n_batch: int, scheme: Scheme) -> QuantizedWeight:
+  """w [batch..., in..., out...] -> QuantizedWeight with codes [batch..., N, K'] where K is the
+  product of the input axes and N of the output axes; quantized one batch index (one layer) at a
+  time so only one layer's transposed FP copy exists at once."""
+  shape = tuple(w.shape)
+  bshape, ishape, oshape = shape[:n_batch], shape[n_batch:n_batch + n_in], shape[n_batch + n_in:]
+  K, N = math.prod(ishape), math.prod(oshape)
+  g = None if scheme.group_size is None or scheme.group_size >= K else scheme.group_size
+  one = jax.jit(lambda wl: quantize_matrix(wl.reshape(K, N).T, scheme.bits, g, scheme.zero_point))
+  if isinstance(w, jax.ShapeDtypeStruct):   # an abstract model: shapes only
+    p = jax.eval_shape(one, jax.ShapeDtypeStruct(shape[n_batch:], w.dtype))
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(bshape + a.shape, a.dtype),
+                        dataclasses.replace(p, out_shape=oshape))
+  parts = [one(w[idx]) for idx in np.ndindex(*bshape)] if bshape else [one(w)]
+  stack = lambda xs: jnp.stack(xs).reshape(bshape + xs[0].shape) if bshape else xs[0]
+  first = parts[0]
+  return QuantizedWeight(
+      q=stack([p.q for p in parts]), scale=stack([p.scale for p in parts]),
+      zero=None if first.zero is None else stack([p.zero for p in parts]),
+      bits=first.bits, group_size=first.group_size, in_features=K, out_shape=oshape)
+
+
+def _kernel_layout(var: nnx.Variable) -> tuple[int, int]:
+  """(n_in, n_batch) of a Param marked with `dense_in`; leading "layers" axes are batch axes."""
+  axes = getattr(var, "axes", None) or ()
+  n_batch = 0
+  while n_batch < len(axes) and axes[n_batch] == "layers":
+    n_batch += 1
+  return int(var.dense_in), n_batch
+
+
+class QuantizedDense(nnx.Module):
+  """The quantized form of `nnx.Linear`: y = x @ dequant(W)^T + b."""
+
+  def __init__(self, kernel: QuantizedWeight, bias: jnp.ndarray | None):
+    self.kernel = QuantizedParam(kernel)
+    self.bias = None if bias is None else nnx.Param(bias)
+
+  @classmethod
+  def from_linear(cls, layer: nnx.Linear, scheme: Scheme) -> "QuantizedDense":
+    bias = None if layer.bias is None else layer.bias.get_value()
+    return cls(quantize_kernel(layer.kernel.get_value(), 1, 0, scheme), bias)
+
+  def __call__(self, x):
+    y = dense(x, self.kernel.get_value(), 1)
+    return y if self.bias is None else y + self.bias.get_value()
+
+
+def _children(module: nnx.Module):
+  for name, value in list(vars(module).items()):
+    if isinstance(value, (nnx.Module, nnx.Variable)):
+      yield name, value
+    elif isinstance(value, (list, tuple)):
+      for i, v in enumerate(value):
+        if isinstance(v, (nnx.Module, nnx.Variable)):
+          yield (name, i), v
+
+
+def _set(module, key, value):
+  if isinstance(key, tuple):
+    seq = getattr(module, key[0])
+    if isinstance(seq, tuple):
+      raise ConfigError(f"cannot quantize inside the tuple attribute {key[0]!r}; use a list")
+    seq[key[1]] = value
+  else:
+    setattr(module, key, value)
+
+
+def quantize(model: nnx.Module, scheme: str | Scheme) -> nnx.Module:
+  """Replaces, in place, every dense kernel of `model` by its quantized form and returns the
+  model. Kernels are converted one at a time (stacked ones one layer at a time) and the FP
+  array is dropped as soon as its codes exist, so peak host memory is about the FP model plus
+  one layer."""
+  s = get_scheme(scheme) if isinstance(scheme, str) else scheme
+  if any(isinstance(v, QuantizedParam) for _, v in nnx.iter_graph(model)):
+    raise ConfigError("the model is already quantized; quantize the full-precision model")
+  found = 0
+
+  def visit(module):
+    nonlocal found
+    for key, child in _children(module):
+      if isinstance(child, nnx.Linear):
+        _set(module, key, QuantizedDense.from_linear(child, s))
+        found += 1
+      elif isinstance(child, nnx.Module):
+        visit(child)
+      elif isinstance(child, nnx.Param) and "dense_in" in child.get_metadata():
+        n_in, n_batch = _kernel_layout(child)
+        meta = {k: v for k, v in child.get_metadata().items() if k in ("axes", "dense_in")}
+        qw = quantize_kernel(child.get_value(), n_in, n_batch, s)
+        _set(module, key, QuantizedParam(qw, **meta))
+        found += 1
+
+  visit(model)
+  if not found:
+    raise ConfigError(f"{type(model).__name__} has no dense kernels to quantize (no nnx.Linear and "
+                      "no Param with `dense_in` metadata)")
+  return model
+
+
+def quantization_of(model: nnx.Module) -> dict | None:
+  """The scheme of a quantized model ({bits, group_size, zero_point}), None for an FP model."""
+  for _, v in nnx.iter_graph(model):
+    if isinstance(v, QuantizedParam):
+      qw = v.get_value()
+      return {"bits": qw.bits, "zero_point": qw.zero is not None,
+              "group_size": qw.group_size}
+  return None
+
+
+def weight_bytes(model: nnx.Module, kernels_only: bool = False) -> int:
+  """Bytes of the model's weights (codes, scales and zeros of quantized kernels included)."""
+  total = 0
+  for _, v in nnx.iter_graph(model):
+    if isinstance(v, QuantizedParam):
+      total += v.get_value().nbytes
+    elif isinstance(v, nnx.Param) and (not kernels_only or "dense_in" in v.get_metadata()):
+      x = v.get_value()
+      total += x.size * x.dtype.itemsize
+  return total
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+_MARK = "jaxpapers-quantized-weights"
+
+
+def save_quantized(directory: str | Path, model: nnx.Module, scheme: str | Scheme,
+                   extra: dict | None = None) -> Path:
+  """Writes the quantized model's weights (INT4 codes packed, as held) with orbax, plus a JSON
+  description; written aside and renamed, so an existing good copy is never half-overwritten."""
+  import orbax.checkpoint as ocp
+  if quantization_of(model) is None:
+    raise CheckpointError("save_quantized needs a quantized model; call quantize(model, scheme) first")
+  directory = Path(directory).absolute()
+  layout = {}
+  for path, v in nnx.iter_graph(model):
+    if isinstance(v, QuantizedParam):
+      qw = v.get_value()
+      layout["/".join(map(str, path))] = {"bits": qw.bits, "group_size": qw.group_size,
+                                          "in_features": qw.in_features,
+                                          "out_shape": list(qw.out_shape)}
+  spec = get_scheme(scheme) if isinstance(scheme, str) else scheme
+  name = scheme if isinstance(scheme, str) else next(
+      (k for k, v in SCHEMES.items() if v.bits == spec.bits and v.zero_point == spec.zero_point
+       and (v.group_size is None) == (spec.group_size is None)), "custom")
+  meta = {"format": _MARK, "scheme": name, "spec": dataclasses.asdict(spec), "kernels": layout,
+          **(extra or {})}
+  _, state = nnx.split(model)
+  tmp = directory.with_name(directory.name + ".tmp")
+  if tmp.exists():
+    import shutil
+    shutil.rmtree(tmp)
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
+    ckpt.save(tmp, ocp.args.Composite(state=ocp.args.StandardSave(nnx.to_pure_dict(state)),
+                                      meta=ocp.args.JsonSave(meta)))
+  if directory.exists():
+    import shutil
+    old = directory.with_name(directory.name + ".old")
+    directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old)
+  else:
+    tmp.rename(directory)
+  return directory
+
+
+def _read_meta(directory: Path) -> dict | None:
+  import json
+  f = directory / "meta" / "metadata"
+  if not f.exists():
+    return None
+  try:
+    return json.loads(f.read_text())
+  except ValueError:
+    return None
+
+
+def check_not_quantized_checkpoint(directory: str | Path) -> None:
+  """Raises a clear CheckpointError when `directory` holds quantized weights (so an FP model
+  does not try to load them)."""
+  meta = _read_meta(Path(directory))
+  if meta and meta.get("format") == _MARK:
+    raise CheckpointError(
+        f"{directory} holds {meta['scheme']} quantized weights; a full-precision model cannot load "
+        "them: use jaxpapers.nn.quantized.load_quantized(directory, model)")
+
+
+def load_quantized(directory: str | Path, model: nnx.Module) -> nnx.Module:
+  """The full-precision `model` (e.g. freshly built from its config) turned into the quantized
+  model saved in `directory`: its kernels are replaced by the saved codes (no quantization is
+  recomputed)."""
+  import orbax.checkpoint as ocp
+  directory = Path(directory).absolute()
+  if not directory.exists():
+    raise CheckpointError(f"no quantized checkpoint at {directory}")
+  meta = _read_meta(directory)
+  if meta is None or meta.get("format") != _MARK:
+    raise CheckpointError(f"{directory} does not hold quantized weights (a full-precision or "
+                          "training checkpoint?); load it with load_params, then quantize(model, "
+                          "scheme)")
+  if quantization_of(model) is not None:
+    raise CheckpointError("load_quantized needs the full-precision model built from the config, "
+                          "not an already quantized one")
+  scheme = Scheme(**meta["spec"])
+  graphdef, state = nnx.split(model)
+  abstract = quantize(nnx.merge(graphdef, jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)), scheme)
+  _, target = nnx.split(abstract)
+  target = nnx.to_pure_dict(target)
+  try:
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
+      out = ckpt.restore(directory, ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+  except (ValueError, KeyError, TypeError) as e:
+    raise CheckpointError(f"the quantized weights in {directory} do not fit this model "
+                          f"({str(e).splitlines()[0][:160]})") from None
+  graphdef, state = nnx.split(abstract)
+  nnx.replace_by_pure_dict(state, out["state"])
+  return nnx.merge(graphdef, state)
+
