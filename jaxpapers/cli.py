@@ -4,6 +4,7 @@
   jaxpapers run glm/pretrain --preset quick --workdir DIR [--config.train.steps=100 ...]
   jaxpapers run --config=experiments/glm/configs/pretrain.py:quick --workdir DIR
   jaxpapers generate --workdir DIR --prompt "text" [--mode gmask|mask] [--strategy top_p]
+                     [--quantize int4_absmax]
 
 Errors caused by input print one line and exit with code 2.
 """
@@ -38,6 +39,8 @@ def _flags() -> flags.FlagValues:
   flags.DEFINE_float("top_p", 0.9, "generate: p of top_p", flag_values=fv)
   flags.DEFINE_float("temperature", 1.0, "generate: softmax temperature", flag_values=fv)
   flags.DEFINE_integer("seed", 0, "generate: sampling seed", flag_values=fv)
+  flags.DEFINE_string("quantize", None, "generate: quantize the weights first (int8, int4_absmax, "
+                      "int4_zeropoint, int4_group; GLM-130B §5)", flag_values=fv)
   return fv
 
 
@@ -156,6 +159,9 @@ def cmd_generate(fv) -> int:
     raise ConfigError(f"{workdir} is a {cfg.get('experiment')!r} run; generate needs glm/pretrain")
   corpus, model = glmexp.build(cfg, workdir)
   model = load_params(cfg, workdir, model)
+  if fv.quantize:
+    from jaxpapers.nn.quantized import quantize
+    model = quantize(model, fv.quantize)
   mode = fv.mode or ("mask" if "[MASK]" in fv.prompt else "gmask")
   try:
     out = complete(model, corpus.tokenizer, fv.prompt, corpus.ids, mode=mode,

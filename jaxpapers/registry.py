@@ -30,7 +30,7 @@ class Experiment:
 EXPERIMENTS = {e.name: e for e in [
     Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/configs/pretrain.py", 3.8,
                "GLM-130B blank-infilling pretraining on Austen; ppl, last-word, blank-infill, MFU"),
-    Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/configs/quantize.py", 6.0,
+    Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/configs/quantize.py", 3.9,
                "GLM-130B INT8/INT4 weight quantization: ppl per scheme, CPU decode speed and memory"),
 ]}
 

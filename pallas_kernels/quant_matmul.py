@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from jaxpapers.core.errors import ConfigError
-from pallas_kernels.int_quant import QuantizedWeight, unpack_int4
+from pallas_kernels.int_quant import QuantizedWeight
 
 
 def default_blocks(M: int, N: int, K: int, group_size: int) -> tuple[int, int, int]:
@@ -36,36 +36,59 @@ def _kernel(*refs, bits, zero_point, group_size, bk):
   def _():
     o_ref[...] = jnp.zeros_like(o_ref)
 
-  q = q_ref[...]
-  q = unpack_int4(q, signed=not zero_point) if bits == 4 else q
-  bn = q.shape[0]
-  g = min(group_size, bk)
-  q = q.astype(jnp.float32).reshape(bn, bk // g, g)
   s = s_ref[...]
-  if zero_point:
-    q = q - z_ref[...][..., None]
-  w = (q * s[..., None]).reshape(bn, bk)
+  z = z_ref[...] if zero_point else None
+
+  def dequant(codes, g):   # codes [bn, n] -> FP [bn, n] with one scale (and zero) per g columns
+    bn, n = codes.shape
+    w = codes.astype(jnp.float32).reshape(bn, n // g, g) if g < n else codes.astype(jnp.float32)[:, None]
+    if zero_point:
+      w = w - z[..., None]
+    return (w * s[..., None]).reshape(bn, n)
+
+  dot_t = lambda a, w: jax.lax.dot_general(a, w, (((1,), (1,)), ((), ())),
+                                           preferred_element_type=jnp.float32)
   x = x_ref[...].astype(jnp.float32)
-  o_ref[...] += jax.lax.dot_general(x, w, (((1,), (1,)), ((), ())),
-                                    preferred_element_type=jnp.float32)
+  g = min(group_size, bk)
+  if bits == 8:
+    o_ref[...] += dot_t(x, dequant(q_ref[...], g))
+    return
+  # INT4: the high nibbles are the even inputs, the low nibbles the odd ones. x arrives with
+  # each K block permuted to [evens | odds] (see qmatmul_pallas), so no interleave is needed.
+  p = q_ref[...].astype(jnp.int32)
+  hi, lo = (p >> 4) & 0xF, p & 0xF
+  if not zero_point:   # signed nibbles
+    hi, lo = jnp.where(hi >= 8, hi - 16, hi), jnp.where(lo >= 8, lo - 16, lo)
+  half = bk // 2
+  o_ref[...] += dot_t(x[:, :half], dequant(hi, g // 2)) + dot_t(x[:, half:], dequant(lo, g // 2))
+
+
+def _permute_even_odd(x: jnp.ndarray, bk: int) -> jnp.ndarray:
+  """Within each K block of x [M, K]: columns reordered to [even ones | odd ones]."""
+  M, K = x.shape
+  xb = x.reshape(M, K // bk, bk // 2, 2)
+  return jnp.concatenate([xb[..., 0], xb[..., 1]], axis=-1).reshape(M, K)
 
 
 @functools.partial(jax.jit, static_argnames=("blocks", "interpret"))
 def qmatmul_pallas(x: jnp.ndarray, qw: QuantizedWeight, blocks: tuple[int, int, int] | None = None,
                    interpret: bool = False) -> jnp.ndarray:
   """x [M, K] (bf16/f32) @ dequant(qw)^T -> [M, N] in x.dtype. M is padded to the row block;
-  N and K must divide their blocks (a clear error otherwise)."""
+  N and K must divide their blocks (a clear error otherwise). On GPU the kernel is lowered with
+  Triton (no interleaving or strided access inside the kernel)."""
   M, K = x.shape
   N = qw.scale.shape[0]
   if K != qw.in_features:
     raise ConfigError(f"activation K={K} does not match the quantized weight's K={qw.in_features}")
   bm, bn, bk = blocks or default_blocks(M, N, K, qw.group_size)
   g = qw.group_size
-  if N % bn or K % bk or (bk % g and g % bk) or (qw.bits == 4 and bk % 2):
+  if N % bn or K % bk or (bk % g and g % bk) or (qw.bits == 4 and (bk % 2 or min(g, bk) % 2)):
     raise ConfigError(f"blocks (bm={bm}, bn={bn}, bk={bk}) do not tile N={N}, K={K} with group "
                       f"size {g}")
   Mp = -(-M // bm) * bm
   xp = jnp.pad(x, ((0, Mp - M), (0, 0))) if Mp != M else x
+  if qw.bits == 4:
+    xp = _permute_even_odd(xp, bk)
   qk = bk // 2 if qw.bits == 4 else bk
   if g >= bk:   # one scale column covers several K blocks
     s_spec = pl.BlockSpec((bn, 1), lambda i, j, k: (j, (k * bk) // g))
@@ -77,6 +100,10 @@ def qmatmul_pallas(x: jnp.ndarray, qw: QuantizedWeight, blocks: tuple[int, int, 
   if qw.zero is not None:
     in_specs.append(s_spec)
     args.append(qw.zero)
+  compiler_params = None
+  if not interpret and jax.default_backend() == "gpu":
+    from jax.experimental.pallas import triton as pltriton
+    compiler_params = pltriton.CompilerParams(num_warps=4, num_stages=3)
   out = pl.pallas_call(
       functools.partial(_kernel, bits=qw.bits, zero_point=qw.zero is not None, group_size=g, bk=bk),
       out_shape=jax.ShapeDtypeStruct((Mp, N), jnp.float32),
@@ -84,6 +111,7 @@ def qmatmul_pallas(x: jnp.ndarray, qw: QuantizedWeight, blocks: tuple[int, int, 
       in_specs=in_specs,
       out_specs=pl.BlockSpec((bm, bn), lambda i, j, k: (i, j)),
       interpret=interpret,
+      compiler_params=compiler_params,
   )(*args)
   return out[:M].astype(x.dtype)
 

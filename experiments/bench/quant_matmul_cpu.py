@@ -1,10 +1,12 @@
-"""CPU decode-shaped matmul (batch 1) with INT8 / INT4 weights vs FP32, as ratios in one process.
+"""CPU decode-shaped matmul with INT8 / INT4 weights vs FP32, as ratios in one process.
 
-  python experiments/bench/quant_matmul_cpu.py [--n 8192 --m 1]
+  python experiments/bench/quant_matmul_cpu.py [--n 8192 --m 1] [--decode]
 
-Prints JSON: median time of the FP32 matmul (weights stored [K, N]), of the naive XLA dequantize-then-dot, and of the
-tiled CPU path (`pallas_kernels.quant_matmul.qmatmul_xla_tiled`), and each as a speed-up over FP32
-(> 1 is faster than FP32).
+Prints JSON: median time of the FP32 matmul (weights stored [K, N]), of the naive XLA
+dequantize-then-dot, of the tiled XLA path (`qmatmul_xla_tiled`) and of the FFI kernel
+(`quant_matmul_cpu.qmatmul_ffi`, the decode path), each also as a speed-up over FP32 (> 1 is
+faster). `--decode` adds whole-model batch-1 decode, FP32 vs INT4/INT8, on the decode model of
+`experiments/glm/configs/quantize.py` (as `glm/quantize` measures it).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import jax.numpy as jnp
 
 from jaxpapers.core.flops import median_time
 from pallas_kernels.int_quant import dequantize, quantize
+from pallas_kernels import quant_matmul_cpu
 from pallas_kernels.quant_matmul import qmatmul_xla_tiled
 
 
@@ -23,6 +26,7 @@ def main():
   ap.add_argument("--n", type=int, default=8192)
   ap.add_argument("--m", type=int, default=1)
   ap.add_argument("--tile_rows", type=int, default=256)
+  ap.add_argument("--decode", action="store_true")
   a = ap.parse_args()
   w = jax.random.normal(jax.random.key(0), (a.n, a.n), jnp.float32)
   x = jax.random.normal(jax.random.key(1), (a.m, a.n), jnp.float32)
@@ -40,6 +44,18 @@ def main():
     out[f"speedup_int{bits}_naive"] = t_fp / t_naive
     out[f"speedup_int{bits}_tiled"] = t_fp / t_tiled
     out[f"weight_bytes_ratio_int{bits}"] = qw.nbytes / (w.size * 4)
+    if quant_matmul_cpu.available():
+      t_ffi = median_time(jax.jit(quant_matmul_cpu.qmatmul_ffi), x, qw)
+      out[f"int{bits}_ffi_ms"] = 1e3 * t_ffi
+      out[f"speedup_int{bits}_ffi"] = t_fp / t_ffi
+    else:
+      out["ffi_unavailable"] = quant_matmul_cpu.reason()
+  if a.decode:
+    from jaxpapers.core.config import load_config_file
+    from jaxpapers.glm.quantize_experiment import decode_benchmark
+    from jaxpapers.registry import experiments_root
+    c = load_config_file(experiments_root() / "glm/configs/quantize.py", "quick")
+    out["decode"] = {k: v for k, v in decode_benchmark(c).items() if not k.startswith("quantize_")}
   print(json.dumps(out, indent=1))
 
 

@@ -137,6 +137,12 @@ def load_params(cfg, workdir, model: nnx.Module, mesh=None) -> nnx.Module:
   """`model` with the parameters of the latest usable checkpoint in workdir."""
   from jaxpapers.core.errors import CheckpointError
   from jaxpapers.core.mesh import make_mesh
+  from jaxpapers.nn.quantized import check_not_quantized_checkpoint, quantization_of
+  if quantization_of(model) is not None:
+    raise CheckpointError("load_params needs a full-precision model, this one is quantized: load "
+                          "into the FP model, then quantize(model, scheme), or use load_quantized")
+  for d in (Path(workdir), Path(workdir) / "checkpoints"):
+    check_not_quantized_checkpoint(d)
   mesh = mesh or make_mesh([-1], ["data"])
   with jax.set_mesh(mesh):
     graphdef, state, shard = init_state(cfg, model, make_optimizer(cfg.train), mesh)

@@ -127,6 +127,26 @@ def decode_seconds(model, prompt: np.ndarray, new_tokens: int) -> float:
   return (time.perf_counter() - t0) / new_tokens
 
 
+def _matmul_ratio(cfg: GLMConfig) -> dict:
+  """The like-for-like kernel ratio: one batch-1 product with the decode model's largest kernel
+  (d_model -> 2 x ffn), FP32 `x @ W` vs the quantized path, medians in this process. (Whole-model
+  FP32 decode also pays XLA's copy of each layer's weights out of the scanned stack; INT4 copies
+  8x fewer bytes, which the decode ratio includes.)"""
+  from jaxpapers.core.flops import median_time
+  from pallas_kernels.int_quant import quantize as quantize_matrix
+  from pallas_kernels.quant_matmul import qmatmul
+  K, N = cfg.d_model, 2 * cfg.ffn
+  w = jax.random.normal(jax.random.key(0), (K, N), jnp.float32)
+  x = jax.random.normal(jax.random.key(1), (1, K), jnp.float32)
+  t_fp = median_time(jax.jit(lambda x, w: x @ w), x, w)
+  out = {"matmul_shape": [1, K, N]}
+  for bits in (4, 8):
+    qw = quantize_matrix(w.T, bits)
+    out[f"matmul_speedup_int{bits}_cpu"] = t_fp / median_time(jax.jit(qmatmul), x, qw)
+  out["matmul_fp32_gbps"] = w.nbytes / t_fp / 1e9
+  return out
+
+
 def decode_benchmark(c) -> dict:
   """FP32 vs INT4/INT8 decode on a model larger than the CPU cache, as ratios in one process."""
   d = c.decode
@@ -161,6 +181,7 @@ def decode_benchmark(c) -> dict:
     for k, m in models.items():
       times[k].append(decode_seconds(m, prompt, d.new_tokens))
   med = {k: float(np.median(v)) for k, v in times.items()}
+  out.update(_matmul_ratio(cfg))
   out.update(
       decode_tokens_per_s={k: 1.0 / v for k, v in med.items()},
       decode_speedup_int4_cpu=med["fp32"] / med["int4_absmax"],
@@ -239,7 +260,10 @@ def _report(wd: Path, command: str, c, r: dict) -> None:
           f"{r['decode_speedup_int4_cpu']:.2f}x", "reproduced" if r["decode_speedup_int4_cpu"] >= 1.0 else "not reproduced",
           f"{r['decode_model']['num_layers']}-layer d_model {r['decode_model']['d_model']} GLM "
           f"({r['decode_model']['fp32_weight_bytes'] / 2**20:.0f} MiB FP32), kernel path "
-          f"`{r['decode_kernel_path']}`; INT8 {r['decode_speedup_int8_cpu']:.2f}x"),
+          f"`{r['decode_kernel_path']}`; INT8 {r['decode_speedup_int8_cpu']:.2f}x. One "
+          f"{r['matmul_shape'][1]}x{r['matmul_shape'][2]} product alone: INT4 "
+          f"{r['matmul_speedup_int4_cpu']:.2f}x, INT8 {r['matmul_speedup_int8_cpu']:.2f}x (FP32 "
+          f"{r['matmul_fp32_gbps']:.0f} GB/s)"),
       Row("decode step peak memory, INT4 / FP32", "≤ 0.25 (no FP copy of any weight)",
           f"{r['decode_peak_mem_ratio_int4']:.3f}", "reproduced" if r["decode_peak_mem_ratio_int4"] <= 0.25 else "not reproduced",
           f"XLA compiled memory of one step; INT4 temporaries {r['decode_temp_bytes_int4'] / 2**20:.2f} MiB "

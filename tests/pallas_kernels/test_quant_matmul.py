@@ -55,6 +55,8 @@ CASES = [  # (M, N, K, bits, group_size, zero_point, x dtype, blocks)
     (7, 48, 96, 8, 32, False, jnp.float32, (8, 16, 32)),
     (12, 64, 256, 4, None, False, jnp.float32, (16, 32, 64)),   # row scale spans 4 K blocks
     (2, 32, 128, 4, 16, False, jnp.float32, (8, 32, 64)),       # 4 groups per K block
+    (4, 64, 256, 4, 128, True, jnp.float32, (8, 32, 128)),      # one group = one K block
+    (1, 256, 1024, 4, None, True, jnp.bfloat16, None),
 ]
 
 
