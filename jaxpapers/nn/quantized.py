@@ -11,6 +11,7 @@ and serves both. Quantized weights save and load through orbax with INT4 packed 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
@@ -69,12 +70,12 @@ def dense(x: jnp.ndarray, w, n_in: int = 1) -> jnp.ndarray:
   return y.reshape(lead + (tuple(w.out_shape) or (w.out_features,)))
 
 
-@jax.jit
-def _fp(x):
-  return x
+@functools.partial(jax.jit, static_argnames=("K", "N", "bits", "group_size", "zero_point"))
+def _quantize_layer(wl, K, N, bits, group_size, zero_point):
+  return quantize_matrix(wl.reshape(K, N).T, bits, group_size, zero_point)
 
 
-def quantize_kernel(w, n_in: int, n_batch: int, scheme: Scheme) -> QuantizedWeight:
+def quantize_kernel(w, n_in: int, n_batch: int, scheme: Scheme, on_step=None) -> QuantizedWeight:
   """w [batch..., in..., out...] -> QuantizedWeight with codes [batch..., N, K'] where K is the
   product of the input axes and N of the output axes; quantized one batch index (one layer) at a
   time so only one layer's transposed FP copy exists at once."""
@@ -82,12 +83,17 @@ def quantize_kernel(w, n_in: int, n_batch: int, scheme: Scheme) -> QuantizedWeig
   bshape, ishape, oshape = shape[:n_batch], shape[n_batch:n_batch + n_in], shape[n_batch + n_in:]
   K, N = math.prod(ishape), math.prod(oshape)
   g = None if scheme.group_size is None or scheme.group_size >= K else scheme.group_size
-  one = jax.jit(lambda wl: quantize_matrix(wl.reshape(K, N).T, scheme.bits, g, scheme.zero_point))
+  one = functools.partial(_quantize_layer, K=K, N=N, bits=scheme.bits, group_size=g,
+                          zero_point=scheme.zero_point)
   if isinstance(w, jax.ShapeDtypeStruct):   # an abstract model: shapes only
     p = jax.eval_shape(one, jax.ShapeDtypeStruct(shape[n_batch:], w.dtype))
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(bshape + a.shape, a.dtype),
                         dataclasses.replace(p, out_shape=oshape))
-  parts = [one(w[idx]) for idx in np.ndindex(*bshape)] if bshape else [one(w)]
+  parts = []
+  for idx in (np.ndindex(*bshape) if bshape else [()]):
+    parts.append(jax.block_until_ready(one(w[idx])))
+    if on_step is not None:
+      on_step()
   stack = lambda xs: jnp.stack(xs).reshape(bshape + xs[0].shape) if bshape else xs[0]
   first = parts[0]
   return QuantizedWeight(
@@ -142,11 +148,11 @@ def _set(module, key, value):
     setattr(module, key, value)
 
 
-def quantize(model: nnx.Module, scheme: str | Scheme) -> nnx.Module:
+def quantize(model: nnx.Module, scheme: str | Scheme, on_step=None) -> nnx.Module:
   """Replaces, in place, every dense kernel of `model` by its quantized form and returns the
   model. Kernels are converted one at a time (stacked ones one layer at a time) and the FP
   array is dropped as soon as its codes exist, so peak host memory is about the FP model plus
-  one layer."""
+  one layer. `on_step()` is called after each layer (e.g. to sample memory)."""
   s = get_scheme(scheme) if isinstance(scheme, str) else scheme
   if any(isinstance(v, QuantizedParam) for _, v in nnx.iter_graph(model)):
     raise ConfigError("the model is already quantized; quantize the full-precision model")
@@ -157,13 +163,15 @@ def quantize(model: nnx.Module, scheme: str | Scheme) -> nnx.Module:
     for key, child in _children(module):
       if isinstance(child, nnx.Linear):
         _set(module, key, QuantizedDense.from_linear(child, s))
+        if on_step is not None:
+          on_step()
         found += 1
       elif isinstance(child, nnx.Module):
         visit(child)
       elif isinstance(child, nnx.Param) and "dense_in" in child.get_metadata():
         n_in, n_batch = _kernel_layout(child)
         meta = {k: v for k, v in child.get_metadata().items() if k in ("axes", "dense_in")}
-        qw = quantize_kernel(child.get_value(), n_in, n_batch, s)
+        qw = quantize_kernel(child.get_value(), n_in, n_batch, s, on_step)
         _set(module, key, QuantizedParam(qw, **meta))
         found += 1
 
@@ -182,6 +190,11 @@ def quantization_of(model: nnx.Module) -> dict | None:
       return {"bits": qw.bits, "zero_point": qw.zero is not None,
               "group_size": qw.group_size}
   return None
+
+
+def live_array_bytes() -> int:
+  """Bytes of every live jax array of this process."""
+  return sum(a.nbytes for a in jax.live_arrays())
 
 
 def weight_bytes(model: nnx.Module, kernels_only: bool = False) -> int:
