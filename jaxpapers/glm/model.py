@@ -157,8 +157,13 @@ class GLM(nnx.Module):
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
   def __call__(self, tokens, positions, context_len, *, dropout_key=None, cache=None,
-               cache_index=0):
+               cache_index=0, layer_wrapper=None):
     """Logits [B,T,V] (and the updated cache when `cache` is given).
+
+    `layer_wrapper(fn) -> g` (training only) replaces `jax.checkpoint` around each scanned
+    layer: fn(ctx, h) -> h is one layer (ctx holds its parameters, RoPE tables and mask) and
+    g(ctx, h, seed) must compute the same; seed is a per-layer, per-step uint32 drawn from
+    dropout_key (e.g. activation compression, `jaxpapers.gact`).
 
     tokens [B,T] int; positions [B,T] (1-D) or [B,2,T] (2-D); context_len [B]: the first
     context_len tokens attend bidirectionally. With a cache, tokens sit at absolute
@@ -183,7 +188,20 @@ class GLM(nnx.Module):
                          kv, cache_index)
       return h, new_kv
 
-    if cfg.remat and cache is None:
+    if layer_wrapper is not None and cache is None:
+      def layer_fn(ctx, h):
+        xs = ctx["xs"]
+        key = xs["key"] if dropout_key is not None else None
+        return _layer(cfg, h, xs["p"], xs["idx"], ctx["rope"], ctx["mask"], key, None, 0)[0]
+
+      wrapped = layer_wrapper(layer_fn)
+
+      def body(h, xs):
+        key = xs["key"]
+        raw = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+        seed = jnp.asarray(raw, jnp.uint32).reshape(-1)[-1]
+        return wrapped({"xs": xs, "rope": rope, "mask": mask}, h, seed), None
+    elif cfg.remat and cache is None:
       body = jax.checkpoint(body, prevent_cse=False)
     xs = {"p": stacked, "idx": jnp.arange(cfg.num_layers), "key": layer_keys}
     if cache is not None:

@@ -1,0 +1,188 @@
+"""GACT's compressor: bit packing, the Pallas kernel vs the reference, unbiased stochastic
+rounding, unbiased gradients, and the generic block wrapper on three model families."""
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+import pytest
+
+from jaxpapers.core.errors import ConfigError
+from jaxpapers.gact import adaptive
+from jaxpapers.gact.wrapper import compress_block, residual_leaves, saved_bytes
+from pallas_kernels.act_compress import (GROUP, compress_pallas, compress_ref, decompress_ref,
+                                         pack_bits, unpack_bits)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_pack_unpack_exact(bits):
+  q = jax.random.randint(jax.random.key(bits), (5, GROUP), 0, 2 ** bits).astype(jnp.uint32)
+  p = pack_bits(q, bits)
+  assert p.dtype == jnp.uint8 and p.shape == (5, GROUP * bits // 8)
+  np.testing.assert_array_equal(np.asarray(unpack_bits(p, bits)), np.asarray(q))
+
+
+def test_pack_layout_by_hand():
+  q = jnp.zeros((1, GROUP), jnp.uint32).at[0, :4].set(jnp.array([1, 2, 3, 0], jnp.uint32))
+  assert int(pack_bits(q, 2)[0, 0]) == 1 | (2 << 2) | (3 << 4)
+
+
+@pytest.mark.parametrize("shape,bits,block", [((3, 1000), 2, 8), ((4096,), 4, 4), ((2, 7, 33), 1, 8),
+                                              ((300,), 8, 2), ((64, 64), 2, 16)])
+def test_pallas_kernel_equals_reference(shape, bits, block):
+  x = jax.random.normal(jax.random.key(0), shape) * 3 + 1
+  ref = compress_ref(x, bits, 11)
+  got = compress_pallas(x, bits, 11, block=block, interpret=True)
+  for a, b in ((ref.packed, got.packed), (ref.mn, got.mn), (ref.scale, got.scale)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  np.testing.assert_array_equal(np.asarray(decompress_ref(got)), np.asarray(decompress_ref(ref)))
+
+
+def test_formula_and_error_bound():
+  """x_hat is within one quantization step of x; min and scale follow GACT's formula."""
+  x = jax.random.uniform(jax.random.key(1), (2 * GROUP,), minval=-2, maxval=3)
+  c = compress_ref(x, 2, 5)
+  g = x.reshape(2, GROUP)
+  np.testing.assert_allclose(np.asarray(c.mn), np.asarray(g.min(1)))
+  np.testing.assert_allclose(np.asarray(c.scale), 3.0 / np.asarray(g.max(1) - g.min(1) + 2e-6), rtol=1e-6)
+  step = 1.0 / np.repeat(np.asarray(c.scale), GROUP)
+  assert np.all(np.abs(np.asarray(decompress_ref(c)) - np.asarray(x)) <= step * (1 + 1e-5))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_stochastic_rounding_is_unbiased(bits):
+  """Mean over 1000 seeds converges to x: |mean error| < 5 standard errors everywhere (the
+  variance of one rounding is at most step^2 / 4)."""
+  x = jax.random.normal(jax.random.key(2), (GROUP,))
+  n = 1000
+  xs = jax.vmap(lambda s: decompress_ref(compress_ref(x, bits, s)))(jnp.arange(n, dtype=jnp.uint32))
+  err = np.asarray(xs.mean(0) - x)
+  step = float(1.0 / compress_ref(x, bits, 0).scale[0])
+  assert np.all(np.abs(err) < 5 * (step / 2) / np.sqrt(n)), np.abs(err).max()
+  assert np.abs(err).mean() < 0.2 * step       # and it is no deterministic rounding in disguise
+  assert float(jnp.std(xs[:, 0])) > 0.05 * step
+
+
+def test_bool_masks_are_exact_at_one_bit():
+  m = jax.random.bernoulli(jax.random.key(3), 0.3, (7, 301))
+  c = compress_ref(m, 8, 0)
+  assert c.bits == 1 and c.packed.size == -(-m.size // GROUP) * GROUP // 8
+  np.testing.assert_array_equal(np.asarray(decompress_ref(c)), np.asarray(m))
+
+
+def _dense_block(p, x):
+  return x @ p["w"]
+
+
+def test_gradients_under_compression_are_unbiased():
+  """dW = x^T g is linear in the saved x, so E[dW] over seeds is the exact gradient."""
+  p = {"w": jax.random.normal(jax.random.key(4), (32, 16))}
+  x = jax.random.normal(jax.random.key(5), (64, 32))
+  gy = jax.random.normal(jax.random.key(6), (64, 16))
+  exact = x.T @ gy
+  for mode in ("residuals", "recompute"):
+    g = compress_block(_dense_block, 2, mode)
+    grads = jax.vmap(lambda s: jax.grad(lambda p: jnp.sum(g(p, x, s) * gy))(p)["w"])(
+        jnp.arange(800, dtype=jnp.uint32))
+    mean, se = grads.mean(0), grads.std(0) / np.sqrt(800)
+    assert float(jnp.abs(grads[0] - exact).max()) > 0.01          # one sample is noisy...
+    assert bool(jnp.all(jnp.abs(mean - exact) < 5 * se + 1e-5)), mode   # ...its mean is exact
+
+
+def test_bits_32_is_bitwise_the_plain_gradient():
+  p = {"w": jax.random.normal(jax.random.key(7), (32, 48)), "v": jax.random.normal(jax.random.key(8), (48, 8))}
+  fn = lambda p, x: jnp.tanh(jax.nn.gelu(x @ p["w"]) @ p["v"])
+  x = jax.random.normal(jax.random.key(9), (16, 32))
+  g = compress_block(fn, 32, "residuals")
+  plain = jax.jit(jax.grad(lambda p, x: jnp.sum(fn(p, x) ** 2), argnums=(0, 1)))(p, x)
+  wrapped = jax.jit(jax.grad(lambda p, x: jnp.sum(g(p, x, 0) ** 2), argnums=(0, 1)))(p, x)
+  for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(wrapped)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _transformer_block(p, x):
+  from jaxpapers.nn.attention import layer_scaled_attention
+  from jaxpapers.nn.norm import layer_norm
+  a = layer_norm(x, p["ln"], jnp.zeros_like(p["ln"]))
+  q = jnp.einsum("bte,ehd->bthd", a, p["wq"])
+  k = jnp.einsum("bte,ehd->bthd", a, p["wk"])
+  mask = jnp.tril(jnp.ones((x.shape[1], x.shape[1]), bool))[None]
+  ctx = layer_scaled_attention(q, k, q, mask, 0)
+  h = x + jnp.einsum("bthd,hde->bte", ctx, p["wo"])
+  return h + jax.nn.gelu(h @ p["w1"]) @ p["w2"]
+
+
+def _conv_block(p, x):
+  y = jax.lax.conv_general_dilated(x, p["k"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  mu, var = y.mean((0, 1, 2)), y.var((0, 1, 2))
+  return jax.nn.relu((y - mu) * jax.lax.rsqrt(var + 1e-5) * p["g"]) + x
+
+
+def _gnn_layer(p, x):
+  senders, receivers = p["senders"], p["receivers"]
+  graph = jraph.GraphsTuple(nodes=x @ p["w"], edges=None, senders=senders, receivers=receivers,
+                            n_node=jnp.array([x.shape[0]]), n_edge=jnp.array([senders.shape[0]]),
+                            globals=None)
+  return jax.nn.relu(jraph.GraphConvolution(lambda n: n, add_self_edges=True)(graph).nodes)
+
+
+def _family_cases():
+  k = jax.random.split(jax.random.key(10), 8)
+  tr = ({"ln": jnp.ones(32), "wq": jax.random.normal(k[0], (32, 4, 8)) / 6,
+         "wk": jax.random.normal(k[1], (32, 4, 8)) / 6, "wo": jax.random.normal(k[2], (4, 8, 32)) / 6,
+         "w1": jax.random.normal(k[3], (32, 64)) / 6, "w2": jax.random.normal(k[4], (64, 32)) / 8},
+        jax.random.normal(k[5], (2, 16, 32)), _transformer_block)
+  cv = ({"k": jax.random.normal(k[0], (3, 3, 8, 8)) / 8, "g": jnp.ones(8)},
+        jax.random.normal(k[1], (4, 12, 12, 8)), _conv_block)
+  snd = jax.random.randint(k[2], (120,), 0, 40)
+  rcv = jax.random.randint(k[3], (120,), 0, 40)
+  gn = ({"w": jax.random.normal(k[4], (16, 16)) / 4, "senders": snd, "receivers": rcv},
+        jax.random.normal(k[5], (40, 16)), _gnn_layer)
+  return {"transformer": tr, "conv": cv, "gnn": gn}
+
+
+@pytest.mark.parametrize("family", ["transformer", "conv", "gnn"])
+def test_wrapper_works_on_three_families_without_per_op_code(family):
+  p, x, fn = _family_cases()[family]
+  floats = lambda p: {k: v for k, v in p.items() if jnp.issubdtype(v.dtype, jnp.floating)}
+  loss = lambda f: lambda fp, x: jnp.sum(f({**p, **fp}, x) ** 2)
+  exact = jax.grad(loss(fn), argnums=(0, 1))(floats(p), x)
+  leaves = residual_leaves(fn, p, x)
+  assert any(l.kind == "float" for l in leaves) and any(l.kind == "param" for l in leaves)
+  sb = saved_bytes(fn, p, x, 4)
+  assert sb["compressible_compressed"] < 0.2 * sb["compressible_raw"], sb
+  assert sb["compressed"] < sb["raw"]
+  for mode in ("residuals", "recompute"):
+    g = compress_block(fn, 8, mode)
+    got = jax.jit(jax.grad(loss(lambda p, x: g(p, x, 1)), argnums=(0, 1)))(floats(p), x)
+    for a, b in zip(jax.tree.leaves(exact), jax.tree.leaves(got)):
+      rel = float(jnp.linalg.norm(a - b) / (jnp.linalg.norm(a) + 1e-12))
+      assert 0 < rel < 0.05, (family, mode, rel)     # compressed (not exact) yet close at 8 bits
+
+
+def test_greedy_allocation_by_hand():
+  # two tensors of equal size, budget 2 bits on average: the sensitive one gets the bits
+  assert adaptive.allocate_bits([100.0, 1.0], [10, 10], 2.0) == (2, 2)
+  assert adaptive.allocate_bits([1000.0, 1.0], [10, 10], 2.5) == (4, 1)
+  assert adaptive.allocate_bits([1.0, 1.0], [10, 10], 8.0) == (8, 8)
+  assert adaptive.allocate_bits([5.0, 1.0, 1.0], [1, 100, 100], 1.05) == (8, 1, 1)
+  bits = adaptive.allocate_bits([3.0, 2.0, 1.0, 0.5], [50, 20, 20, 10], 3.0)
+  assert adaptive.average_bits(bits, [50, 20, 20, 10]) <= 3.0
+
+
+def test_sensitivity_formula():
+  g0, g1, g2 = jnp.array([1.0, 0.0]), jnp.array([0.0, 0.0]), jnp.array([0.0, 2.0])
+  # |g0-g1|^2 = 1, |g0-g2|^2 = 5, |g1-g2|^2 = 4 -> max(1, 2*5) = 10
+  assert adaptive.sensitivity(g0, g1, g2) == 10.0
+
+
+def test_bad_gact_inputs_are_clear_errors():
+  with pytest.raises(ConfigError, match="unknown GACT level 'L3'"):
+    adaptive.get_level("L3")
+  with pytest.raises(ConfigError, match=r"activation bits must be in"):
+    compress_block(_dense_block, 3)
+  with pytest.raises(ConfigError, match="unsupported activation bit width 16"):
+    compress_ref(jnp.ones(4), 16, 0)
+  with pytest.raises(ConfigError, match="no allocation meets an average of 0.5 bits"):
+    adaptive.allocate_bits([1.0], [10], 0.5)
+  with pytest.raises(ConfigError, match="unknown GACT mode"):
+    compress_block(_dense_block, 2, "everything")
