@@ -148,3 +148,18 @@ def compress_pallas(x: jnp.ndarray, bits: int, seed, block: int = 8,
       interpret=interpret,
   )(jnp.asarray(seed, jnp.uint32).reshape(1), xg)
   return Compressed(packed[:G], mn[:G], scale[:G], tuple(x.shape), jnp.dtype(x.dtype).name, bits)
+
+
+def fake_quantize(x: jnp.ndarray, bits, seed) -> jnp.ndarray:
+  """decompress(compress(x, bits, seed)) with `bits` a traced value (no packing; >= 32 returns
+  x): one compiled function serves every width, as the sensitivity estimate needs."""
+  bits = jnp.asarray(bits, jnp.float32)
+  xg = _groups(x.astype(jnp.float32))
+  mn = xg.min(axis=1)
+  mx = xg.max(axis=1)
+  levels = jnp.exp2(jnp.minimum(bits, 8.0)) - 1.0
+  scale = levels / (mx - mn + EPS)
+  idx = jnp.arange(xg.size, dtype=jnp.uint32).reshape(xg.shape)
+  q = jnp.clip(jnp.floor((xg - mn[:, None]) * scale[:, None] + hash_uniform(seed, idx)), 0.0, levels)
+  x_hat = (q / scale[:, None] + mn[:, None]).reshape(-1)[:x.size].reshape(x.shape).astype(x.dtype)
+  return jnp.where(bits >= 32, x, x_hat)

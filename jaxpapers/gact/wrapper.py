@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxpapers.core.errors import ConfigError
-from pallas_kernels.act_compress import BITS, GROUP, Compressed, compress_ref, decompress_ref
+from pallas_kernels.act_compress import (BITS, GROUP, Compressed, compress_ref, decompress_ref,
+                                         fake_quantize)
 
 MODES = ("residuals", "recompute")
 
@@ -186,3 +187,28 @@ def saved_bytes(fn: Callable, params, x, bits, mode: str = "residuals") -> dict:
     out["compressible_raw"] += nbytes
     out["compressible_compressed"] += comp
   return out
+
+
+def probe_block(bits_of_layer: jnp.ndarray) -> Callable:
+  """A layer wrapper for the sensitivity estimate of mode "recompute": the forward is exact, the
+  backward recomputes layer l at fake_quantize(x, bits_of_layer[l]) (32 = exact). The widths
+  are traced, so one compiled gradient serves every (layer, width) probe. For layer stacks whose
+  ctx carries the layer index at ctx["xs"]["idx"] (see GLM.__call__)."""
+  def wrapper(fn):
+    @jax.custom_vjp
+    def g(ctx, x, seed):
+      return fn(ctx, x)
+
+    def fwd(ctx, x, seed):   # the width is read here: bwd may not close over traced values
+      b = jnp.asarray(bits_of_layer)[ctx["xs"]["idx"]]
+      return fn(ctx, x), (ctx, x, seed, b)
+
+    def bwd(res, gy):
+      ctx, x, seed, b = res
+      s = jnp.asarray(seed, jnp.uint32) * jnp.uint32(0x85EBCA6B)
+      _, vjp = jax.vjp(fn, ctx, fake_quantize(x, b, s))
+      return (*vjp(gy), None)
+
+    g.defvjp(fwd, bwd)
+    return g
+  return wrapper

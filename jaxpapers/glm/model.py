@@ -161,9 +161,11 @@ class GLM(nnx.Module):
     """Logits [B,T,V] (and the updated cache when `cache` is given).
 
     `layer_wrapper(fn) -> g` (training only) replaces `jax.checkpoint` around each scanned
-    layer: fn(ctx, h) -> h is one layer (ctx holds its parameters, RoPE tables and mask) and
-    g(ctx, h, seed) must compute the same; seed is a per-layer, per-step uint32 drawn from
-    dropout_key (e.g. activation compression, `jaxpapers.gact`).
+    layer: fn(ctx, h) -> h is one layer (ctx holds its parameters under "xs", with the layer
+    index at ctx["xs"]["idx"], and the RoPE tables and mask) and g(ctx, h, seed) must compute the
+    same; seed is a per-layer, per-step uint32 drawn from dropout_key (e.g. activation
+    compression, `jaxpapers.gact`). A sequence of (start, stop, wrapper) runs one scan per
+    contiguous range of layers, each with its own wrapper (e.g. its own bit width).
 
     tokens [B,T] int; positions [B,T] (1-D) or [B,2,T] (2-D); context_len [B]: the first
     context_len tokens attend bidirectionally. With a cache, tokens sit at absolute
@@ -188,31 +190,57 @@ class GLM(nnx.Module):
                          kv, cache_index)
       return h, new_kv
 
-    if layer_wrapper is not None and cache is None:
-      def layer_fn(ctx, h):
-        xs = ctx["xs"]
-        key = xs["key"] if dropout_key is not None else None
-        return _layer(cfg, h, xs["p"], xs["idx"], ctx["rope"], ctx["mask"], key, None, 0)[0]
-
-      wrapped = layer_wrapper(layer_fn)
-
-      def body(h, xs):
-        key = xs["key"]
-        raw = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-        seed = jnp.asarray(raw, jnp.uint32).reshape(-1)[-1]
-        return wrapped({"xs": xs, "rope": rope, "mask": mask}, h, seed), None
-    elif cfg.remat and cache is None:
-      body = jax.checkpoint(body, prevent_cse=False)
     xs = {"p": stacked, "idx": jnp.arange(cfg.num_layers), "key": layer_keys}
-    if cache is not None:
-      xs["k"], xs["v"] = cache["k"], cache["v"]
-    h, new_kv = jax.lax.scan(body, x, xs)
+    if layer_wrapper is not None and cache is None:
+      h = x
+      for start, stop, wrapper in _segments(layer_wrapper, cfg.num_layers):
+        seg = jax.tree.map(lambda v: v[start:stop], xs)
+        h, _ = jax.lax.scan(_wrapped_body(cfg, wrapper, rope, mask, dropout_key), h, seg)
+      new_kv = None
+    else:
+      if cfg.remat and cache is None:
+        body = jax.checkpoint(body, prevent_cse=False)
+      if cache is not None:
+        xs["k"], xs["v"] = cache["k"], cache["v"]
+      h, new_kv = jax.lax.scan(body, x, xs)
     h = layer_norm(h, self.final_scale[...], self.final_bias[...])
     logits = jnp.einsum("bte,ve->btv", h, self.embed[...]).astype(jnp.float32)
     logits = constrain(logits, "batch", "length", "vocab")
     if cache is None:
       return logits
     return logits, {"k": new_kv[0], "v": new_kv[1]}
+
+
+def _segments(layer_wrapper, num_layers: int):
+  segs = (list(layer_wrapper) if isinstance(layer_wrapper, (list, tuple))
+          else [(0, num_layers, layer_wrapper)])
+  pos = 0
+  for start, stop, _ in segs:
+    if start != pos or stop <= start:
+      raise ValueError(f"layer_wrapper segments must tile [0, {num_layers}) in order, got "
+                       f"{[(a, b) for a, b, _ in segs]}")
+    pos = stop
+  if pos != num_layers:
+    raise ValueError(f"layer_wrapper segments end at {pos}, the model has {num_layers} layers")
+  return segs
+
+
+def _wrapped_body(cfg, wrapper, rope, mask, dropout_key):
+  """A scan body running one layer through `wrapper` (see GLM.__call__)."""
+  def layer_fn(ctx, h):
+    xs = ctx["xs"]
+    key = xs["key"] if dropout_key is not None else None
+    return _layer(cfg, h, xs["p"], xs["idx"], ctx["rope"], ctx["mask"], key, None, 0)[0]
+
+  wrapped = wrapper(layer_fn)
+
+  def body(h, xs):
+    key = xs["key"]
+    raw = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    seed = jnp.asarray(raw, jnp.uint32).reshape(-1)[-1]
+    return wrapped({"xs": xs, "rope": rope, "mask": mask}, h, seed), None
+
+  return body
 
 
 def param_counts(cfg: GLMConfig) -> dict[str, int]:
