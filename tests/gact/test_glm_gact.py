@@ -1,0 +1,84 @@
+"""GACT on a GLM layer stack: the layer_wrapper hook, traced-width probes, the max-batch search."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxpapers.core.errors import ConfigError
+from jaxpapers.gact.experiments import max_batch
+from jaxpapers.gact.wrapper import compress_block, probe_block
+from jaxpapers.glm.model import GLM, GLMConfig
+from pallas_kernels.act_compress import compress_ref, decompress_ref, fake_quantize
+
+CFG = GLMConfig(vocab_size=300, num_layers=3, d_model=64, num_heads=4, dropout=0.0)
+
+
+def _grads(wrapper, seed=0):
+  model = GLM(CFG, rngs=nnx.Rngs(params=0))
+  graphdef, params = nnx.split(model, nnx.Param)
+  tok = jnp.arange(32).reshape(2, 16) % 300
+  pos = jnp.tile(jnp.arange(16), (2, 1))
+  ctx = jnp.array([8, 5])
+
+  def loss(p):
+    m = nnx.merge(graphdef, p)
+    return jnp.mean(m(tok, pos, ctx, dropout_key=jax.random.key(seed), layer_wrapper=wrapper) ** 2)
+
+  return jax.jit(jax.grad(loss))(params)
+
+
+def _rel(a, b):
+  num = sum(float(jnp.sum((x - y) ** 2)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  den = sum(float(jnp.sum(x ** 2)) for x in jax.tree.leaves(a))
+  return (num / den) ** 0.5
+
+
+def test_layer_wrapper_keeps_the_gradient_at_full_width_and_approximates_it_compressed():
+  exact = _grads(None)                                                   # remat (the default)
+  full = _grads(lambda fn: compress_block(fn, 32, "recompute"))
+  assert _rel(exact, full) < 1e-5
+  segs = [(0, 1, lambda fn: compress_block(fn, 8, "recompute")),
+          (1, 3, lambda fn: compress_block(fn, 2, "recompute"))]
+  r8_2 = _rel(exact, _grads(segs))
+  r8 = _rel(exact, _grads(lambda fn: compress_block(fn, 8, "recompute")))
+  assert 0 < r8 < 0.02 and r8 < r8_2 < 0.5, (r8, r8_2)
+  assert _rel(exact, _grads(lambda fn: compress_block(fn, 4, "residuals"))) < 0.2
+
+
+def test_segments_must_tile_the_layers():
+  with pytest.raises(ValueError, match="must tile"):
+    _grads([(0, 1, lambda fn: compress_block(fn, 8)), (2, 3, lambda fn: compress_block(fn, 8))])
+  with pytest.raises(ValueError, match="end at 2"):
+    _grads([(0, 2, lambda fn: compress_block(fn, 8))])
+
+
+def test_probe_widths_are_traced_and_32_is_exact():
+  exact = _grads(None)
+  np.testing.assert_allclose(
+      np.concatenate([np.ravel(x) for x in jax.tree.leaves(_grads(probe_block(jnp.full(3, 32.0))))]),
+      np.concatenate([np.ravel(x) for x in jax.tree.leaves(exact)]), rtol=1e-5, atol=1e-7)
+  one = _rel(exact, _grads(probe_block(jnp.array([1.0, 32.0, 32.0]))))
+  eight = _rel(exact, _grads(probe_block(jnp.array([8.0, 32.0, 32.0]))))
+  assert eight < one
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_fake_quantize_equals_compress_then_decompress(bits):
+  x = jax.random.normal(jax.random.key(bits), (5, 300))
+  np.testing.assert_allclose(np.asarray(jax.jit(fake_quantize)(x, bits, jnp.uint32(3))),
+                             np.asarray(decompress_ref(compress_ref(x, bits, 3))), rtol=0, atol=2e-6)
+
+
+def test_max_batch_search_finds_the_boundary():
+  calls = []
+
+  def temp_at(b):      # 100 + 7 b bytes, with a step at 300 (non-linear on purpose)
+    calls.append(b)
+    return 100 + 7 * b + (50 if b > 300 else 0)
+
+  b = max_batch(temp_at, 2000, 8, 4096)
+  assert temp_at(b) <= 2000 and b >= 0.94 * 264    # the true max is 264
+  assert max_batch(temp_at, 10_000, 8, 500) == 500
+  with pytest.raises(ConfigError, match="even batch 1"):
+    max_batch(temp_at, 50, 8, 100)
