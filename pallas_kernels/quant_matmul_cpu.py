@@ -3,8 +3,8 @@ that converts the integer codes inside the dot-product loop, so decode reads 1 (
 (INT4) byte per weight and never materialises a dequantized matrix.
 
 The C++ source ships with the package and is compiled on first use with the system C++ compiler
-into a per-user cache (`$JAXPAPERS_CACHE`, default `~/.cache/jaxpapers`), keyed by the source and
-jaxlib version. Without a compiler, `available()` is False and callers use the XLA path
+into a per-user cache (`$JAXPAPERS_CACHE`, default `~/.cache/jaxpapers`), keyed by the source, the
+jaxlib version and the CPU's instruction-set flags. Without a compiler, `available()` is False and callers use the XLA path
 (`quant_matmul.qmatmul_xla_tiled`); `reason()` says why.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ import ctypes
 import hashlib
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -35,9 +36,20 @@ def _cache_dir() -> pathlib.Path:
   return pathlib.Path(root) / "ffi"
 
 
+def _cpu_id() -> bytes:
+  """The instruction-set flags of this CPU (the build uses -march=native, so a cache shared by
+  machines with different CPUs must not hand one's binary to another)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      flags = next((l for l in f if l.startswith(("flags", "Features"))), "")
+  except OSError:
+    flags = ""
+  return (platform.machine() + flags).encode()
+
+
 def _build() -> pathlib.Path:
   src = _SOURCE.read_bytes()
-  key = hashlib.sha256(src + jaxlib.__version__.encode()).hexdigest()[:16]
+  key = hashlib.sha256(src + jaxlib.__version__.encode() + _cpu_id()).hexdigest()[:16]
   lib = _cache_dir() / f"quant_matmul_cpu-{key}.so"
   if lib.exists():
     return lib

@@ -41,6 +41,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for name in c.levels:
     if name != "plain":
       adaptive.get_level(name)
+  for fam in c.families:
+    if fam not in ("transformer", "cnn"):
+      raise ConfigError(f"unknown family {fam!r}; use transformer or cnn (gnn is not built yet)")
   for key in ("train.steps", "train.batch", "budget_batch", "memory_batch", "adapt_interval",
               "probe_batch"):
     cfglib.check(c, key, lambda v: isinstance(v, int) and v > 0, "a positive int")
@@ -142,6 +145,33 @@ def max_batch(temp_at, budget: int, hint: int, limit: int) -> int:
 def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   validate(c)
   wd = Path(workdir)
+  results = {}
+  if "transformer" in c.families:
+    results.update(transformer_family(c, wd))
+  if "cnn" in c.families:
+    cnn = cnn_family(c, wd)
+    _ratios(cnn["levels"], "acc")
+    results["cnn"] = cnn
+  _report(wd, command, c, results)
+  return results
+
+
+def _ratios(levels: dict, quality: str) -> None:
+  ref = levels.get("L0")
+  if not ref:
+    return
+  for r in levels.values():
+    r["memory_ratio"] = ref["act_bytes"] / max(r["act_bytes"], 1)
+    r["max_batch_ratio"] = r["max_batch"] / ref["max_batch"]
+    r["step_time_ratio"] = r["step_time"] / ref["step_time"]
+    if quality == "loss":
+      r["loss_rel_change"] = r["loss"] / ref["loss"] - 1.0
+    else:
+      r["acc_change"] = r["acc"] - ref["acc"]
+
+
+def transformer_family(c, wd: Path) -> dict:
+  """Levels on a scanned GLM stack (see the module docstring)."""
   model, sampler, loss_fn_for, held_out = _glm_parts(c, wd)
   graphdef, params0 = nnx.split(model, nnx.Param)
   tx = make_optimizer(c.train)
@@ -201,23 +231,16 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
     log.info("%s: held-out loss %.4f, act %.1f MiB, max batch %d, step %.3fs", level, val_loss,
              (t_b - t_1) / 2**20, mb, results["levels"][level]["step_time"])
   results["budget_bytes"] = budget
-  ref = results["levels"].get("L0")
-  if ref:
-    for name, r in results["levels"].items():
-      r["memory_ratio"] = ref["act_bytes"] / max(r["act_bytes"], 1)
-      r["max_batch_ratio"] = r["max_batch"] / ref["max_batch"]
-      r["step_time_ratio"] = r["step_time"] / ref["step_time"]
-      r["loss_rel_change"] = r["loss"] / ref["loss"] - 1.0
-    if "L2.2" in results["levels"]:
-      top = results["levels"]["L2.2"]
-      results.update({"memory_ratio_L2.2": top["memory_ratio"],
-                      "max_batch_ratio_L2.2": top["max_batch_ratio"],
-                      "step_time_ratio_L2.2": top["step_time_ratio"],
-                      "residual_ratio_L2.2": _residual_ratio(top["bits"], c.mode)})
-      if "plain" in results["levels"]:
-        results["memory_ratio_L2.2_vs_plain"] = (results["levels"]["plain"]["act_bytes"]
-                                                 / max(top["act_bytes"], 1))
-  _report(wd, command, c, results)
+  _ratios(results["levels"], "loss")
+  if "L0" in results["levels"] and "L2.2" in results["levels"]:
+    top = results["levels"]["L2.2"]
+    results.update({"memory_ratio_L2.2": top["memory_ratio"],
+                    "max_batch_ratio_L2.2": top["max_batch_ratio"],
+                    "step_time_ratio_L2.2": top["step_time_ratio"],
+                    "residual_ratio_L2.2": _residual_ratio(top["bits"], c.mode)})
+    if "plain" in results["levels"]:
+      results["memory_ratio_L2.2_vs_plain"] = (results["levels"]["plain"]["act_bytes"]
+                                               / max(top["act_bytes"], 1))
   return results
 
 
@@ -251,9 +274,19 @@ def _sensitivities(graphdef, loss_fn_for, params, batch, L, seed) -> list[float]
 
 
 def _report(wd: Path, command: str, c, r: dict) -> None:
-  lv = r["levels"]
+  lv = r.get("levels", {})
   MiB = lambda b: f"{b / 2**20:.1f} MiB"
   rows = []
+  if "cnn" in r and "L0" in r["cnn"]["levels"]:
+    cl = r["cnn"]["levels"]
+    for name in ("L1", "L2", "L2.2"):
+      if name in cl:
+        x = cl[name]
+        rows.append(Row(f"CNN {name}: activation memory / max batch / accuracy vs L0",
+                        "8.1x / 4.2-24.7x / within 0.5 points", f"{x['memory_ratio']:.2f}x / "
+                        f"{x['max_batch_ratio']:.2f}x / {100 * x['acc_change']:+.1f} pts",
+                        "n/a", f"ResNet on Fashion-MNIST, batch {c.cnn.memory_batch}; step time "
+                        f"{x['step_time_ratio']:.2f}x"))
   if "L2.2" in lv and "L0" in lv:
     top = lv["L2.2"]
     rows += [
@@ -286,9 +319,147 @@ def _report(wd: Path, command: str, c, r: dict) -> None:
                                 [float(np.log10(max(s, 1e-30))) for s in last["sensitivity"]])],
                               ylabel="bits / log10 sensitivity"),
                   f"L2.2: bits per layer input chosen at step {last['step']} and GACT's sensitivity"))
-  series = [(name, list(range(len(x["losses"]))), x["losses"]) for name, x in lv.items()]
-  plots.append((plot_curves(wd, "loss.png", series, ylabel="train loss (nats)"), "train loss per level"))
-  rep = Report(title="GACT activation-compressed training on a GLM stack (arXiv 2206.11357)",
-               command=command, rows=rows, plots=plots,
-               sections=[("Levels (same data, seed and steps)", "\n".join(table))])
+  if lv:
+    series = [(name, list(range(len(x["losses"]))), x["losses"]) for name, x in lv.items()]
+    plots.append((plot_curves(wd, "loss.png", series, ylabel="train loss (nats)"),
+                  "transformer: train loss per level"))
+  sections = [("Transformer levels (same data, seed and steps)", "\n".join(table))] if lv else []
+  if "cnn" in r:
+    ct = ["| level | test accuracy | act memory | vs L0 | max batch | step time | mean bits |",
+          "|---|---|---|---|---|---|---|"]
+    for name, x in r["cnn"]["levels"].items():
+      mb = "32 (FP32)" if not x["bits"] else f"{np.mean(x['bits']):.2f}"
+      ct.append(f"| {name} | {100 * x['acc']:.1f}% | {MiB(x['act_bytes'])} | {x.get('memory_ratio', 1):.2f}x | "
+                f"{x['max_batch']} | {1e3 * x['step_time']:.0f} ms | {mb} |")
+    sections.append((f"CNN levels (ResNet, Fashion-MNIST, memory at batch {c.cnn.memory_batch})", "\n".join(ct)))
+    if "L2.2" in r["cnn"]["levels"] and r["cnn"]["levels"]["L2.2"]["allocations"]:
+      a = r["cnn"]["levels"]["L2.2"]["allocations"][-1]
+      plots.append((plot_curves(wd, "cnn_bits_L2.2.png", [("bits", list(range(len(a["bits"]))), a["bits"])],
+                                xlabel="saved tensor (block order)", ylabel="bits"),
+                    f"CNN L2.2: bits per saved tensor chosen at step {a['step']}"))
+  rep = Report(title="GACT activation-compressed training (arXiv 2206.11357)",
+               command=command, rows=rows, plots=plots, sections=sections)
   write_report(wd, rep, r)
+
+
+# --- CNN family: a small ResNet on Fashion-MNIST (GACT §6 trains ResNets on images) ----------
+
+def cnn_family(c, wd: Path) -> dict:
+  """Levels on a ResNet; mode "residuals" (GACT proper: every saved tensor of every block is
+  compressed, no recomputation); adaptive levels allocate one width per saved tensor."""
+  from jaxpapers.data.images import load_fashion_mnist
+  from jaxpapers.gact.wrapper import compress_module, probe_residuals, residual_leaves
+  from jaxpapers.nn.resnet import ResNet
+  k = c.cnn
+  data = load_fashion_mnist()
+  model = ResNet(tuple(k.widths), k.blocks_per_stage, rngs=nnx.Rngs(params=c.seed))
+  graphdef, params0 = nnx.split(model, nnx.Param)
+  tx = make_optimizer(ml_collections.ConfigDict(dict(k.train)))
+  n = len(data["train_x"])
+  rng = np.random.default_rng(c.seed)
+  order = [rng.permutation(n) for _ in range(k.train.steps * k.train.batch // n + 1)]
+  flat = np.concatenate(order)
+
+  def batch_at(i, b=k.train.batch):
+    idx = flat[i * b:(i + 1) * b] if (i + 1) * b <= len(flat) else rng.integers(0, n, b)
+    return {"x": jnp.asarray(data["train_x"][idx]), "y": jnp.asarray(data["train_y"][idx])}
+
+  example = lambda b: {"x": jnp.zeros((b, 28, 28, 1)), "y": jnp.zeros((b,), jnp.int32)}
+
+  # the saved tensors of each block, and their offsets in one flat list
+  per_block = []
+
+  def record(i, blk):
+    g, _ = nnx.split(blk)
+    fn = lambda s, x: nnx.merge(g, s)(x)
+    return lambda x: (per_block.append(residual_leaves(fn, nnx.state(blk), x)), fn(nnx.state(blk), x))[1]
+
+  jax.eval_shape(lambda: nnx.merge(graphdef, params0)(example(2)["x"], record))
+  offsets = np.cumsum([0] + [len(b) for b in per_block]).tolist()
+  flat_leaves = [l for b in per_block for l in b]
+  compressible = [j for j, l in enumerate(flat_leaves) if l.kind == "float"]
+
+  def xent(logits, y):
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1).mean()
+
+  def loss_fn_for(bits_flat):   # None: plain (L0); else one width per flat leaf
+    def loss_fn(model, batch, key):
+      seed = jax.random.bits(key, dtype=jnp.uint32)
+      wrapper = None
+      if bits_flat is not None:
+        wrapper = lambda i, blk: (lambda x: compress_module(
+            blk, tuple(bits_flat[offsets[i]:offsets[i + 1]]), "residuals")(x, seed + jnp.uint32(97 * i)))
+      return xent(model(batch["x"], wrapper), batch["y"]), {}
+    return loss_fn
+
+  @jax.jit
+  def probe_grad(params, bits, seed, batch):
+    def loss(p):
+      m = nnx.merge(graphdef, p)
+
+      def wrapper(i, blk):
+        g, _ = nnx.split(blk)
+        fn = probe_residuals(bits, offsets[i])(lambda s, x: nnx.merge(g, s)(x))
+        return lambda x: fn(nnx.state(blk), x, seed + jnp.uint32(97 * i))
+      return xent(m(batch["x"], wrapper), batch["y"])
+    return jax.grad(loss)(params)
+
+  @jax.jit
+  def accuracy(params, x, y):
+    return (jnp.argmax(nnx.merge(graphdef, params)(x), -1) == y).sum()
+
+  out, budget = {}, None
+  for level in c.levels:
+    if level == "plain":
+      continue                     # a CNN's default is already plain training
+    lv = adaptive.get_level(level)
+    state = TrainState(step=jnp.int32(0), params=params0, opt_state=jax.jit(tx.init)(params0),
+                       rng=jax.random.key_data(jax.random.key(c.seed)))
+    bits = None if lv.bits is None else [int(lv.bits) if not lv.adaptive else 32] * len(flat_leaves)
+    steps, losses, times, allocs = {}, [], [], []
+    for start in range(0, k.train.steps, k.adapt_interval):
+      if lv.adaptive:
+        pb = batch_at(0, k.probe_batch)
+        probe = lambda b, s: probe_grad(state.params, jnp.asarray(b, jnp.float32), jnp.uint32(s), pb)
+        sens = []
+        for j in compressible:
+          one = lambda w: tuple(w if i == j else 32 for i in range(len(flat_leaves)))
+          sens.append(adaptive.sensitivity(probe(one(1), c.seed + start), probe(one(1), c.seed + start + 1),
+                                           probe(one(8), c.seed + start + 2)))
+        chosen = adaptive.allocate_bits(sens, [flat_leaves[j].size for j in compressible], lv.bits)
+        bits = [32] * len(flat_leaves)
+        for j, b in zip(compressible, chosen):
+          bits[j] = b
+        allocs.append({"step": start, "sensitivity": sens, "bits": list(chosen)})
+      key = tuple(bits or ())
+      if key not in steps:
+        lf = loss_fn_for(bits)
+        steps[key] = (jax.jit(make_train_step(graphdef, lf, tx)), lf)
+      step, loss_fn = steps[key]
+      for i in range(start, min(k.train.steps, start + k.adapt_interval)):
+        t0 = time.perf_counter()
+        state, m = step(state, batch_at(i), jnp.float32(1.0))
+        losses.append(float(m["loss"]))
+        times.append(time.perf_counter() - t0)
+    correct = sum(int(accuracy(state.params, jnp.asarray(data["test_x"][i:i + 500]),
+                               jnp.asarray(data["test_y"][i:i + 500])))
+                  for i in range(0, len(data["test_y"]), 500))
+    cache = {}
+
+    def temp_at(b, loss_fn=loss_fn, cache=cache):
+      if b not in cache:
+        cache[b] = temp_bytes(graphdef, loss_fn, tx, params0, example(b))
+      return cache[b]
+
+    t_b, t_1 = temp_at(k.memory_batch), temp_at(1)
+    if budget is None:
+      budget = temp_at(k.budget_batch)
+    out[level] = {"acc": correct / len(data["test_y"]), "act_bytes": t_b - t_1, "temp_bytes": t_b,
+                  "max_batch": max_batch(temp_at, budget, k.memory_batch, k.max_batch_limit),
+                  "step_time": statistics.median(times[1:] if len(times) > 1 else times),
+                  "bits": None if bits is None else [bits[j] for j in compressible],
+                  "allocations": allocs, "losses": losses}
+    log.info("cnn %s: test acc %.3f, act %.1f MiB, max batch %d, step %.3fs", level, out[level]["acc"],
+             (t_b - t_1) / 2**20, out[level]["max_batch"], out[level]["step_time"])
+  return {"levels": out, "budget_bytes": budget,
+          "saved_tensors": [{"shape": list(l.shape), "kind": l.kind} for l in flat_leaves]}

@@ -212,3 +212,43 @@ def probe_block(bits_of_layer: jnp.ndarray) -> Callable:
     g.defvjp(fwd, bwd)
     return g
   return wrapper
+
+
+def compress_module(module, bits, mode: str = "residuals") -> Callable:
+  """An NNX module as `g(x, seed)` whose saved activations are compressed (its parameters are
+  passed through, never compressed)."""
+  from flax import nnx
+  graphdef, _ = nnx.split(module)
+  g = compress_block(lambda state, x: nnx.merge(graphdef, state)(x), bits, mode)
+  return lambda x, seed: g(nnx.state(module), x, seed)
+
+
+def probe_residuals(bits: jnp.ndarray, offset: int) -> Callable:
+  """Mode-"residuals" twin of `probe_block` for the sensitivity estimate: `fn(params, x)` becomes
+  g(params, x, seed) whose backward fake-quantizes its j-th residual leaf (as `residual_leaves`
+  lists them) at width bits[offset + j] (traced; 32 = exact). Forward and saved values exact."""
+  def wrap(fn):
+    holder: dict = {}
+
+    @jax.custom_vjp
+    def g(params, x, seed):
+      return fn(params, x)
+
+    def fwd(params, x, seed):
+      y, vjp = jax.vjp(fn, params, x)
+      leaves, holder["treedef"] = jax.tree.flatten(vjp)
+      uniq, holder["where"] = _unique(leaves)
+      holder["kinds"] = _classify(uniq, params)
+      return y, (uniq, seed, jnp.asarray(bits)[offset:offset + len(uniq)])
+
+    def bwd(res, gy):
+      uniq, seed, b = res
+      s = jnp.asarray(seed, jnp.uint32) * jnp.uint32(0x85EBCA6B)
+      probed = [fake_quantize(l, b[j], s + jnp.uint32(j)) if k == "float" else l
+                for j, (l, k) in enumerate(zip(uniq, holder["kinds"]))]
+      vjp = jax.tree.unflatten(holder["treedef"], [probed[i] for i in holder["where"]])
+      return (*vjp(gy), None)
+
+    g.defvjp(fwd, bwd)
+    return g
+  return wrap

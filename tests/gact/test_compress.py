@@ -186,3 +186,26 @@ def test_bad_gact_inputs_are_clear_errors():
     adaptive.allocate_bits([1.0], [10], 0.5)
   with pytest.raises(ConfigError, match="unknown GACT mode"):
     compress_block(_dense_block, 2, "everything")
+
+
+def test_compress_module_on_a_resnet_block_and_the_embedded_images():
+  from flax import nnx
+  from jaxpapers.data.images import load_fashion_mnist
+  from jaxpapers.gact.wrapper import compress_module
+  from jaxpapers.nn.resnet import ResNet
+  d = load_fashion_mnist()
+  assert d["train_x"].shape == (8000, 28, 28, 1) and d["test_y"].shape == (2000,)
+  assert 0.0 <= d["train_x"].min() and d["train_x"].max() <= 1.0 and set(d["train_y"]) == set(range(10))
+  model = ResNet((8, 16), 1, rngs=nnx.Rngs(0))
+  x = jnp.asarray(d["train_x"][:4])
+
+  def grads(wrapper):
+    graphdef, params = nnx.split(model, nnx.Param)
+    return jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(x, wrapper) ** 2))(params)
+
+  exact = grads(None)
+  full = grads(lambda i, blk: (lambda h: compress_module(blk, 32)(h, jnp.uint32(i))))
+  low = grads(lambda i, blk: (lambda h: compress_module(blk, 2)(h, jnp.uint32(i))))
+  for a, b in zip(jax.tree.leaves(exact), jax.tree.leaves(full)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  assert any(float(jnp.abs(a - b).max()) > 0 for a, b in zip(jax.tree.leaves(exact), jax.tree.leaves(low)))

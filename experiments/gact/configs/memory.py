@@ -1,8 +1,8 @@
 """GACT levels on a GLM layer stack (arXiv 2206.11357): memory, max batch, loss, step time.
 
-Presets: default (16 layers at d_model 256, 300 steps), `quick` (8 layers, 80 steps at batch 16;
-7 min measured on 2 cores),
-`tiny` (tests)."""
+Families: `transformer` (a scanned GLM stack, compressed-recompute mode) and `cnn` (a ResNet on
+Fashion-MNIST, GACT's residual mode). Presets: default (16 layers, 300 steps; ResNet 300 steps),
+`quick` (8 layers, 80 steps at batch 16; ResNet 100 steps at batch 64), `tiny` (seconds)."""
 import ml_collections
 
 PRESETS = (None, "default", "quick", "tiny")
@@ -12,7 +12,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = "gact/memory"
   c.seed = 0
-  c.family = "transformer"
+  c.families = ("transformer", "cnn")
   c.data = dict(corpus="austen", vocab_size=1024)
   c.model = dict(num_layers=16, d_model=256, num_heads=8)
   c.seq_len = 64
@@ -26,10 +26,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_samples = 64
   c.train = dict(steps=300, batch=32, lr=2e-3, warmup=0.05, end_lr_ratio=0.1, weight_decay=0.1,
                  b1=0.9, b2=0.95, eps=1e-8, clip=1.0)
+  c.cnn = dict(widths=(16, 32, 64), blocks_per_stage=2, memory_batch=256, budget_batch=256,
+               max_batch_limit=8192, probe_batch=64, adapt_interval=100,
+               train=dict(steps=300, batch=64, lr=3e-3, warmup=0.05, end_lr_ratio=0.05,
+                          weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8, clip=1.0))
   if arg == "quick":
     c.model.update(num_layers=8)
     c.train.update(steps=80, batch=16)
     c.adapt_interval = 40
+    c.cnn.update(probe_batch=16, adapt_interval=100)
+    c.cnn.train.update(steps=100)
   elif arg == "tiny":
     c.data.update(vocab_size=512)
     c.model.update(num_layers=3, d_model=64, num_heads=4)
@@ -42,4 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.memory_batch = 8
     c.max_batch_limit = 64
     c.eval_samples = 8
+    c.cnn.update(widths=(8, 16), blocks_per_stage=1, memory_batch=16, budget_batch=16,
+                 max_batch_limit=64, probe_batch=8, adapt_interval=2)
+    c.cnn.train.update(steps=4, batch=16)
   return c
