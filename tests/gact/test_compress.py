@@ -201,7 +201,7 @@ def test_compress_module_on_a_resnet_block_and_the_embedded_images():
 
   def grads(wrapper):
     graphdef, params = nnx.split(model, nnx.Param)
-    return jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(x, wrapper) ** 2))(params)
+    return jax.jit(jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(x, wrapper) ** 2)))(params)
 
   exact = grads(None)
   full = grads(lambda i, blk: (lambda h: compress_module(blk, 32)(h, jnp.uint32(i))))
