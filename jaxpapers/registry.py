@@ -33,7 +33,7 @@ EXPERIMENTS = {e.name: e for e in [
     Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/configs/quantize.py", 3.9,
                "GLM-130B INT8/INT4 weight quantization: ppl per scheme, CPU decode speed and memory"),
     Experiment("gact/memory", "jaxpapers.gact.experiments:run", "gact/configs/memory.py", 15.5,
-               "GACT levels L0-L2.2 on a GLM stack: activation memory, max batch, loss, step time"),
+               "GACT levels L0-L2.2 on a GLM stack and a ResNet: activation memory, max batch, quality, step time"),
 ]}
 
 
