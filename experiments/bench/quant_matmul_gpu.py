@@ -13,32 +13,21 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 
+from jaxpapers.core.flops import median_time
 from pallas_kernels.int_quant import qmatmul_reference, quantize
 from pallas_kernels.quant_matmul import qmatmul_pallas
 
 NOMINAL_GBPS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0, "L4": 300.0, "A10": 600.0}
 
 
-def median_time(f, *args, reps: int = 30) -> float:
-  jax.block_until_ready(f(*args))
-  ts = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(f(*args))
-    ts.append(time.perf_counter() - t0)
-  ts.sort()
-  return ts[len(ts) // 2]
-
-
 def copy_gbps() -> float:
   a = jnp.ones((256 * 2**20 // 4,), jnp.float32)
   f = jax.jit(lambda a: a * 1.0)
-  return 2 * a.nbytes / median_time(f, a) / 1e9
+  return 2 * a.nbytes / median_time(f, a, reps=30) / 1e9
 
 
 def main() -> int:
@@ -56,7 +45,7 @@ def main() -> int:
     w_kn = w.T.astype(jnp.bfloat16)
     for m in (1, 8, 16, 128):
       x = jax.random.normal(jax.random.key(1), (m, n), jnp.bfloat16)
-      t_bf16 = median_time(dot, x, w_kn)
+      t_bf16 = median_time(dot, x, w_kn, reps=30)
       case = {"M": m, "K": n, "N": n, "bf16_us": 1e6 * t_bf16,
               "bf16_gbps": (w_kn.nbytes + 2 * x.nbytes + 2 * m * n) / t_bf16 / 1e9}
       for bits in (8, 4):
@@ -66,7 +55,7 @@ def main() -> int:
           got = f(x, qw)
           ref = qmatmul_reference(x.astype(jnp.float32), qw)
           err = float(jnp.abs(got.astype(jnp.float32) - ref).max() / jnp.abs(ref).max())
-          t = median_time(f, x, qw)
+          t = median_time(f, x, qw, reps=30)
           moved = qw.nbytes + x.nbytes + 2 * m * n
           case[f"int{bits}_us"] = 1e6 * t
           case[f"speedup_int{bits}_vs_bf16"] = t_bf16 / t

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
+import shutil
 from pathlib import Path
 
 import jax
@@ -238,13 +240,11 @@ def save_quantized(directory: str | Path, model: nnx.Module, scheme: str | Schem
   _, state = nnx.split(model)
   tmp = directory.with_name(directory.name + ".tmp")
   if tmp.exists():
-    import shutil
     shutil.rmtree(tmp)
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
     ckpt.save(tmp, ocp.args.Composite(state=ocp.args.StandardSave(nnx.to_pure_dict(state)),
                                       meta=ocp.args.JsonSave(meta)))
   if directory.exists():
-    import shutil
     old = directory.with_name(directory.name + ".old")
     directory.rename(old)
     tmp.rename(directory)
@@ -255,7 +255,6 @@ def save_quantized(directory: str | Path, model: nnx.Module, scheme: str | Schem
 
 
 def _read_meta(directory: Path) -> dict | None:
-  import json
   f = directory / "meta" / "metadata"
   if not f.exists():
     return None
