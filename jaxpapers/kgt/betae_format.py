@@ -1,0 +1,244 @@
+"""BetaE / Query2Box query datasets on disk (FB15k-237-q2b, NELL-q2b, FB15k-q2b layout).
+
+A dataset directory holds `stats.txt` ("numentity: N" and "numrelations: R", inverses included),
+`train-queries.pkl` (structure -> set of queries), `train-answers.pkl` (query -> set of answers),
+and for valid and test `{split}-queries.pkl`, `{split}-easy-answers.pkl` (answers in the next
+smaller graph) and `{split}-hard-answers.pkl` (the others). Structures are BetaE templates of
+'e', 'r', 'u', 'n'; query instances hold -1 for 'u' (our `queries.UNION`) and -2 for 'n'.
+
+Only the nine types of `queries.STRUCTURES` are kept (matched by template, so BetaE's
+'2u-DNF'/'up-DNF' are our 2u/up); other structures (negation types, '2u-DM', 'up-DM') are skipped,
+logged, and named in `BetaEData.skipped`. Pickles are read by a restricted unpickler that builds
+only plain containers (no code runs), then every query and answer is checked against the sizes
+in stats.txt."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import operator
+import pickle
+from collections import defaultdict
+from pathlib import Path
+
+from jaxpapers.core.errors import DataError
+from jaxpapers.kgt.kg import SPLITS
+from jaxpapers.kgt.queries import (STRUCTURES, TYPES, UNION, QueryData, QuerySplit, check_ids,
+                                   type_of)
+
+log = logging.getLogger(__name__)
+
+STATS = "stats.txt"
+FILES = (STATS, "train-queries.pkl", "train-answers.pkl",
+         *(f"{s}-{k}.pkl" for s in SPLITS[1:] for k in ("queries", "easy-answers", "hard-answers")))
+# BetaE's names of its 16 structures (names of skipped structures in reports).
+BETAE_STRUCTURE_NAMES = {
+    **{v: k for k, v in STRUCTURES.items() if k not in ("2u", "up")},
+    (("e", ("r",)), ("e", ("r", "n"))): "2in",
+    (("e", ("r",)), ("e", ("r",)), ("e", ("r", "n"))): "3in",
+    ((("e", ("r",)), ("e", ("r", "n"))), ("r",)): "inp",
+    (("e", ("r", "r")), ("e", ("r", "n"))): "pin",
+    (("e", ("r", "r", "n")), ("e", ("r",))): "pni",
+    STRUCTURES["2u"]: "2u-DNF",
+    STRUCTURES["up"]: "up-DNF",
+    ((("e", ("r", "n")), ("e", ("r", "n"))), ("n",)): "2u-DM",
+    ((("e", ("r", "n")), ("e", ("r", "n"))), ("n", "r")): "up-DM",
+}
+_OUR_TYPE = {v: k for k, v in STRUCTURES.items()}
+# The only globals a BetaE pickle may name ("__builtin__" is how protocols 0-2 spell builtins).
+_ALLOWED = {("collections", "defaultdict")} | {
+    (m, n) for m in ("builtins", "__builtin__")
+    for n in ("set", "frozenset", "list", "dict", "tuple", "int", "str")}
+
+
+@dataclasses.dataclass
+class BetaEData(QueryData):
+  """A `QueryData` plus the BetaE names of the structures that were skipped (sorted)."""
+  skipped: tuple[str, ...] = ()
+
+
+class _Unpickler(pickle.Unpickler):
+  """Builds only tuples, strings, ints, sets, frozensets, lists, dicts and defaultdicts."""
+
+  def __init__(self, file, where: str):
+    super().__init__(file)
+    self.where = where
+
+  def find_class(self, module, name):
+    if (module, name) not in _ALLOWED:
+      raise DataError(f"{self.where}: refusing to load the global {module}.{name} (a BetaE pickle "
+                      "holds only tuples, ints, strings, sets, lists and dicts)")
+    return super().find_class(module, name)
+
+  def persistent_load(self, pid):
+    raise DataError(f"{self.where}: refusing a persistent id (not a BetaE pickle)")
+
+
+def _unpickle(path: Path):
+  try:
+    with open(path, "rb") as f:
+      return _Unpickler(f, str(path)).load()
+  except DataError:
+    raise
+  except Exception as e:  # noqa: BLE001 - any malformed pickle is one DataError
+    msg = " ".join(str(e).split())[:200]
+    raise DataError(f"{path}: not a readable pickle ({type(e).__name__}: {msg})") from None
+
+
+def _read_stats(path: Path) -> tuple[int, int]:
+  vals = {}
+  for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    if not line.strip():
+      continue
+    key, sep, val = line.partition(":")
+    key, val = key.strip(), val.strip()
+    if not sep or (key in ("numentity", "numrelations") and not (val.isdigit() and int(val) > 0)):
+      raise DataError(f"{path}:{i}: expected 'numentity: N' / 'numrelations: R' (positive ints), "
+                      f"got {line[:80]!r}")
+    vals[key] = int(val) if key in ("numentity", "numrelations") else val
+  missing = [k for k in ("numentity", "numrelations") if k not in vals]
+  if missing:
+    raise DataError(f"{path}: no {' / '.join(missing)} line (expected 'numentity: N' and "
+                    "'numrelations: R')")
+  return vals["numentity"], vals["numrelations"]
+
+
+def _is_template(s) -> bool:
+  if isinstance(s, str):
+    return s in ("e", "r", "u", "n")
+  return isinstance(s, tuple) and len(s) > 0 and all(_is_template(x) for x in s)
+
+
+def _matches(q, s) -> bool:
+  """Whether instance q has template s ('e'/'r' an int, 'u' the -1 marker)."""
+  if s in ("e", "r"):
+    return type(q) is int
+  if s == "u":
+    return type(q) is int and q == UNION
+  return (isinstance(s, tuple) and isinstance(q, tuple) and len(q) == len(s)
+          and all(_matches(a, b) for a, b in zip(q, s)))
+
+
+def _structure_name(s) -> str:
+  return BETAE_STRUCTURE_NAMES.get(s, repr(s))
+
+
+def _load_queries(path: Path, n_e: int, n_r: int, skipped: dict[str, int]) -> dict[str, list]:
+  raw = _unpickle(path)
+  if not isinstance(raw, dict):
+    raise DataError(f"{path}: expected a dict structure -> set of queries, got a "
+                    f"{type(raw).__name__}")
+  out = {}
+  for s, qs in raw.items():
+    if not (isinstance(s, tuple) and _is_template(s)):
+      raise DataError(f"{path}: key {str(s)[:80]!r} is not a BetaE query structure (nested tuples "
+                      "of 'e', 'r', 'u', 'n')")
+    if not isinstance(qs, (set, frozenset, list)):
+      raise DataError(f"{path}: the queries of {_structure_name(s)} are a {type(qs).__name__}, "
+                      "not a set")
+    t = _OUR_TYPE.get(s)
+    if t is None:
+      name = _structure_name(s)
+      skipped[name] = skipped.get(name, 0) + len(qs)
+      continue
+    for q in qs:
+      if not _matches(q, s):
+        raise DataError(f"{path}: query {str(q)[:80]} does not have the {t} structure {s} it is "
+                        "filed under")
+      check_ids(q, n_e, n_r, where=str(path))
+    out[t] = sorted(set(qs))
+  return {t: out[t] for t in TYPES if t in out}
+
+
+def _load_answers(path: Path, qs: dict[str, list], n_e: int) -> dict[tuple, frozenset]:
+  raw = _unpickle(path)
+  if not isinstance(raw, dict):
+    raise DataError(f"{path}: expected a dict query -> set of answers, got {type(raw).__name__}")
+  out = {}
+  for t, lst in qs.items():
+    for q in lst:
+      a = raw.get(q)   # .get: a defaultdict does not invent an entry
+      if a is None:
+        raise DataError(f"{path}: no answers for the {t} query {q}")
+      if not isinstance(a, (set, frozenset)) or not all(type(x) is int for x in a):
+        raise DataError(f"{path}: the answers of {q} are not a set of entity ids: {str(a)[:80]}")
+      if a and not (0 <= min(a) and max(a) < n_e):
+        bad = min(a) if min(a) < 0 else max(a)
+        raise DataError(f"{path}: answer {bad} of {q} is no entity id (the graph has {n_e} "
+                        "entities)")
+      out[q] = frozenset(a)
+  return out
+
+
+def load_betae(directory: str | Path) -> BetaEData:
+  """Loads a BetaE dataset directory. Returns a `BetaEData` (a `QueryData`; splits train, valid,
+  test; types in `TYPES` order, queries sorted) whose `skipped` names the BetaE structures that
+  are none of our nine types. Train: answers = train-answers, easy = {}; valid/test:
+  answers = easy ∪ hard, easy = easy-answers. Any problem is one `DataError`."""
+  path = Path(directory)
+  if not path.is_dir():
+    raise DataError(f"BetaE dataset directory {path} does not exist")
+  missing = [f for f in FILES if not (path / f).is_file()]
+  if missing:
+    raise DataError(f"{path} has no {', '.join(missing)} (a BetaE dataset needs "
+                    f"{', '.join(FILES)})")
+  n_e, n_r = _read_stats(path / STATS)
+  skipped: dict[str, int] = {}
+  splits = {}
+  try:
+    for split in SPLITS:
+      qs = _load_queries(path / f"{split}-queries.pkl", n_e, n_r, skipped)
+      if split == "train":
+        splits[split] = QuerySplit(qs, _load_answers(path / "train-answers.pkl", qs, n_e), {})
+        continue
+      easy = _load_answers(path / f"{split}-easy-answers.pkl", qs, n_e)
+      hard = _load_answers(path / f"{split}-hard-answers.pkl", qs, n_e)
+      splits[split] = QuerySplit(qs, {q: easy[q] | hard[q] for q in easy}, easy)
+  except RecursionError:
+    raise DataError(f"{path}: queries nested too deeply for a BetaE dataset") from None
+  if skipped:
+    log.info("%s: skipped %s (not among the nine types %s)", path,
+             ", ".join(f"{n} ({c} queries)" for n, c in sorted(skipped.items())), TYPES)
+  return BetaEData(n_e, n_r, splits, skipped=tuple(sorted(skipped)))
+
+
+def _plain(q) -> tuple | int:
+  """Python ints all the way down (numpy ints would pickle as numpy globals)."""
+  return tuple(_plain(x) for x in q) if isinstance(q, tuple) else operator.index(q)
+
+
+def _dump(obj, path: Path) -> None:
+  with open(path, "wb") as f:
+    pickle.dump(obj, f, protocol=4)
+
+
+def write_betae(data: QueryData, directory: str | Path) -> Path:
+  """Writes `data` in BetaE's layout (defaultdict(set) pickles, as BetaE), so `load_betae`
+  round-trips it. A split missing from `data` is written empty; valid/test hard answers are
+  answers - easy. Returns the directory."""
+  path = Path(directory)
+  path.mkdir(parents=True, exist_ok=True)
+  (path / STATS).write_text(f"numentity: {data.num_entities}\nnumrelations: {data.num_relations}\n")
+  for split in SPLITS:
+    sp = data.splits.get(split) or QuerySplit({}, {}, {})
+    structs, kept = defaultdict(set), []
+    for t, lst in sp.queries.items():
+      if t not in STRUCTURES:
+        raise DataError(f"write_betae: unknown query type {t!r}; the nine types are {TYPES}")
+      for q in lst:
+        q = _plain(q)
+        if type_of(q) != t:
+          raise DataError(f"write_betae: {split} query {q} is filed as {t} but is a {type_of(q)}")
+        check_ids(q, data.num_entities, data.num_relations, where=f"write_betae {split}")
+        if q not in sp.answers:
+          raise DataError(f"write_betae: {split} query {q} has no answers")
+        structs[STRUCTURES[t]].add(q)
+        kept.append(q)
+    _dump(structs, path / f"{split}-queries.pkl")
+    ans = {q: {int(a) for a in sp.answers[q]} for q in kept}
+    if split == "train":
+      _dump(defaultdict(set, ans), path / "train-answers.pkl")
+      continue
+    easy = {q: {int(a) for a in sp.easy.get(q, ())} for q in kept}
+    _dump(defaultdict(set, easy), path / f"{split}-easy-answers.pkl")
+    _dump(defaultdict(set, {q: ans[q] - easy[q] for q in kept}), path / f"{split}-hard-answers.pkl")
+  return path

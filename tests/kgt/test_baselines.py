@@ -1,0 +1,123 @@
+"""GQE (Hamilton et al. 2018, BetaE's version) and Query2Box (Ren et al. 2020): scores for the
+nine types, DNF unions, hand-computed distances, the negative-sampling loss, permutation
+invariance of the intersection."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxpapers.core.errors import DataError
+from jaxpapers.kgt import queries
+from jaxpapers.kgt.baselines import GQE, Query2Box, negative_sampling_loss
+
+N, R, D, B = 13, 6, 8, 4
+MODELS = [GQE, Query2Box]
+
+
+def _model(cls, dim=D, seed=0):
+  return cls(N, R, dim, gamma=12.0, rngs=nnx.Rngs(seed))
+
+
+def _batch(qtype, seed=0, b=B):
+  rng = np.random.default_rng(seed)
+  a = rng.integers(N, size=(b, queries.num_anchors(qtype)))
+  r = rng.integers(R, size=(b, queries.num_relations(qtype)))
+  return jnp.asarray(a), jnp.asarray(r)
+
+
+def _arrays(qs):
+  fl = [queries.flatten(q) for q in qs]
+  return jnp.asarray([a for a, _ in fl]), jnp.asarray([r for _, r in fl])
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_scores_shape_every_type(cls):
+  m = _model(cls)
+  for t in queries.TYPES:
+    s = m.scores(t, *_batch(t))
+    assert s.shape == (B, N) and s.dtype == jnp.float32 and bool(jnp.isfinite(s).all()), t
+
+
+@pytest.mark.parametrize("cls", MODELS)
+@pytest.mark.parametrize("qtype", ["2u", "up"])
+def test_union_is_max_over_dnf_branches(cls, qtype):
+  """Query2Box §3.4 / BetaE: a union's score is the max of its branches' scores (1p or 2p)."""
+  m = _model(cls)
+  a, r = _batch(qtype, seed=1)
+  qs = [queries.unflatten(qtype, x, y) for x, y in zip(a.tolist(), r.tolist())]
+  per_branch = []
+  for i in range(2):
+    bq = [queries.branches(q)[i] for q in qs]
+    per_branch.append(m.scores(queries.type_of(bq[0]), *_arrays(bq)))
+  assert queries.type_of(bq[0]) == ("1p" if qtype == "2u" else "2p")
+  np.testing.assert_allclose(m.scores(qtype, a, r), jnp.maximum(*per_branch), rtol=1e-6)
+
+
+def test_gqe_1p_distance_by_hand():
+  """GQE: q = e_a + r, distance ‖q − v‖₁, score γ − distance."""
+  m = GQE(3, 2, 2, gamma=5.0, rngs=nnx.Rngs(0))
+  m.entity[...] = jnp.array([[0., 1.], [2., -1.], [0.5, 0.5]])
+  m.relation[...] = jnp.array([[1., 1.], [-1., 3.]])
+  s = m.scores("1p", jnp.array([[0], [2]]), jnp.array([[0], [1]]))
+  # q0 = (1, 2): distances 1+1, 1+3, 0.5+1.5; q1 = (-0.5, 3.5): 0.5+2.5, 2.5+4.5, 1+3
+  np.testing.assert_allclose(s, 5.0 - np.array([[2., 4., 2.], [3., 7., 4.]]), rtol=1e-6)
+
+
+def test_q2b_distance_inside_and_outside_by_hand():
+  """Query2Box eq. 3: box center (1, 1), offset (0.5, 1) = [0.5, 1.5] × [0, 2]; a point inside
+  only pays α·‖center − v‖₁, one outside pays its L1 distance to the box plus α × the center's
+  distance to the nearest box point. A negative relation offset is cut to 0 by the ReLU."""
+  m = Query2Box(3, 2, 2, gamma=5.0, rngs=nnx.Rngs(0))
+  m.entity[...] = jnp.array([[0., 0.], [1.2, 0.5], [3., -1.]])
+  m.relation[...] = jnp.array([[1., 1.], [1., 1.]])
+  m.offset[...] = jnp.array([[0.5, 1.], [-3., 1.]])
+  d = m.distances("1p", jnp.array([[0], [0]]), jnp.array([[0], [1]]))
+  inside = 0.02 * (0.2 + 0.5)
+  outside = (1.5 + 1.0) + 0.02 * (0.5 + 1.0)          # nearest box point (1.5, 0)
+  np.testing.assert_allclose(d[0, 1:], [inside, outside], rtol=1e-5)
+  # relation 1: offset (0, 1): box [1, 1] × [0, 2]
+  np.testing.assert_allclose(d[1, 1:], [0.2 + 0.02 * 0.5, 2.0 + 1.0 + 0.02 * (0 + 1.0)], rtol=1e-5)
+  np.testing.assert_allclose(m.scores("1p", jnp.array([[0]]), jnp.array([[0]]))[0, 1], 5.0 - inside,
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_intersection_is_permutation_invariant(cls):
+  m = _model(cls)
+  a, r = _batch("2i", seed=2)
+  np.testing.assert_allclose(m.scores("2i", a, r), m.scores("2i", a[:, ::-1], r[:, ::-1]), rtol=1e-5)
+  a, r = _batch("3i", seed=3)
+  p = jnp.array([2, 0, 1])
+  np.testing.assert_allclose(m.scores("3i", a, r), m.scores("3i", a[:, p], r[:, p]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_adam_steps_reduce_the_loss(cls):
+  m = _model(cls, seed=1)
+  opt = nnx.Optimizer(m, optax.adam(0.05), wrt=nnx.Param)
+  a, r = _batch("2i", seed=4, b=16)
+  rng = np.random.default_rng(5)
+  pos, neg = jnp.asarray(rng.integers(N, size=16)), jnp.asarray(rng.integers(N, size=(16, 5)))
+
+  @nnx.jit(static_argnums=2)
+  def step(m, opt, qtype, a, r, pos, neg):
+    loss, g = nnx.value_and_grad(negative_sampling_loss)(m, qtype, a, r, pos, neg)
+    opt.update(m, g)
+    return loss
+
+  losses = [float(step(m, opt, "2i", a, r, pos, neg)) for _ in range(15)]
+  assert losses[-1] < 0.7 * losses[0], losses
+  # the loss's value: −log σ(γ − d⁺) − mean log σ(d⁻ − γ)
+  d = m.distances("2i", a, r, jnp.concatenate([pos[:, None], neg], 1))
+  want = np.mean(-jax.nn.log_sigmoid(12.0 - d[:, 0]) - jax.nn.log_sigmoid(d[:, 1:] - 12.0).mean(1))
+  np.testing.assert_allclose(negative_sampling_loss(m, "2i", a, r, pos, neg), want, rtol=1e-5)
+
+
+def test_init_range_and_shape_errors():
+  m = _model(Query2Box)
+  bound = (12.0 + 2.0) / D
+  assert float(jnp.abs(m.entity[...]).max()) <= bound and float(m.offset[...].min()) >= 0
+  with pytest.raises(DataError, match=r"anchors \[B, 2\]"):
+    m.scores("2i", *_batch("1p"))
