@@ -5,6 +5,8 @@
   jaxpapers run --config=experiments/glm/configs/pretrain.py:quick --workdir DIR
   jaxpapers generate --workdir DIR --prompt "text" [--mode gmask|mask] [--strategy top_p]
                      [--quantize int4_absmax]
+  jaxpapers explain --workdir DIR --dataset umls --qtype 2p --anchors A --relations R1,R2
+                    (kgt/queries: the reasoning path, predicted entities at the variable nodes)
 
 Errors caused by input print one line and exit with code 2.
 """
@@ -41,6 +43,12 @@ def _flags() -> flags.FlagValues:
   flags.DEFINE_integer("seed", 0, "generate: sampling seed", flag_values=fv)
   flags.DEFINE_string("quantize", None, "generate: quantize the weights first (int8, int4_absmax, "
                       "int4_zeropoint, int4_group; GLM-130B §5)", flag_values=fv)
+  flags.DEFINE_string("dataset", None, "explain: a dataset of the kgt/queries run", flag_values=fv)
+  flags.DEFINE_string("qtype", None, "explain: query type (1p 2p 3p 2i 3i ip pi 2u up)", flag_values=fv)
+  flags.DEFINE_list("anchors", [], "explain: anchor entity names, depth-first order", flag_values=fv)
+  flags.DEFINE_list("relations", [], "explain: relation names, depth-first order (inverse: NAME-1)",
+                    flag_values=fv)
+  flags.DEFINE_integer("top", 3, "explain: entities shown per node", flag_values=fv)
   return fv
 
 
@@ -173,6 +181,15 @@ def cmd_generate(fv) -> int:
   return 0
 
 
+def cmd_explain(fv) -> int:
+  from jaxpapers.kgt.experiments import explain_text
+  for name in ("workdir", "dataset", "qtype"):
+    if not getattr(fv, name):
+      raise ConfigError(f"--{name} is required")
+  print(explain_text(fv.workdir, fv.dataset, fv.qtype, fv.anchors, fv.relations, fv.top))
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   if not argv or argv[0] in ("-h", "--help", "help"):
@@ -188,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
       return cmd_run(fv, positional, overrides)
     if cmd == "generate":
       return cmd_generate(fv)
-    raise ConfigError(f"unknown command {cmd!r}; use list, run or generate")
+    if cmd == "explain":
+      return cmd_explain(fv)
+    raise ConfigError(f"unknown command {cmd!r}; use list, run, generate or explain")
   except JaxpapersError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -14,7 +14,7 @@ import numpy as np
 from flax import nnx
 
 from jaxpapers.core import config as cfglib
-from jaxpapers.core.errors import ConfigError
+from jaxpapers.core.errors import ConfigError, DataError, WorkdirError
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.core.train import train
 from jaxpapers.kgt import baselines as B
@@ -50,13 +50,36 @@ def validate(c: ml_collections.ConfigDict) -> None:
     cfglib.check(c, f"{stage}.steps", lambda v: isinstance(v, int) and v >= 0, "a non-negative int")
     cfglib.check(c, f"{stage}.batch", pos_int, "a positive int")
     cfglib.check(c, f"{stage}.lr", lambda v: v > 0, "positive")
+    cfglib.check(c, f"{stage}.grad_accum", lambda v: v == 1,
+                 "1 (graph batches hold node indices into the whole batch; they cannot be split)")
   for key in ("pretrain1.label_smoothing", "pretrain2.label_smoothing", "finetune.label_smoothing"):
     cfglib.check(c, key, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+  cfglib.check(c, "model.dropout", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+  cfglib.check(c, "queries.train", lambda v: all(k in _KEY and k != "p1" and isinstance(n, int) and n >= 0
+                                                 for k, n in v.items()),
+               "counts (ints >= 0) of p2, p3, i2, i3 (1p is every training edge)")
+  if c.model.num_layers < 6:
+    log.warning("model.num_layers=%d: attention is 1-hop and directed, so an anchor is 2 hops per "
+                "relation from the target; with fewer than 6 layers 3p targets (and with fewer than "
+                "4, 2p/ip/up) never see their anchor", c.model.num_layers)
   cfglib.check(c, "models", lambda v: len(v) > 0 and all(m in MODELS for m in v), f"a subset of {MODELS}")
   cfglib.check(c, "ablations", lambda v: all(a in ABLATIONS for a in v), f"a subset of {ABLATIONS}")
   cfglib.check(c, "datasets", lambda v: isinstance(v, (tuple, list)) and len(v) > 0, "a non-empty tuple")
+  cfglib.check(c, "datasets", lambda v: all(isinstance(n, str) for n in v), "a tuple of strings")
+  for name in c.datasets:
+    path = name[len("betae:"):] if name.startswith("betae:") else name
+    if name not in kglib.EMBEDDED and not Path(path).is_dir():
+      raise ConfigError(f"--config.datasets: {name!r} is neither an embedded graph {kglib.EMBEDDED}, "
+                        "a directory of train/valid/test.tsv, nor betae:DIR")
   cfglib.check(c, "pretrain1.ladies_share", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
-  cfglib.check(c, "pretrain1.mask_ratio", lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "(lo, hi) in (0, 1]")
+  cfglib.check(c, "pretrain1.mask_ratio", lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 0.4,
+               "(lo, hi) with 0 < lo <= hi <= 0.4 (the batch budget holds 40% of 16 entities)")
+  pretrains = any(c[s].steps > 0 for s in ("pretrain1", "pretrain2")) and (
+      "kgtransformer" in c.models or "no_moe" in c.ablations)
+  if pretrains and any(n.startswith("betae:") for n in c.datasets):
+    raise ConfigError("pre-training samples the knowledge graph, a betae: dataset has none: set "
+                      "--config.pretrain1.steps=0 --config.pretrain2.steps=0 or drop kgtransformer "
+                      "and the no_moe ablation")
   cfglib.check(c, "pretrain2.ratios", lambda v: all(k in _KEY and w >= 0 for k, w in v.items())
                and sum(v.values()) > 0, "weights >= 0 of p1, p2, p3, i2, i3")
 
@@ -103,7 +126,7 @@ def train_kgtransformer(c, data: Q.QueryData, kg, wd: Path, mesh, *, pretrain: b
   model = KGTransformer(kgt_config(c, data, moe), rngs=nnx.Rngs(params=c.seed))
   info = {}
   stages = []
-  if pretrain:
+  if pretrain and (c.pretrain1.steps or c.pretrain2.steps):
     if kg is None:
       raise ConfigError("pre-training samples the knowledge graph; a betae: dataset has no triples "
                         "(set --config.ablations=('no_pretrain',) and --config.models without "
@@ -129,34 +152,39 @@ def train_kgtransformer(c, data: Q.QueryData, kg, wd: Path, mesh, *, pretrain: b
 
 class BaselineBatches:
   """Training batches of GQE/Query2Box: per step, each in-domain type's share of the batch (in
-  proportion to its training queries), one positive answer and `k` uniform negatives that are
-  not answers (the BetaE training loop; any entity when every entity is an answer)."""
+  proportion to its training queries), one positive answer and `k` negatives drawn uniformly
+  without replacement among the non-answers (the BetaE training loop; answers fill in only when
+  fewer than k entities are not answers)."""
 
   def __init__(self, split: Q.QuerySplit, num_entities: int, batch: int, negatives: int, seed: int):
+    if negatives >= num_entities:
+      raise ConfigError(f"--config.baselines.negatives={negatives} must be below the number of "
+                        f"entities ({num_entities})")
     self.split, self.E, self.k, self.seed = split, num_entities, negatives, seed
     sizes = {t: len(split.queries.get(t, [])) for t in Q.IN_DOMAIN if split.queries.get(t)}
+    if not sizes:
+      raise DataError(f"no training queries of the in-domain types {Q.IN_DOMAIN}")
     total = sum(sizes.values())
     self.per_type = {t: max(1, round(batch * n / total)) for t, n in sizes.items()}
-    self.flat = {t: [Q.flatten(q) for q in split.queries[t]] for t in sizes}
+    self.anchors = {t: np.array([Q.flatten(q)[0] for q in split.queries[t]], np.int32) for t in sizes}
+    self.relations = {t: np.array([Q.flatten(q)[1] for q in split.queries[t]], np.int32) for t in sizes}
+    self.answers = {t: [np.array(sorted(split.answers[q]), np.int64) for q in split.queries[t]] for t in sizes}
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([self.seed, 5, step])
     out = {}
     for t, b in self.per_type.items():
-      qs = self.split.queries[t]
-      idx = rng.integers(len(qs), size=b)
-      out[f"{t}/anchors"] = np.array([self.flat[t][i][0] for i in idx], np.int32)
-      out[f"{t}/relations"] = np.array([self.flat[t][i][1] for i in idx], np.int32)
-      pos, neg = [], []
-      for i in idx:
-        ans = self.split.answers[qs[i]]
-        al = sorted(ans)
-        pos.append(al[rng.integers(len(al))])
-        pool = np.setdiff1d(np.arange(self.E), al) if len(al) < self.E else np.arange(self.E)
-        cand = rng.choice(pool, size=self.k, replace=len(pool) < self.k)
-        neg.append(cand)
-      out[f"{t}/positive"] = np.array(pos, np.int32)
-      out[f"{t}/negatives"] = np.array(neg, np.int32)
+      idx = rng.integers(len(self.answers[t]), size=b)
+      ans = [self.answers[t][i] for i in idx]
+      pos = np.array([a[rng.integers(len(a))] for a in ans], np.int32)
+      keys = rng.random((b, self.E))
+      for j, a in enumerate(ans):
+        keys[j, a] -= 1.0                       # answers sort after every non-answer
+      neg = np.argpartition(-keys, self.k - 1, axis=1)[:, :self.k]
+      out[f"{t}/anchors"] = self.anchors[t][idx]
+      out[f"{t}/relations"] = self.relations[t][idx]
+      out[f"{t}/positive"] = pos
+      out[f"{t}/negatives"] = neg.astype(np.int32)
     return out
 
 
@@ -222,15 +250,17 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
         score = predictor.scores
         if variant == "kgtransformer":
           details[key]["explanations"] = _explain(predictor, data, ents, rels, c.eval.explain_examples)
+          if kg is not None:
+            details[key]["path_validity_2p"] = path_validity(predictor, data.splits["test"], kg.adjacency("test"))
       t0 = time.perf_counter()
       test = E.evaluate(score, data.splits["test"])
       valid = E.evaluate(score, data.splits["valid"])
       results[key][variant] = {t: test[t]["mrr"] for t in Q.TYPES if t in test}
-      results[key][variant].update(avg_in=test["avg_in"]["mrr"], avg_out=test["avg_out"]["mrr"])
+      results[key][variant].update({a: test[a]["mrr"] for a in ("avg_in", "avg_out") if a in test})
       details[key][variant] = {"test": test, "valid": valid, "train": info,
                                "eval_seconds": time.perf_counter() - t0}
-      log.info("%s %s: test MRR avg_in %.3f avg_out %.3f", key, variant, test["avg_in"]["mrr"],
-               test["avg_out"]["mrr"])
+      log.info("%s %s: test MRR %s", key, variant,
+               ", ".join(f"{a} {test[a]['mrr']:.3f}" for a in ("avg_in", "avg_out") if a in test))
   results["details"] = details
   write(wd, command, c, results)
   return results
@@ -245,6 +275,24 @@ def _explain(predictor: Predictor, data: Q.QueryData, ents, rels, n: int) -> lis
   return out
 
 
+def path_validity(predictor: Predictor, split: Q.QuerySplit, adj) -> dict[str, float]:
+  """How often the reasoning path holds on the test graph, for 2p queries (a, r1, r2): the top
+  predicted variable v satisfies (a, r1, v) and reaches an answer by r2; beside the rate of a
+  uniformly random entity (the chance level)."""
+  qs = split.queries.get("2p", [])
+  if not qs:
+    return {}
+  layouts = [G.query_graph(q, predictor.vocab) for q in qs]
+  top = [int(np.argmax(p[0])) for p in predictor.node_probs(layouts, lambda l: l.variables)]
+  ok, chance = [], []
+  for q, v in zip(qs, top):
+    (a, (r1, r2)) = q
+    good = {u for u in adj.get((a, r1), ()) if adj.get((u, r2), frozenset()) & split.answers[q]}
+    ok.append(v in good)
+    chance.append(len(good) / predictor.vocab.num_entities)
+  return {"queries": len(qs), "valid_top1": float(np.mean(ok)), "chance": float(np.mean(chance))}
+
+
 def describe(predictor: Predictor, q, ents, rels, hard=()) -> dict:
   anchors, relations = Q.flatten(q)
   ex = predictor.explain(q)[0]
@@ -253,3 +301,77 @@ def describe(predictor: Predictor, q, ents, rels, hard=()) -> dict:
           "answers": [(ents[e], p) for e, p in ex.answers],
           "variables": [[(ents[e], p) for e, p in v] for v in ex.variables],
           "hard_answers": [ents[e] for e in hard]}
+
+
+def parse_query(qtype: str, anchors: list[str], relations: list[str], ents, rels) -> tuple:
+  """A query from entity and relation names in `queries.flatten` order; one clear error for an
+  unknown type, entity or relation, or the wrong number of either."""
+  if qtype not in Q.TYPES:
+    raise DataError(f"unknown query type {qtype!r}; the nine types are {', '.join(Q.TYPES)}")
+  na, nr = Q.num_anchors(qtype), Q.num_relations(qtype)
+  if len(anchors) != na or len(relations) != nr:
+    raise DataError(f"a {qtype} query has {na} anchor(s) and {nr} relation(s), got {len(anchors)} "
+                    f"and {len(relations)}")
+  e_id = {e: i for i, e in enumerate(ents)}
+  r_id = {r: i for i, r in enumerate(rels)}
+  for a in anchors:
+    if a not in e_id:
+      raise DataError(f"unknown entity {a!r} in the query (the graph has {len(ents)} entities, "
+                      f"e.g. {', '.join(ents[:3])})")
+  for r in relations:
+    if r not in r_id:
+      raise DataError(f"unknown relation {r!r} in the query (e.g. {', '.join(rels[:3])}; "
+                      "inverses end in -1)")
+  return Q.unflatten(qtype, [e_id[a] for a in anchors], [r_id[r] for r in relations])
+
+
+def _run_config(workdir) -> ml_collections.ConfigDict:
+  import json  # noqa: PLC0415
+  wd = Path(workdir)
+  if not (wd / "config.json").is_file():
+    raise WorkdirError(f"{wd} holds no config.json of a kgt/queries run")
+  c = ml_collections.ConfigDict(json.loads((wd / "config.json").read_text()))
+  if c.get("experiment") != "kgt/queries":
+    raise ConfigError(f"{wd} is a {c.get('experiment')!r} run; explain needs kgt/queries")
+  return c
+
+
+def vocabulary(c, dataset: str) -> tuple[list[str], list[str]]:
+  """Entity and relation names of a dataset of the run `c` (ids as names for betae: data)."""
+  names = {(Path(n[6:]).name if n.startswith("betae:") else Path(n).name): n for n in c.datasets}
+  if dataset not in names:
+    raise ConfigError(f"--dataset {dataset!r} is not in this run; it has {', '.join(names)}")
+  full = names[dataset]
+  if full.startswith("betae:"):
+    data = betae_format.load_betae(full[6:])
+    return [str(i) for i in range(data.num_entities)], [str(i) for i in range(data.num_relations)]
+  kg = kglib.load(full)
+  return kg.entities, kg.relations
+
+
+def load_trained(workdir, dataset: str, variant: str = "kgtransformer") -> Predictor:
+  """A Predictor for the fine-tuned kgTransformer of a finished kgt/queries run."""
+  from jaxpapers.core.train import load_params  # noqa: PLC0415
+  c = _run_config(workdir)
+  ents, rels = vocabulary(c, dataset)
+  stage = "finetune"
+  model = KGTransformer(KGTConfig(len(ents), len(rels), moe=variant != "kgtransformer_no_moe",
+                                  **c.model.to_dict()), rngs=nnx.Rngs(params=c.seed))
+  model = load_params(_stage_cfg(c, stage), Path(workdir) / dataset / variant / stage, model)
+  return Predictor(model, chunk=8)
+
+
+def explain_text(workdir, dataset: str, qtype: str, anchors: list[str], relations: list[str],
+                 top: int = 3) -> str:
+  """The reasoning path of one query, as `jaxpapers explain` prints it."""
+  ents, rels = vocabulary(_run_config(workdir), dataset)
+  q = parse_query(qtype, anchors, relations, ents, rels)
+  predictor = load_trained(workdir, dataset)
+  lines = []
+  for ex in predictor.explain(q, top=top):
+    a, r = Q.flatten(ex.query)
+    lines.append(f"branch {ex.branch}: {Q.type_of(ex.query)} from {[ents[i] for i in a]} via {[rels[i] for i in r]}")
+    for i, v in enumerate(ex.variables):
+      lines.append(f"  variable {i + 1}: " + ", ".join(f"{ents[e]} ({p:.2f})" for e, p in v))
+    lines.append("  answer: " + ", ".join(f"{ents[e]} ({p:.2f})" for e, p in ex.answers))
+  return "\n".join(lines)

@@ -26,8 +26,8 @@ class KGTConfig:
   d_model: int = 128
   num_heads: int = 4
   num_layers: int = 4
-  d_ff: int = 256
-  num_experts: int = 8
+  d_ff: int = 256             # dense FFN width; each expert is d_ff / 2 wide (official code), so
+  num_experts: int = 8        # top-2 routing activates as many hidden units as the dense FFN
   top_k: int = 2
   moe: bool = True            # False: one dense FFN (the "w/o MoE" ablation)
   gate: str = "softmax_topk"  # softmax over the top-k gate logits; "raw_topk": the raw logits
@@ -70,10 +70,13 @@ class MoE(nnx.Module):
 
   def __call__(self, x):
     combine = self.combine_weights(x)                                   # [N, E]
-    h = jax.nn.relu(jnp.einsum("nd,edf->nef", x, self.w1[...]) + self.b1[...])
-    h = constrain(h, None, "expert", "mlp")
-    y = jnp.einsum("nef,efd->ned", h, self.w2[...]) + self.b2[...]
-    return jnp.einsum("ne,ned->nd", combine, y)
+    e, d, f = self.w1.shape
+    # all experts in one [d, E*f] matmul; the second matmul contracts over (expert, f) with the
+    # hidden units scaled by their token's gate weight, so unchosen experts contribute 0
+    w1 = jnp.transpose(self.w1[...], (1, 0, 2)).reshape(d, e * f)
+    h = jax.nn.relu(x @ w1 + self.b1[...].reshape(e * f)).reshape(-1, e, f)
+    h = constrain(h * combine[:, :, None], None, "expert", "mlp")
+    return h.reshape(-1, e * f) @ self.w2[...].reshape(e * f, d) + combine @ self.b2[...]
 
 
 class FFN(nnx.Module):
@@ -118,7 +121,7 @@ class Layer(nnx.Module):
     self.ln1_scale, self.ln1_bias = _ln_params(rngs, c.d_model)
     self.ln2_scale, self.ln2_bias = _ln_params(rngs, c.d_model)
     self.attn = GraphAttention(c.d_model, c.num_heads, rngs=rngs)
-    self.ffn = (MoE(c.d_model, c.d_ff, c.num_experts, c.top_k, c.gate, rngs=rngs) if c.moe
+    self.ffn = (MoE(c.d_model, c.d_ff // 2, c.num_experts, c.top_k, c.gate, rngs=rngs) if c.moe
                 else FFN(c.d_model, c.d_ff, rngs=rngs))
     self.rate = c.dropout
 

@@ -17,11 +17,10 @@ from jaxpapers.kgt.pipeline import query_budget
 
 
 def rank_positions(scores: np.ndarray) -> np.ndarray:
-  """Each entity's position in ascending order of score (the best entity gets E - 1)."""
-  pos = np.empty_like(scores, dtype=np.int64)
-  order = np.argsort(scores, axis=-1, kind="stable")
-  np.put_along_axis(pos, order, np.arange(scores.shape[-1])[None].repeat(len(scores), 0), axis=-1)
-  return pos
+  """Each entity's position in ascending order of score (the number of entities scoring strictly
+  lower, so the best gets E - 1 and tied entities share a position)."""
+  srt = np.sort(scores, axis=-1)
+  return np.stack([np.searchsorted(s, row, side="left") for s, row in zip(srt, scores)])
 
 
 def union_scores(branch_scores: list[np.ndarray]) -> np.ndarray:
@@ -56,7 +55,7 @@ class Predictor:
       return jax.nn.softmax(m.entity_logits(h[b["nodes"]]), -1)
     self._probs = probs
 
-  def _node_probs(self, layouts: list[G.QueryLayout], nodes_of) -> list[np.ndarray]:
+  def node_probs(self, layouts: list[G.QueryLayout], nodes_of) -> list[np.ndarray]:
     """Softmax over entities at the nodes `nodes_of(layout)` of each layout (<= budget/chunk)."""
     out = []
     for i in range(0, len(layouts), self.chunk):
@@ -78,7 +77,7 @@ class Predictor:
     branches = [Q.branches(q) for q in queries]
     nb = len(branches[0])
     layouts = [G.query_graph(b, self.vocab) for bs in branches for b in bs]
-    probs = [p[0] for p in self._node_probs(layouts, lambda l: [l.target])]
+    probs = [p[0] for p in self.node_probs(layouts, lambda l: [l.target])]
     per = np.stack(probs).reshape(len(queries), nb, -1)
     if qtype in ("2u", "up"):
       return union_scores([per[:, j] for j in range(nb)])
@@ -90,7 +89,7 @@ class Predictor:
     out = []
     for bi, b in enumerate(Q.branches(q)):
       layout = G.query_graph(b, self.vocab)
-      p = self._node_probs([layout], lambda l: [l.target] + l.variables)[0]
+      p = self.node_probs([layout], lambda l: [l.target] + l.variables)[0]
       best = lambda row: [(int(e), float(row[e])) for e in np.argsort(-row)[:top]]
       out.append(Explanation(b, best(p[0]), [best(r) for r in p[1:]], bi))
     return out

@@ -191,13 +191,25 @@ def _sample_structure(s, target: int, incoming: dict[int, list[tuple[int, int]]]
   return None if any(b is None for b in bs) else tuple(bs)
 
 
+def _last_relations(x) -> set[int]:
+  """The relations that end each branch of x (empty for an anchor)."""
+  if isinstance(x, int):
+    return set()
+  if _is_path(x):
+    return {x[1][-1]}
+  return set().union(*(_last_relations(b) for b in (x[:-1] if _is_union(x) else x)))
+
+
 def _degenerate(q) -> bool:
-  """BetaE's filters: a relation directly followed by its own inverse; repeated branches."""
+  """BetaE's filters: a relation directly followed by its own inverse (also across a sub-query's
+  boundary, as in ip/up whose DNF branches are chains); repeated branches."""
   if isinstance(q, int):
     return False
   if _is_path(q):
     rs = list(q[1])
     if any(rs[i + 1] == inverse(rs[i]) for i in range(len(rs) - 1)):
+      return True
+    if any(rs[0] == inverse(r) for r in _last_relations(q[0])):
       return True
     return _degenerate(q[0])
   bs = q[:-1] if _is_union(q) else q

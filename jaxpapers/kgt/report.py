@@ -62,6 +62,11 @@ def write(wd: Path, command: str, c, results: dict) -> Path:
         path = " → ".join(f"[{v[0][0]} {v[0][1]:.2f}]" for v in e["variables"])
         ex.append(f"- {e['type']} anchors {e['anchors']} relations {e['relations']}: variables {path or '—'}; "
                   f"top answers {[f'{a} {p:.2f}' for a, p in e['answers']]}; hard answers {e['hard_answers']}")
+      pv = det.get("path_validity_2p")
+      if pv:
+        ex.append(f"\nOn all {pv['queries']} test 2p queries the top variable lies on a true path "
+                  f"(anchor -r1-> v -r2-> an answer) in {100 * pv['valid_top1']:.1f}% of cases; a random "
+                  f"entity would in {100 * pv['chance']:.1f}%.")
       sections.append((f"{ds}: reasoning paths (kgTransformer, test queries)", "\n".join(ex)))
   rep = Report(title="kgTransformer on BetaE query types (arXiv 2208.07638)", command=command,
                rows=rows, plots=plots, sections=sections)

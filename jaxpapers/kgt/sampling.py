@@ -84,20 +84,24 @@ def ladies(g: TrainGraph, seed: tuple[int, int, int], rng: np.random.Generator, 
   sampler: from both ends of a seed triple, n ∈ [1, max_new] entities are added over 1..n layers;
   a layer samples among the neighbours of the previous one without replacement with probability
   ∝ Σ_u Â[u, v]² (Â the row-normalised A + I); then induced edges are kept with probability
-  `keep`. Returns (entities, local triples)."""
+  `keep`. One edge by which each entity was reached is always kept (the official code may drop
+  it and leave the entity isolated). Returns (entities, local triples)."""
   h, r, t = seed
   ents, index = [h, t], {h: 0, t: 1}
+  fixed = [(0, r, 1)]
   n = int(rng.integers(1, max_new + 1))
   layers = int(rng.integers(1, n + 1))
   sizes = [n // layers + (i < n % layers) for i in range(layers)]
   frontier = [h, t]
   for size in sizes:
     prob: dict[int, float] = {}
+    via: dict[int, list] = {}
     for u in frontier:
       a2 = 1.0 / (g.degree(u) + 1) ** 2
-      for w in g.tail[u].tolist():
+      for rel, w in zip(g.rel[u].tolist(), g.tail[u].tolist()):
         if w not in index:
           prob[w] = prob.get(w, 0.0) + a2
+          via.setdefault(w, []).append((u, rel))
     if not prob:
       break
     cand = np.array(sorted(prob))
@@ -106,8 +110,10 @@ def ladies(g: TrainGraph, seed: tuple[int, int, int], rng: np.random.Generator, 
     for w in take:
       index[w] = len(ents)
       ents.append(w)
+      u, rel = via[w][int(rng.integers(len(via[w])))]     # one edge that reached w is always kept
+      fixed.append((index[u], rel, index[w]) if rel % 2 == 0 else (index[w], rel ^ 1, index[u]))
     frontier = take
-  return ents, g.induced(ents, keep, rng, [(0, r, 1)], max_edges)
+  return ents, g.induced(ents, keep, rng, fixed, max_edges)
 
 
 def mask_entities(ents: list[int], rng: np.random.Generator, num_entities: int, mask_token: int,
