@@ -39,10 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "quick":
     c.queries.train.update(p2=2000, p3=2000, i2=2000, i3=2000)
     c.model.update(d_model=64, d_ff=128, num_layers=6, num_experts=4)   # 6: 3p targets see their anchor
-    c.pretrain1.update(steps=200, batch=32)
-    c.pretrain2.update(steps=200, batch=128)
-    c.finetune.update(steps=600, batch=128)
-    c.baselines.update(steps=2000, batch=256, dim=64)
+    c.pretrain1.update(steps=140, batch=32)
+    c.pretrain2.update(steps=140, batch=128)
+    c.finetune.update(steps=420, batch=128)
+    c.baselines.update(steps=1500, batch=256, dim=64)
   elif arg == "tiny":
     c.datasets = ("nations",)
     c.queries.update(train=dict(p2=40, p3=40, i2=40, i3=40), valid=5, test=5)
