@@ -91,7 +91,7 @@ def query_graph(q, vocab: Vocab) -> QueryLayout:
     """Builds x; its answer node is `out` (created when None). Returns the answer node."""
     if isinstance(x, int):
       return new(x)
-    if Q._is_path(x):
+    if Q.is_path(x):
       node = build(x[0], None)
       for n, r in enumerate(x[1]):
         last = n == len(x[1]) - 1

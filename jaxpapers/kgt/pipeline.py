@@ -88,8 +88,8 @@ class ShapeBatches:
     while len(graphs) < self.batch:
       qtype = self.types[rng.choice(len(self.types), p=self.p)]
       target = int(self.targets[rng.integers(len(self.targets))])
-      q = Q._sample_structure(Q.STRUCTURES[qtype], target, self.incoming, rng)
-      if q is None or Q._degenerate(q):
+      q = Q.sample_structure(Q.STRUCTURES[qtype], target, self.incoming, rng)
+      if q is None or Q.degenerate(q):
         continue
       layout = G.query_graph(q, self.vocab)
       graphs.append(layout.graph)

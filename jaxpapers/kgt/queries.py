@@ -34,21 +34,21 @@ OUT_OF_DOMAIN = ("ip", "pi", "2u", "up")         # evaluated only
 BETAE_NAMES = {"2u": "2u-DNF", "up": "up-DNF"}
 
 
-def _is_path(q) -> bool:
+def is_path(q) -> bool:
   return (len(q) == 2 and isinstance(q[1], tuple) and len(q[1]) > 0
           and all(isinstance(r, (int, str)) and r not in (UNION, "u") for r in q[1]))
 
 
-def _is_union(q) -> bool:
+def is_union(q) -> bool:
   return isinstance(q[-1], tuple) and len(q[-1]) == 1 and q[-1][0] in (UNION, "u")
 
 
 def structure_of(q) -> tuple:
   """The BetaE structure ('e'/'r'/'u' template) of a query instance."""
-  if _is_path(q):
+  if is_path(q):
     head = "e" if isinstance(q[0], int) else structure_of(q[0])
     return (head, tuple("r" for _ in q[1]))
-  if _is_union(q):
+  if is_union(q):
     return tuple(structure_of(b) for b in q[:-1]) + (("u",),)
   return tuple(structure_of(b) for b in q)
 
@@ -70,11 +70,11 @@ def flatten(q) -> tuple[list[int], list[int]]:
   def walk(x):
     if isinstance(x, int):
       anchors.append(x)
-    elif _is_path(x):
+    elif is_path(x):
       walk(x[0])
       rels.extend(x[1])
     else:
-      for b in (x[:-1] if _is_union(x) else x):
+      for b in (x[:-1] if is_union(x) else x):
         walk(b)
   walk(q)
   return anchors, rels
@@ -107,7 +107,7 @@ def answers(q, adj: dict[tuple[int, int], frozenset[int]]) -> frozenset[int]:
   """Exact answers of q on a graph given as (head, relation) -> tails (set semantics)."""
   if isinstance(q, int):
     return frozenset((q,))
-  if _is_path(q):
+  if is_path(q):
     cur = answers(q[0], adj)
     for r in q[1]:
       nxt = set()
@@ -115,7 +115,7 @@ def answers(q, adj: dict[tuple[int, int], frozenset[int]]) -> frozenset[int]:
         nxt |= adj.get((e, r), frozenset())
       cur = frozenset(nxt)
     return cur
-  if _is_union(q):
+  if is_union(q):
     return frozenset().union(*(answers(b, adj) for b in q[:-1]))
   out = answers(q[0], adj)
   for b in q[1:]:
@@ -168,7 +168,7 @@ class QueryData:
   splits: dict[str, QuerySplit]
 
 
-def _sample_structure(s, target: int, incoming: dict[int, list[tuple[int, int]]], rng) -> tuple | None:
+def sample_structure(s, target: int, incoming: dict[int, list[tuple[int, int]]], rng) -> tuple | None:
   """Backward sampling (as BetaE): pick edges walking back from `target` so that `target` is an
   answer; None when a node has no incoming edge."""
   if s == "e":
@@ -182,12 +182,12 @@ def _sample_structure(s, target: int, incoming: dict[int, list[tuple[int, int]]]
       h, r = inc[rng.integers(len(inc))]
       rels.append(r)
       node = h
-    head = _sample_structure(s[0], node, incoming, rng)
+    head = sample_structure(s[0], node, incoming, rng)
     return None if head is None else (head, tuple(reversed(rels)))
   if s[-1] == ("u",):
-    bs = [_sample_structure(b, target, incoming, rng) for b in s[:-1]]
+    bs = [sample_structure(b, target, incoming, rng) for b in s[:-1]]
     return None if any(b is None for b in bs) else tuple(bs) + ((UNION,),)
-  bs = [_sample_structure(b, target, incoming, rng) for b in s]
+  bs = [sample_structure(b, target, incoming, rng) for b in s]
   return None if any(b is None for b in bs) else tuple(bs)
 
 
@@ -195,25 +195,25 @@ def _last_relations(x) -> set[int]:
   """The relations that end each branch of x (empty for an anchor)."""
   if isinstance(x, int):
     return set()
-  if _is_path(x):
+  if is_path(x):
     return {x[1][-1]}
-  return set().union(*(_last_relations(b) for b in (x[:-1] if _is_union(x) else x)))
+  return set().union(*(_last_relations(b) for b in (x[:-1] if is_union(x) else x)))
 
 
-def _degenerate(q) -> bool:
+def degenerate(q) -> bool:
   """BetaE's filters: a relation directly followed by its own inverse (also across a sub-query's
   boundary, as in ip/up whose DNF branches are chains); repeated branches."""
   if isinstance(q, int):
     return False
-  if _is_path(q):
+  if is_path(q):
     rs = list(q[1])
     if any(rs[i + 1] == inverse(rs[i]) for i in range(len(rs) - 1)):
       return True
     if any(rs[0] == inverse(r) for r in _last_relations(q[0])):
       return True
-    return _degenerate(q[0])
-  bs = q[:-1] if _is_union(q) else q
-  return len(set(bs)) < len(bs) or any(_degenerate(b) for b in bs)
+    return degenerate(q[0])
+  bs = q[:-1] if is_union(q) else q
+  return len(set(bs)) < len(bs) or any(degenerate(b) for b in bs)
 
 
 def generate(kg: KG, counts: dict[str, dict[str, int]], seed: int = 0, max_answers: int = 50,
@@ -251,8 +251,8 @@ def generate(kg: KG, counts: dict[str, dict[str, int]], seed: int = 0, max_answe
       for _ in range(max_tries * n):
         if len(out) >= n:
           break
-        q = _sample_structure(STRUCTURES[qtype], int(targets[rng.integers(len(targets))]), incoming, rng)
-        if q is None or q in have or _degenerate(q):
+        q = sample_structure(STRUCTURES[qtype], int(targets[rng.integers(len(targets))]), incoming, rng)
+        if q is None or q in have or degenerate(q):
           continue
         a = answers(q, adj)
         if not a or len(a) > max_answers:

@@ -43,7 +43,7 @@ def brute_force(q, edges, n=6):
       nodes.append(("a", x))
       anchors[len(nodes) - 1] = x
       return len(nodes) - 1
-    if Q._is_path(x):
+    if Q.is_path(x):
       u = build(x[0])
       for i, r in enumerate(x[1]):
         if i == len(x[1]) - 1 and out is not None:
@@ -125,11 +125,11 @@ def test_no_relation_followed_by_its_inverse_and_deterministic():
 
 def test_inverse_filter_crosses_sub_query_boundaries():
   """up whose DNF branch would be (a, (r, r^-1)) is rejected, as BetaE does; likewise ip."""
-  assert Q._degenerate((1, (0, 1)))
-  assert Q._degenerate((((1, (0,)), (2, (2,)), (-1,)), (1,)))
-  assert Q._degenerate((((1, (0,)), (2, (2,))), (3,)))
-  assert not Q._degenerate((((1, (0,)), (2, (2,))), (0,)))
-  assert not Q._degenerate(((1, (0, 2)), (2, (1,))))
+  assert Q.degenerate((1, (0, 1)))
+  assert Q.degenerate((((1, (0,)), (2, (2,)), (-1,)), (1,)))
+  assert Q.degenerate((((1, (0,)), (2, (2,))), (3,)))
+  assert not Q.degenerate((((1, (0,)), (2, (2,))), (0,)))
+  assert not Q.degenerate(((1, (0, 2)), (2, (1,))))
 
 
 def test_structures_flatten_round_trip_and_branches():
