@@ -100,6 +100,16 @@ def load_queries(c: ml_collections.ConfigDict, name: str):
   return data, kg.entities, kg.relations, kg
 
 
+def _dataset_key(name: str) -> str:
+  """The name a dataset goes by in results and workdirs: umls, or a directory's last part."""
+  return Path(name[len("betae:"):] if name.startswith("betae:") else name).name
+
+
+def _stage_info(out, t0: float) -> dict:
+  return {"seconds": time.perf_counter() - t0, "history": [h["loss"] for h in out.history],
+          "step_time": float(np.median(out.step_times)) if out.step_times else float("nan")}
+
+
 def _stage_cfg(c, stage: str) -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
   s.seed = c.seed
@@ -145,8 +155,7 @@ def train_kgtransformer(c, data: Q.QueryData, kg, wd: Path, mesh, *, pretrain: b
                 loss_fn=_kgt_loss(c[stage].label_smoothing), get_batch=batches, mesh=mesh,
                 batch_logical=GRAPH_AXES, progress=True)
     model = out.model()
-    info[stage] = {"seconds": time.perf_counter() - t0, "history": [h["loss"] for h in out.history],
-                   "step_time": float(np.median(out.step_times)) if out.step_times else float("nan")}
+    info[stage] = _stage_info(out, t0)
   return model, info
 
 
@@ -204,8 +213,7 @@ def train_baseline(c, kind: str, data: Q.QueryData, wd: Path, mesh):
   logical = {k: (None,) * (1 if k.endswith("positive") else 2) for k in batches(0)}
   out = train(cfg=_stage_cfg(c, "baselines"), workdir=wd / "train", model=model, loss_fn=loss_fn,
               get_batch=batches, mesh=mesh, batch_logical=logical, progress=True)
-  info = {"train": {"seconds": time.perf_counter() - t0, "history": [h["loss"] for h in out.history],
-                    "step_time": float(np.median(out.step_times)) if out.step_times else float("nan")}}
+  info = {"train": _stage_info(out, t0)}
   return out.model(), info
 
 
@@ -233,7 +241,7 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   details: dict = {}
   for name in c.datasets:
     data, ents, rels, kg = load_queries(c, name)
-    key = Path(name[len("betae:"):]).name if name.startswith("betae:") else Path(name).name
+    key = _dataset_key(name)
     log.info("%s: %d entities, %d relations; queries %s", key, data.num_entities, data.num_relations,
              {s: sum(v.counts().values()) for s, v in data.splits.items()})
     results[key], details[key] = {}, {"queries": {s: v.counts() for s, v in data.splits.items()}}
@@ -338,7 +346,7 @@ def _run_config(workdir) -> ml_collections.ConfigDict:
 
 def vocabulary(c, dataset: str) -> tuple[list[str], list[str]]:
   """Entity and relation names of a dataset of the run `c` (ids as names for betae: data)."""
-  names = {(Path(n[6:]).name if n.startswith("betae:") else Path(n).name): n for n in c.datasets}
+  names = {_dataset_key(n): n for n in c.datasets}
   if dataset not in names:
     raise ConfigError(f"--dataset {dataset!r} is not in this run; it has {', '.join(names)}")
   full = names[dataset]
