@@ -36,6 +36,8 @@ EXPERIMENTS = {e.name: e for e in [
                "GACT levels L0-L2.2 on a GLM stack and a ResNet: activation memory, max batch, quality, step time"),
     Experiment("kgt/queries", "jaxpapers.kgt.experiments:run", "kgt/configs/queries.py", 9.9,
                "kgTransformer vs GQE/Q2B on 9 BetaE query types (UMLS, Kinships): MRR per type, ablations"),
+    Experiment("vpt/pipeline", "jaxpapers.vpt.experiments:run", "vpt/configs/pipeline.py", 10.7,
+               "VPT in Craftax: IDM on labelled demos, pseudo-labels, BC (IDM / small / true labels) in the game"),
 ]}
 
 

@@ -1,0 +1,47 @@
+"""VPT (arXiv 2206.11795) in Craftax-Classic: IDM on a small labelled split, pseudo-labels of the
+rest, BC on IDM labels vs the small split vs true labels, evaluated in the game.
+
+Presets: default (longer), `quick` (2 CPU cores, <= 10 min), `tiny` (seconds; tests)."""
+import ml_collections
+
+PRESETS = (None, "default", "quick", "tiny")
+
+_TRAIN = dict(steps=0, batch=32, lr=1e-3, warmup=0.05, end_lr_ratio=0.1, weight_decay=0.01,
+              b1=0.9, b2=0.999, eps=1e-8, clip=1.0, grad_accum=1, log_every=25, eval_every=0,
+              ckpt_every=10_000, keep=1, on_nonfinite="skip", inject_nan_step=-1, tensorboard=False)
+_NET = dict(window=16, stem_channels=32, channels=(32, 64), blocks_per_stage=1, d_model=128,
+            heads=4, layers=2)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.experiment = "vpt/pipeline"
+  c.env = "Craftax-Classic-Pixels-v1"
+  c.seed = 0
+  c.seeds = (0, 1, 2)                          # BC policies and their evaluation
+  c.mesh = dict(shape=(-1,), axes=("data",))
+  c.demonstrator = dict(random_move=0.1, noop=0.04, table_range=6)
+  c.data = dict(episodes=320, steps=250, test_episodes=16, labelled_fraction=0.125)
+  # flip: share of IDM training windows mirrored left-right (LEFT/RIGHT swapped); scaling: IDMs on
+  # these fractions of the labelled set, trained for the same number of steps as the full one
+  c.idm = dict(net=dict(_NET, temporal_kernel=5, tile_features=16), flip=0.5,
+               train=dict(_TRAIN, steps=3000, batch=16), scaling=(0.125, 0.25, 0.5))
+  c.policy = dict(net=dict(_NET, window=4), train=dict(_TRAIN, steps=3000, batch=32, lr=2e-3))
+  c.eval = dict(episodes=64, steps=250, gif_episodes=2)
+  if arg == "quick":
+    c.data.update(episodes=160, test_episodes=16)
+    c.idm.train.update(steps=300)
+    c.idm.scaling = (0.25, 0.5)
+    c.policy.train.update(steps=150)
+    c.eval.update(episodes=32)
+  elif arg == "tiny":
+    c.seeds = (0,)
+    c.data.update(episodes=8, steps=20, test_episodes=2, labelled_fraction=0.25)
+    net = dict(window=4, stem_channels=8, channels=(8,), d_model=16, heads=2, layers=1)
+    c.idm.net.update(net)
+    c.idm.train.update(steps=2, batch=8, log_every=1)
+    c.idm.scaling = (0.5,)
+    c.policy.net.update(net)
+    c.policy.train.update(steps=2, batch=8, log_every=1)
+    c.eval.update(episodes=8, steps=12, gif_episodes=1)
+  return c

@@ -1,0 +1,223 @@
+"""VPT's networks (arXiv 2206.11795, App. D) at laptop scale: the non-causal inverse dynamics
+model (IDM) and the causal behavioural-cloning policy. Both embed each frame with an
+ImpalaCNN-style ResNet and mix time with transformer blocks.
+
+Scale deviation (named in experiments/vpt/README.md): Craftax draws its 63x63 frames as a 9x9
+grid of 7x7-pixel tiles, so the networks start from that grid (a 7x7 stride-7 "tile stem") instead
+of running ImpalaCNN's first stage at full resolution as VPT does on 128x128 frames; on two CPU
+cores the full-resolution stage is ~5x slower and sees nothing a tile stem does not."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxpapers.core.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class NetConfig:
+  frame_shape: tuple[int, int, int] = (63, 63, 3)
+  num_actions: int = 17
+  window: int = 16              # frames the model sees (IDM: the whole window; policy: the past)
+  tile: int = 7                 # the stem's patch and stride (Craftax tiles are 7x7 pixels)
+  stem_channels: int = 32
+  temporal_kernel: int = 5      # IDM: VPT's temporal kernel size
+  tile_features: int = 16       # IDM: linear features per tile before the temporal conv
+  channels: tuple[int, ...] = (32, 64)       # ImpalaCNN stage widths after the stem
+  blocks_per_stage: int = 1     # residual blocks per stage (VPT: 2)
+  d_model: int = 128
+  heads: int = 4
+  layers: int = 2
+  mlp_ratio: int = 4
+  pooled: bool = False          # also feed the spatial mean of the last stage to the dense layer
+
+  def __post_init__(self):
+    h, w, _ = self.frame_shape
+    if h % self.tile or w % self.tile:
+      raise ConfigError(f"frame_shape {self.frame_shape} is not a whole number of {self.tile}-pixel tiles")
+    if self.d_model % self.heads:
+      raise ConfigError(f"d_model={self.d_model} is not divisible by heads={self.heads}")
+    if self.temporal_kernel % 2 != 1:
+      raise ConfigError(f"temporal_kernel must be odd, got {self.temporal_kernel}")
+
+
+def check_frames(frames, c: NetConfig, name: str = "frames") -> None:
+  """One clear error for frames that are not [batch, time, *frame_shape] (shape-level, so it
+  works on traced values too)."""
+  if frames.ndim != 5 or tuple(frames.shape[2:]) != tuple(c.frame_shape):
+    raise ConfigError(f"{name} must be [batch, time, {', '.join(map(str, c.frame_shape))}], got "
+                      f"{tuple(frames.shape)}")
+
+
+def to_tiles(frames, tile: int):
+  """[..., H, W, C] uint8/float -> [..., H/tile, W/tile, tile*tile*C] floats in [0, 1]."""
+  x = frames.astype(jnp.float32) / 255.0 if frames.dtype == jnp.uint8 else frames.astype(jnp.float32)
+  *lead, h, w, c = x.shape
+  x = x.reshape(*lead, h // tile, tile, w // tile, tile, c)
+  x = jnp.moveaxis(x, -4, -3)                     # [..., H/t, W/t, t, t, C]
+  return x.reshape(*lead, h // tile, w // tile, tile * tile * c)
+
+
+class TemporalConv(nnx.Module):
+  """VPT's IDM front end (App. D.1): a 3-D convolution over (time, height, width) with kernel 5
+  in time, run on the 9x9 grid of 7x7-pixel tiles, as the sum of two paths:
+  - kernel (k, 1, 1) on each tile's raw pixels (VPT's kernel; sees sprite and digit changes);
+  - kernel (k, 3, 3) on a linear projection of the tiles to `tile_features`, so a unit can compare
+    a tile with its neighbour in the next frame (how a move, a one-tile scroll of the view, shows).
+  Both are computed as matmuls/2-D convolutions over k time-shifted copies stacked on channels
+  (the same function as the 3-D convolutions; XLA:CPU runs them ~2x faster). 'Same' zero padding."""
+
+  def __init__(self, cin: int, tile_features: int, cout: int, k: int, *, rngs: nnx.Rngs):
+    self.k = k
+    self.pixels = nnx.Linear(k * cin, cout, rngs=rngs)
+    self.proj = nnx.Linear(cin, tile_features, use_bias=False, rngs=rngs)
+    self.conv = nnx.Conv(k * tile_features, cout, (3, 3), padding="SAME", use_bias=False, rngs=rngs)
+
+  def _stack(self, x):                            # [B, T, h, w, C] -> [B, T, h, w, k*C]
+    t, r = x.shape[1], self.k // 2
+    xp = jnp.pad(x, ((0, 0), (r, r), (0, 0), (0, 0), (0, 0)))
+    return jnp.concatenate([xp[:, i:i + t] for i in range(self.k)], axis=-1)
+
+  def __call__(self, x):                          # [B, T, h, w, C] -> [B, T, h, w, cout]
+    b, t = x.shape[:2]
+    near = self._stack(self.proj(x))
+    out = self.conv(near.reshape((b * t,) + near.shape[2:]))
+    return self.pixels(self._stack(x)) + out.reshape((b, t) + out.shape[1:])
+
+
+class ResidualBlock(nnx.Module):
+  """ImpalaCNN residual block: x + conv(relu(conv(relu(x))))."""
+
+  def __init__(self, c: int, *, rngs: nnx.Rngs):
+    self.conv1 = nnx.Conv(c, c, (3, 3), padding="SAME", rngs=rngs)
+    self.conv2 = nnx.Conv(c, c, (3, 3), padding="SAME", rngs=rngs)
+
+  def __call__(self, x):
+    return x + self.conv2(jax.nn.relu(self.conv1(jax.nn.relu(x))))
+
+
+class ImpalaStage(nnx.Module):
+  """conv 3x3 -> max-pool 3x3 stride 2 -> residual blocks (Espeholt et al. 2018, as VPT)."""
+
+  def __init__(self, cin: int, cout: int, blocks: int, *, rngs: nnx.Rngs):
+    self.conv = nnx.Conv(cin, cout, (3, 3), padding="SAME", rngs=rngs)
+    self.blocks = nnx.List([ResidualBlock(cout, rngs=rngs) for _ in range(blocks)])
+
+  def __call__(self, x):
+    x = nnx.max_pool(self.conv(x), (3, 3), strides=(2, 2), padding="SAME")
+    for b in self.blocks:
+      x = b(x)
+    return x
+
+
+class ImpalaCNN(nnx.Module):
+  """Stages on the stem's tile grid, relu, flatten, dense to d_model, relu: [N,h,w,C] -> [N,d]."""
+
+  def __init__(self, c: NetConfig, *, rngs: nnx.Rngs):
+    h, w = c.frame_shape[0] // c.tile, c.frame_shape[1] // c.tile
+    stages, cin = [], c.stem_channels
+    for cout in c.channels:
+      stages.append(ImpalaStage(cin, cout, c.blocks_per_stage, rngs=rngs))
+      cin, h, w = cout, -(-h // 2), -(-w // 2)
+    self.stages = nnx.List(stages)
+    self.pooled = c.pooled
+    self.dense = nnx.Linear(cin * h * w + (cin if c.pooled else 0), c.d_model, rngs=rngs)
+
+  def __call__(self, x):
+    for s in self.stages:
+      x = s(x)
+    x = jax.nn.relu(x)
+    feats = x.reshape(x.shape[0], -1)
+    if self.pooled:
+      feats = jnp.concatenate([feats, x.mean(axis=(1, 2))], axis=-1)
+    return jax.nn.relu(self.dense(feats))
+
+
+class Block(nnx.Module):
+  """Pre-LN transformer block over time; `causal` masks attention to the future."""
+
+  def __init__(self, c: NetConfig, causal: bool, *, rngs: nnx.Rngs):
+    d = c.d_model
+    self.causal, self.heads = causal, c.heads
+    self.ln1 = nnx.LayerNorm(d, rngs=rngs)
+    self.qkv = nnx.Linear(d, 3 * d, rngs=rngs)
+    self.out = nnx.Linear(d, d, rngs=rngs)
+    self.ln2 = nnx.LayerNorm(d, rngs=rngs)
+    self.fc1 = nnx.Linear(d, c.mlp_ratio * d, rngs=rngs)
+    self.fc2 = nnx.Linear(c.mlp_ratio * d, d, rngs=rngs)
+
+  def __call__(self, x):
+    b, t, d = x.shape
+    q, k, v = jnp.split(self.qkv(self.ln1(x)).reshape(b, t, 3, self.heads, d // self.heads), 3, axis=2)
+    a = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], is_causal=self.causal)
+    x = x + self.out(a.reshape(b, t, d))
+    return x + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x))))
+
+
+class _OverTime(nnx.Module):
+  """Shared tail: ImpalaCNN per frame, learned positions, transformer blocks, action logits."""
+
+  def __init__(self, c: NetConfig, causal: bool, *, rngs: nnx.Rngs):
+    self.c = c
+    self.cnn = ImpalaCNN(c, rngs=rngs)
+    self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (c.window, c.d_model)))
+    self.blocks = nnx.List([Block(c, causal, rngs=rngs) for _ in range(c.layers)])
+    self.ln = nnx.LayerNorm(c.d_model, rngs=rngs)
+    self.head = nnx.Linear(c.d_model, c.num_actions, rngs=rngs)
+
+  def _check(self, frames, what: str):
+    check_frames(frames, self.c)
+    if frames.shape[1] > self.c.window:
+      raise ConfigError(f"{what} sees at most {self.c.window} frames, got {frames.shape[1]}")
+
+  def _cnn(self, x):                              # [B, T, h, w, C] -> [B, T, d]
+    b, t = x.shape[:2]
+    return self.cnn(x.reshape((b * t,) + x.shape[2:])).reshape(b, t, -1)
+
+  def logits_from_embeddings(self, h):            # [B, T, d] -> [B, T, A]
+    h = h + self.pos[...][: h.shape[1]]
+    for blk in self.blocks:
+      h = blk(h)
+    return self.head(self.ln(h))
+
+
+class InverseDynamicsModel(_OverTime):
+  """Non-causal IDM (VPT §2.1, App. D.1): temporal 3-D convolution (kernel 5 in time) on the
+  frames, ImpalaCNN per frame, unmasked attention across the window, action logits per frame.
+  Position t predicts a_t, the action taken between frames t and t+1 (the last position of a
+  window has no next frame and is never a target).
+
+  frames [B, T <= window, 63, 63, 3] (uint8, or floats in [0, 1]) -> logits [B, T, A]."""
+
+  def __init__(self, c: NetConfig, *, rngs: nnx.Rngs):
+    super().__init__(c, causal=False, rngs=rngs)
+    cin = c.tile * c.tile * c.frame_shape[2]
+    self.temporal = TemporalConv(cin, c.tile_features, c.stem_channels, c.temporal_kernel, rngs=rngs)
+
+  def __call__(self, frames):
+    self._check(frames, "the IDM")
+    x = jax.nn.relu(self.temporal(to_tiles(frames, self.c.tile)))
+    return self.logits_from_embeddings(self._cnn(x))
+
+
+class Policy(_OverTime):
+  """Causal BC policy (VPT §2.2, App. D.2): ImpalaCNN per frame and masked attention over the
+  past; position t's logits depend on frames <= t only.
+
+  frames [B, T <= window, 63, 63, 3] -> logits [B, T, A]."""
+
+  def __init__(self, c: NetConfig, *, rngs: nnx.Rngs):
+    super().__init__(c, causal=True, rngs=rngs)
+    self.stem = nnx.Linear(c.tile * c.tile * c.frame_shape[2], c.stem_channels, rngs=rngs)
+
+  def embed(self, frames):
+    """[B, T, 63, 63, 3] -> per-frame embeddings [B, T, d] (the acting loop caches them)."""
+    check_frames(frames, self.c)
+    return self._cnn(jax.nn.relu(self.stem(to_tiles(frames, self.c.tile))))
+
+  def __call__(self, frames):
+    self._check(frames, "the policy")
+    return self.logits_from_embeddings(self.embed(frames))

@@ -1,0 +1,81 @@
+"""The IDM is non-causal and the policy causal (perturbing future frames); the acting loop's
+embedding cache reproduces the policy; a few training steps on 8 fake devices."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxpapers.core.errors import ConfigError
+from jaxpapers.core.mesh import make_mesh
+from jaxpapers.vpt.learners import fit, initial_policy_carry, make_policy_act, pseudo_label
+from jaxpapers.vpt.models import InverseDynamicsModel, NetConfig, Policy
+
+NET = NetConfig(window=6, stem_channels=8, tile_features=4, channels=(8,), d_model=16, heads=2, layers=2)
+
+
+def frames(key, b=2, t=6):
+  return jax.random.randint(key, (b, t, 63, 63, 3), 0, 256).astype(jnp.uint8)
+
+
+def perturb_from(x, t, key):
+  noise = frames(key, x.shape[0], x.shape[1] - t)
+  return x.at[:, t:].set(noise)
+
+
+def test_policy_is_causal_and_idm_is_not():
+  k1, k2 = jax.random.split(jax.random.key(0))
+  x = frames(k1)
+  y = perturb_from(x, 3, k2)                        # frames 3.. changed
+  pol = Policy(NET, rngs=nnx.Rngs(0))
+  a, b = pol(x), pol(y)
+  np.testing.assert_array_equal(a[:, :3], b[:, :3])     # positions 0..2 never see frames >= 3
+  assert not np.allclose(a[:, 3], b[:, 3], atol=1e-4)
+  idm = InverseDynamicsModel(NET, rngs=nnx.Rngs(0))
+  a, b = idm(x), idm(y)
+  assert not np.allclose(a[:, 1], b[:, 1], atol=1e-4)   # the IDM at t=1 looks ahead
+  assert not np.allclose(a[:, 0], b[:, 0], atol=1e-4)   # ... through attention, beyond the conv kernel
+
+
+def test_acting_cache_matches_running_the_policy_on_the_window():
+  pol = Policy(NET, rngs=nnx.Rngs(1))
+  act = make_policy_act(pol, sample=False)
+  x = frames(jax.random.key(2), b=3, t=9)
+  carry = initial_policy_carry(pol, 3)
+  for t in range(9):
+    a, carry = act(carry, x[:, t], None, jax.random.key(t))
+  expected = pol(x[:, 3:9])[:, -1].argmax(-1)          # the last `window` frames
+  np.testing.assert_array_equal(a, expected)
+  cache = carry[1]
+  np.testing.assert_allclose(cache, pol.embed(x[:, 3:9]), atol=1e-5)
+
+
+def test_bad_frames_fail_clearly():
+  pol = Policy(NET, rngs=nnx.Rngs(0))
+  with pytest.raises(ConfigError, match=r"frames must be \[batch, time, 63, 63, 3\]"):
+    pol(jnp.zeros((1, 4, 64, 64, 3), jnp.uint8))
+  with pytest.raises(ConfigError, match="at most 6 frames"):
+    pol(jnp.zeros((1, 7, 63, 63, 3), jnp.uint8))
+  with pytest.raises(ConfigError, match="whole number of 7-pixel tiles"):
+    NetConfig(frame_shape=(64, 64, 3))
+
+
+def test_training_steps_on_8_devices_and_labelling(tmp_path):
+  from jaxpapers.vpt.data import Episodes
+  assert jax.device_count() == 8
+  rng = np.random.default_rng(0)
+  n, t = 4, 10
+  ep = Episodes(rng.integers(0, 256, (n, t + 1, 63, 63, 3), dtype=np.uint8),
+                rng.integers(0, 17, (n, t)).astype(np.int32), np.ones((n, t), bool))
+  train = ml_collections.ConfigDict(dict(
+      steps=3, batch=8, lr=1e-3, warmup=0.0, end_lr_ratio=0.1, weight_decay=0.0, b1=0.9, b2=0.999,
+      eps=1e-8, clip=1.0, grad_accum=1, log_every=1, eval_every=0, ckpt_every=0, keep=1,
+      on_nonfinite="stop", inject_nan_step=-1, tensorboard=False))
+  mesh = make_mesh([-1], ["data"])
+  out = fit("idm", NET, train, ep, tmp_path / "idm", mesh, seed=0)
+  assert np.isfinite(out.final_loss)
+  labels = pseudo_label(out.model, ep.frames)
+  assert labels.shape == (n, t) and labels.min() >= 0 and labels.max() < 17
+  pol = fit("policy", NET, train, ep, tmp_path / "pol", mesh, seed=0)
+  assert np.isfinite(pol.final_loss)
