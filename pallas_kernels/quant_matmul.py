@@ -74,8 +74,10 @@ def _permute_even_odd(x: jnp.ndarray, bk: int) -> jnp.ndarray:
 def qmatmul_pallas(x: jnp.ndarray, qw: QuantizedWeight, blocks: tuple[int, int, int] | None = None,
                    interpret: bool = False) -> jnp.ndarray:
   """x [M, K] (bf16/f32) @ dequant(qw)^T -> [M, N] in x.dtype. M is padded to the row block;
-  N and K must divide their blocks (a clear error otherwise). On GPU the kernel is lowered with
-  Triton (no interleaving or strided access inside the kernel)."""
+  N and K must divide their blocks (a clear error otherwise). K is reduced over the innermost grid
+  axis, which is sequential on TPU and in interpret mode only: on a GPU (H200, jax 0.11.2) INT8
+  results with several K blocks were wrong and INT4 did not lower (`lax.slice` unimplemented), so
+  `qmatmul` does not route GPUs here (see experiments/bench/pallas_gpu_check.py)."""
   M, K = x.shape
   N = qw.scale.shape[0]
   if K != qw.in_features:
@@ -165,8 +167,13 @@ DECODE_ROWS = 16   # up to this many rows the CPU uses the FFI kernel (weight-ba
 
 def qmatmul_path(rows: int) -> str:
   """Which implementation `qmatmul` runs for `rows` activation rows on this backend."""
-  if jax.default_backend() in ("gpu", "tpu"):
+  if jax.default_backend() == "tpu":
     return "pallas"
+  if jax.default_backend() == "gpu":
+    # the Pallas kernel accumulates K over the grid (TPU semantics): on an H200 (jax 0.11.2) INT8
+    # with several K blocks gave wrong products and INT4 did not lower (experiments/bench/
+    # pallas_gpu_check.py); until a K-loop kernel replaces it, GPUs take the XLA path
+    return "xla_tiled"
   from pallas_kernels import quant_matmul_cpu
   if rows <= DECODE_ROWS and quant_matmul_cpu.available():
     return "cpu_ffi"
@@ -174,7 +181,8 @@ def qmatmul_path(rows: int) -> str:
 
 
 def qmatmul(x: jnp.ndarray, qw: QuantizedWeight) -> jnp.ndarray:
-  """x [M, K] @ dequant(qw)^T on the best path of the backend: the Pallas kernel on GPU/TPU; on
+  """x [M, K] @ dequant(qw)^T on the best path of the backend: the Pallas kernel on TPU, the tiled
+  XLA path on GPU (the Pallas kernel is wrong there, see `qmatmul_pallas`); on
   CPU the FFI kernel for decode (M <= 16, the weight-read-bound case) and the tiled XLA path for
   prefill (compute-bound, where XLA's GEMM on one dequantized tile at a time wins)."""
   path = qmatmul_path(x.shape[0])

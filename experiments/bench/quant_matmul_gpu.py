@@ -47,7 +47,7 @@ def main() -> int:
       x = jax.random.normal(jax.random.key(1), (m, n), jnp.bfloat16)
       t_bf16 = median_time(dot, x, w_kn, reps=30)
       case = {"M": m, "K": n, "N": n, "bf16_us": 1e6 * t_bf16,
-              "bf16_gbps": (w_kn.nbytes + 2 * x.nbytes + 2 * m * n) / t_bf16 / 1e9}
+              "bf16_gbps": (w_kn.nbytes + x.nbytes + 2 * m * n) / t_bf16 / 1e9}
       for bits in (8, 4):
         qw = quantize(w, bits)
         try:
@@ -64,7 +64,7 @@ def main() -> int:
           case[f"int{bits}_frac_of_copy"] = moved / t / 1e9 / out["copy_gbps"]
           case[f"int{bits}_max_rel_err"] = err
         except Exception as e:  # report and go on: one failing lowering must not hide the rest
-          case[f"int{bits}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+          case[f"int{bits}_error"] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
       out["cases"].append(case)
       print(json.dumps(case), file=sys.stderr, flush=True)
   print(json.dumps(out, indent=1))
