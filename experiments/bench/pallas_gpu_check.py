@@ -39,6 +39,7 @@ import statistics
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -49,22 +50,18 @@ from pallas_kernels.act_compress import compress_pallas, compress_ref, decompres
 from pallas_kernels.int_quant import QuantizedWeight, dequantize, qmatmul_reference, quantize
 from pallas_kernels.quant_matmul import qmatmul_pallas
 
-# (M, N, K, bits, group_size, zero_point, x dtype, blocks): tests/pallas_kernels/test_quant_matmul.py
-CASES = [
-    (1, 64, 128, 8, None, False, jnp.float32, None),
-    (1, 64, 128, 4, None, False, jnp.float32, None),
-    (8, 128, 256, 4, None, False, jnp.bfloat16, None),
-    (16, 64, 512, 4, 128, False, jnp.float32, None),
-    (5, 32, 64, 4, None, True, jnp.float32, None),
-    (3, 64, 256, 4, 64, True, jnp.float32, (8, 32, 128)),
-    (130, 64, 128, 8, 32, False, jnp.float32, (128, 64, 64)),
-    (128, 128, 256, 8, None, False, jnp.bfloat16, (64, 64, 64)),
-    (7, 48, 96, 8, 32, False, jnp.float32, (8, 16, 32)),
-    (12, 64, 256, 4, None, False, jnp.float32, (16, 32, 64)),
-    (2, 32, 128, 4, 16, False, jnp.float32, (8, 32, 64)),
-    (4, 64, 256, 4, 128, True, jnp.float32, (8, 32, 128)),
-    (1, 256, 1024, 4, None, True, jnp.bfloat16, None),
-]
+def _test_cases():
+  """(M, N, K, bits, group_size, zero_point, x dtype, blocks): the CPU tests' own CASES, read from
+  tests/pallas_kernels/test_quant_matmul.py so the two cannot drift apart."""
+  import importlib.util
+  path = Path(__file__).resolve().parents[2] / "tests" / "pallas_kernels" / "test_quant_matmul.py"
+  spec = importlib.util.spec_from_file_location("_quant_matmul_tests", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.CASES
+
+
+CASES = _test_cases()
 # (shape, bits, block): tests/gact/test_compress.py, then larger ones for timing
 COMPRESS_CASES = [((3, 1000), 2, 8), ((4096,), 4, 4), ((2, 7, 33), 1, 8), ((300,), 8, 2),
                   ((64, 64), 2, 16)]
