@@ -9,7 +9,7 @@ ResNet of `gact/memory` (widths 16/32/64, 2 blocks per stage, blocks in a Python
 import jax, jax.numpy as jnp, optax
 from flax import nnx
 from jaxpapers.nn.resnet import ResNet
-from jaxpapers.gact.experiments import temp_bytes
+from jaxpapers.gact.measure import temp_bytes
 from jaxpapers.gact.wrapper import compress_module
 m = ResNet((16,32,64), 2, rngs=nnx.Rngs(params=0))
 g, p = nnx.split(m, nnx.Param)

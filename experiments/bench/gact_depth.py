@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxpapers.gact.experiments import temp_bytes
+from jaxpapers.gact.measure import temp_bytes
 from jaxpapers.gact.wrapper import compress_block
 from jaxpapers.glm.model import GLM, GLMConfig
 

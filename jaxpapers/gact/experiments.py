@@ -8,8 +8,9 @@ activation memory = XLA's compiled temp bytes of the whole train step (AdamW inc
 for activations, so the difference is measured where activations dominate); the largest batch under a fixed budget (the L0 step's temp bytes
 at `budget_batch`), found by search over compiled steps; median step time. Compression runs in
 "recompute" mode: each layer saves only its compressed input and recomputes itself in the
-backward (GACT combined with checkpointing); adaptive levels allocate one width per layer from
-GACT's sensitivity estimate, re-estimated every `adapt_interval` steps.
+backward (GACT combined with checkpointing), all layers in one `gact.stack.compressed_stack`;
+adaptive levels allocate one width per layer from GACT's sensitivity estimate, re-estimated every
+`adapt_interval` steps.
 """
 from __future__ import annotations
 
@@ -28,11 +29,16 @@ from jaxpapers.core import config as cfglib
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.report import Report, Row, fmt, plot_curves, write_report
 from jaxpapers.core.train import TrainState, make_optimizer, make_train_step
-from jaxpapers.gact import adaptive
+from jaxpapers.gact import adaptive, block_families
+from jaxpapers.gact.measure import max_batch, temp_bytes
+from jaxpapers.gact.stack import compressed_stack
 from jaxpapers.gact.wrapper import compress_block, probe_block
 
 log = logging.getLogger("jaxpapers")
 
+FAMILIES = ("transformer", "cnn", "gnn")
+BLOCK_FAMILIES = {"cnn": ("ResNet on Fashion-MNIST", block_families.cnn_spec),
+                  "gnn": ("GCN on WordNet lexnames", block_families.gnn_spec)}
 PAPER = {"memory_ratio": "up to 8.1x (L2.2 vs FP, §6)", "max_batch": "4.2x-24.7x",
          "accuracy": "within 0.5 points (L2, L2.2 ~0.1-1)"}
 
@@ -42,12 +48,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if name != "plain":
       adaptive.get_level(name)
   for fam in c.families:
-    if fam not in ("transformer", "cnn"):
-      raise ConfigError(f"unknown family {fam!r}; use transformer or cnn (gnn is not built yet)")
+    if fam not in FAMILIES:
+      raise ConfigError(f"unknown family {fam!r}; use one of {', '.join(FAMILIES)}")
   for key in ("train.steps", "train.batch", "budget_batch", "memory_batch", "adapt_interval",
               "probe_batch"):
     cfglib.check(c, key, lambda v: isinstance(v, int) and v > 0, "a positive int")
   cfglib.check(c, "mode", lambda v: v in ("recompute", "residuals"), "'recompute' or 'residuals'")
+  if c.mode == "residuals" and any(adaptive.LEVELS[n].adaptive for n in c.levels if n != "plain"):
+    raise ConfigError("mode 'residuals' on the GLM stack takes one width for every layer; use mode "
+                      "'recompute' with the adaptive levels (L2, L2.1, L2.2)")
 
 
 # --- GLM on the Austen blank-infilling task (composition: GLM is another paper's model) --------
@@ -67,10 +76,11 @@ def _glm_parts(c, workdir):
 
   val = ev.ppl_set(corpus.val, corpus.ids, c.seq_len, c.eval_samples, 32, False)
 
-  def loss_fn_for(wrapper):
+  def loss_fn_for(hooks: dict):
+    """The loss with GLM's layer hooks (`layer_wrapper` / `layer_stack`, see GLM.__call__)."""
     def loss_fn(model, batch, key):
       logits = model(batch["tokens"], batch["positions"], batch["context_len"], dropout_key=key,
-                     layer_wrapper=wrapper)
+                     **hooks)
       logp = jax.nn.log_softmax(logits, -1)
       nll = -jnp.take_along_axis(logp, batch["targets"][..., None], -1)[..., 0]
       w = batch["weights"]
@@ -84,62 +94,19 @@ def _glm_parts(c, workdir):
   return model, sampler, loss_fn_for, held_out
 
 
-def _wrapper_for(level: str, bits_per_layer, mode: str):
-  """The layer_wrapper of a level: None (remat, L0), "plain", or per-layer compression."""
-  if level == "L0":
-    return None
-  if level == "plain":
-    return "plain"
-  segs, start = [], 0
-  for i in range(1, len(bits_per_layer) + 1):     # contiguous runs of equal width
-    if i == len(bits_per_layer) or bits_per_layer[i] != bits_per_layer[start]:
-      b = int(bits_per_layer[start])
-      segs.append((start, i, (lambda b: lambda fn: compress_block(fn, b, mode))(b)))
-      start = i
-  return segs
-
-
-def _step_and_args(graphdef, loss_fn, tx, params, batch):
-  step = jax.jit(make_train_step(graphdef, loss_fn, tx))
-  abstract = lambda t: jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), t)
-  opt = jax.eval_shape(tx.init, params)
-  st = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract(params), opt_state=opt,
-                  rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
-  return step, (st, abstract(batch), jax.ShapeDtypeStruct((), jnp.float32))
-
-
-def temp_bytes(graphdef, loss_fn, tx, params, batch) -> int:
-  """XLA's compiled temporary bytes of the whole train step for this batch's shapes."""
-  step, args = _step_and_args(graphdef, loss_fn, tx, params, batch)
-  return int(step.lower(*args).compile().memory_analysis().temp_size_in_bytes)
-
-
-def max_batch(temp_at, budget: int, hint: int, limit: int) -> int:
-  """Largest batch b <= limit with temp_at(b) <= budget (temp_at compiles a step): a linear
-  prediction from two sizes, then galloping and bisection between a fitting and a failing b."""
-  t1, th = temp_at(1), temp_at(hint)
-  if t1 > budget:
-    raise ConfigError(f"even batch 1 needs {t1:,} temp bytes, over the budget {budget:,}")
-  per = max((th - t1) / max(hint - 1, 1), 1.0)
-  guess = int(min(limit, max(1, (budget - t1) // per + 1)))
-  if temp_at(guess) <= budget:
-    lo, inc, hi = guess, max(1, guess // 16), None
-    while hi is None:
-      nxt = min(limit, lo + inc)
-      if nxt == lo:
-        return lo
-      if temp_at(nxt) <= budget:
-        lo, inc = nxt, inc * 2
-      else:
-        hi = nxt
-  else:
-    hi, lo = guess, max(1, guess - max(1, guess // 8))
-    while lo > 1 and temp_at(lo) > budget:
-      hi, lo = lo, max(1, lo - 2 * (hi - lo))
-  while hi - lo > max(1, lo // 16):    # bisect to within 6% (each probe is a compile)
-    mid = (lo + hi) // 2
-    lo, hi = (mid, hi) if temp_at(mid) <= budget else (lo, mid)
-  return lo
+def _hooks_for(level: str, bits_per_layer, mode: str) -> dict:
+  """GLM's layer hooks for a level: {} (L0: scanned layers under jax.checkpoint), {} on a model
+  without remat ("plain"), or compression: mode "recompute" as one compressed_stack with a width
+  per layer, mode "residuals" as compress_block around every layer (one width)."""
+  if level in ("L0", "plain"):
+    return {}
+  if mode == "recompute":
+    return {"layer_stack": compressed_stack(bits_per_layer)}
+  if len(set(bits_per_layer)) != 1:
+    raise ConfigError("mode 'residuals' on the GLM stack takes one width for every layer; "
+                      "use mode 'recompute' for the adaptive levels")
+  b = int(bits_per_layer[0])
+  return {"layer_wrapper": lambda fn: compress_block(fn, b, "residuals")}
 
 
 def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
@@ -148,10 +115,12 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   results = {}
   if "transformer" in c.families:
     results.update(transformer_family(c, wd))
-  if "cnn" in c.families:
-    cnn = cnn_family(c, wd)
-    _ratios(cnn["levels"], "acc")
-    results["cnn"] = cnn
+  for fam in ("cnn", "gnn"):
+    if fam in c.families:
+      k = c[fam]
+      out = block_families.block_family(fam, k, c.levels, c.seed, BLOCK_FAMILIES[fam][1](k, c.seed))
+      _ratios(out["levels"], "acc")
+      results[fam] = out
   _report(wd, command, c, results)
   return results
 
@@ -197,9 +166,8 @@ def transformer_family(c, wd: Path) -> dict:
         alloc_history.append({"step": start, "sensitivity": sens, "bits": bits})
       key = tuple(bits or ())
       if key not in steps:      # a new allocation is a new compiled step
-        wrapper = _wrapper_for(level, bits or [32] * L, c.mode)
-        loss_fn = loss_fn_for(None if wrapper == "plain" else wrapper)
-        gd = graphdef if wrapper != "plain" else nnx.split(_no_remat(model), nnx.Param)[0]
+        loss_fn = loss_fn_for(_hooks_for(level, bits or [32] * L, c.mode))
+        gd = graphdef if level != "plain" else nnx.split(_no_remat(model), nnx.Param)[0]
         steps[key] = (jax.jit(make_train_step(gd, loss_fn, tx)), loss_fn, gd)
       step, loss_fn, gd = steps[key]
       for i in range(start, min(c.train.steps, start + c.adapt_interval)):
@@ -263,7 +231,7 @@ def _sensitivities(graphdef, loss_fn_for, params, batch, L, seed) -> list[float]
 
   @jax.jit
   def grad(params, bits, seed):
-    loss_fn = loss_fn_for(probe_block(bits))
+    loss_fn = loss_fn_for({"layer_wrapper": probe_block(bits)})
     key = jax.random.fold_in(jax.random.key(0), seed)
     return jax.grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch, key)[0])(params)
 
@@ -277,15 +245,15 @@ def _report(wd: Path, command: str, c, r: dict) -> None:
   lv = r.get("levels", {})
   MiB = lambda b: f"{b / 2**20:.1f} MiB"
   rows = []
-  if "cnn" in r and "L0" in r["cnn"]["levels"]:
-    cl = r["cnn"]["levels"]
-    for name in ("L1", "L2", "L2.2"):
-      if name in cl:
-        x = cl[name]
-        rows.append(Row(f"CNN {name}: activation memory / max batch / accuracy vs L0",
+  for fam, (what, _) in BLOCK_FAMILIES.items():
+    if fam not in r or "L0" not in r[fam]["levels"]:
+      continue
+    for name, x in r[fam]["levels"].items():
+      if name != "L0":
+        rows.append(Row(f"{fam.upper()} {name}: activation memory / max batch / accuracy vs L0",
                         "8.1x / 4.2-24.7x / within 0.5 points", f"{x['memory_ratio']:.2f}x / "
                         f"{x['max_batch_ratio']:.2f}x / {100 * x['acc_change']:+.1f} pts",
-                        "n/a", f"ResNet on Fashion-MNIST, batch {c.cnn.memory_batch}; step time "
+                        "n/a", f"{what}, batch {c[fam].memory_batch}; step time "
                         f"{x['step_time_ratio']:.2f}x"))
   if "L2.2" in lv and "L0" in lv:
     top = lv["L2.2"]
@@ -324,142 +292,21 @@ def _report(wd: Path, command: str, c, r: dict) -> None:
     plots.append((plot_curves(wd, "loss.png", series, ylabel="train loss (nats)"),
                   "transformer: train loss per level"))
   sections = [("Transformer levels (same data, seed and steps)", "\n".join(table))] if lv else []
-  if "cnn" in r:
-    ct = ["| level | test accuracy | act memory | vs L0 | max batch | step time | mean bits |",
+  for fam, (what, _) in BLOCK_FAMILIES.items():
+    if fam not in r:
+      continue
+    ct = ["| level | test accuracy | act memory | vs L0 | max batch | step time | bits (size-weighted mean) |",
           "|---|---|---|---|---|---|---|"]
-    for name, x in r["cnn"]["levels"].items():
-      mb = "32 (FP32)" if not x["bits"] else f"{np.mean(x['bits']):.2f}"
+    for name, x in r[fam]["levels"].items():
+      mb = "32 (FP32)" if not x["bits"] else f"{x['avg_bits']:.2f}"
       ct.append(f"| {name} | {100 * x['acc']:.1f}% | {MiB(x['act_bytes'])} | {x.get('memory_ratio', 1):.2f}x | "
                 f"{x['max_batch']} | {1e3 * x['step_time']:.0f} ms | {mb} |")
-    sections.append((f"CNN levels (ResNet, Fashion-MNIST, memory at batch {c.cnn.memory_batch})", "\n".join(ct)))
-    if "L2.2" in r["cnn"]["levels"] and r["cnn"]["levels"]["L2.2"]["allocations"]:
-      a = r["cnn"]["levels"]["L2.2"]["allocations"][-1]
-      plots.append((plot_curves(wd, "cnn_bits_L2.2.png", [("bits", list(range(len(a["bits"]))), a["bits"])],
+    sections.append((f"{fam.upper()} levels ({what}, memory at batch {c[fam].memory_batch})", "\n".join(ct)))
+    if "L2.2" in r[fam]["levels"] and r[fam]["levels"]["L2.2"]["allocations"]:
+      a = r[fam]["levels"]["L2.2"]["allocations"][-1]
+      plots.append((plot_curves(wd, f"{fam}_bits_L2.2.png", [("bits", list(range(len(a["bits"]))), a["bits"])],
                                 xlabel="saved tensor (block order)", ylabel="bits"),
-                    f"CNN L2.2: bits per saved tensor chosen at step {a['step']}"))
+                    f"{fam.upper()} L2.2: bits per saved tensor chosen at step {a['step']}"))
   rep = Report(title="GACT activation-compressed training (arXiv 2206.11357)",
                command=command, rows=rows, plots=plots, sections=sections)
   write_report(wd, rep, r)
-
-
-# --- CNN family: a small ResNet on Fashion-MNIST (GACT §6 trains ResNets on images) ----------
-
-def cnn_family(c, wd: Path) -> dict:
-  """Levels on a ResNet; mode "residuals" (GACT proper: every saved tensor of every block is
-  compressed, no recomputation); adaptive levels allocate one width per saved tensor."""
-  from jaxpapers.data.images import load_fashion_mnist
-  from jaxpapers.gact.wrapper import compress_module, probe_residuals, residual_leaves
-  from jaxpapers.nn.resnet import ResNet
-  k = c.cnn
-  data = load_fashion_mnist()
-  model = ResNet(tuple(k.widths), k.blocks_per_stage, rngs=nnx.Rngs(params=c.seed))
-  graphdef, params0 = nnx.split(model, nnx.Param)
-  tx = make_optimizer(ml_collections.ConfigDict(dict(k.train)))
-  n = len(data["train_x"])
-  rng = np.random.default_rng(c.seed)
-  order = [rng.permutation(n) for _ in range(k.train.steps * k.train.batch // n + 1)]
-  flat = np.concatenate(order)
-
-  def batch_at(i, b=k.train.batch):
-    idx = flat[i * b:(i + 1) * b] if (i + 1) * b <= len(flat) else rng.integers(0, n, b)
-    return {"x": jnp.asarray(data["train_x"][idx]), "y": jnp.asarray(data["train_y"][idx])}
-
-  example = lambda b: {"x": jnp.zeros((b, 28, 28, 1)), "y": jnp.zeros((b,), jnp.int32)}
-
-  # the saved tensors of each block, and their offsets in one flat list
-  per_block = []
-
-  def record(i, blk):
-    g, _ = nnx.split(blk)
-    fn = lambda s, x: nnx.merge(g, s)(x)
-    return lambda x: (per_block.append(residual_leaves(fn, nnx.state(blk), x)), fn(nnx.state(blk), x))[1]
-
-  jax.eval_shape(lambda: nnx.merge(graphdef, params0)(example(2)["x"], record))
-  offsets = np.cumsum([0] + [len(b) for b in per_block]).tolist()
-  flat_leaves = [l for b in per_block for l in b]
-  compressible = [j for j, l in enumerate(flat_leaves) if l.kind == "float"]
-
-  def xent(logits, y):
-    return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1).mean()
-
-  def loss_fn_for(bits_flat):   # None: plain (L0); else one width per flat leaf
-    def loss_fn(model, batch, key):
-      seed = jax.random.bits(key, dtype=jnp.uint32)
-      wrapper = None
-      if bits_flat is not None:
-        wrapper = lambda i, blk: (lambda x: compress_module(
-            blk, tuple(bits_flat[offsets[i]:offsets[i + 1]]), "residuals")(x, seed + jnp.uint32(97 * i)))
-      return xent(model(batch["x"], wrapper), batch["y"]), {}
-    return loss_fn
-
-  @jax.jit
-  def probe_grad(params, bits, seed, batch):
-    def loss(p):
-      m = nnx.merge(graphdef, p)
-
-      def wrapper(i, blk):
-        g, _ = nnx.split(blk)
-        fn = probe_residuals(bits, offsets[i])(lambda s, x: nnx.merge(g, s)(x))
-        return lambda x: fn(nnx.state(blk), x, seed + jnp.uint32(97 * i))
-      return xent(m(batch["x"], wrapper), batch["y"])
-    return jax.grad(loss)(params)
-
-  @jax.jit
-  def accuracy(params, x, y):
-    return (jnp.argmax(nnx.merge(graphdef, params)(x), -1) == y).sum()
-
-  out, budget = {}, None
-  for level in c.levels:
-    if level == "plain":
-      continue                     # a CNN's default is already plain training
-    lv = adaptive.get_level(level)
-    state = TrainState(step=jnp.int32(0), params=params0, opt_state=jax.jit(tx.init)(params0),
-                       rng=jax.random.key_data(jax.random.key(c.seed)))
-    bits = None if lv.bits is None else [int(lv.bits) if not lv.adaptive else 32] * len(flat_leaves)
-    steps, losses, times, allocs = {}, [], [], []
-    for start in range(0, k.train.steps, k.adapt_interval):
-      if lv.adaptive:
-        pb = batch_at(0, k.probe_batch)
-        probe = lambda b, s: probe_grad(state.params, jnp.asarray(b, jnp.float32), jnp.uint32(s), pb)
-        sens = []
-        for j in compressible:
-          one = lambda w: tuple(w if i == j else 32 for i in range(len(flat_leaves)))
-          sens.append(adaptive.sensitivity(probe(one(1), c.seed + start), probe(one(1), c.seed + start + 1),
-                                           probe(one(8), c.seed + start + 2)))
-        chosen = adaptive.allocate_bits(sens, [flat_leaves[j].size for j in compressible], lv.bits)
-        bits = [32] * len(flat_leaves)
-        for j, b in zip(compressible, chosen):
-          bits[j] = b
-        allocs.append({"step": start, "sensitivity": sens, "bits": list(chosen)})
-      key = tuple(bits or ())
-      if key not in steps:
-        lf = loss_fn_for(bits)
-        steps[key] = (jax.jit(make_train_step(graphdef, lf, tx)), lf)
-      step, loss_fn = steps[key]
-      for i in range(start, min(k.train.steps, start + k.adapt_interval)):
-        t0 = time.perf_counter()
-        state, m = step(state, batch_at(i), jnp.float32(1.0))
-        losses.append(float(m["loss"]))
-        times.append(time.perf_counter() - t0)
-    correct = sum(int(accuracy(state.params, jnp.asarray(data["test_x"][i:i + 500]),
-                               jnp.asarray(data["test_y"][i:i + 500])))
-                  for i in range(0, len(data["test_y"]), 500))
-    cache = {}
-
-    def temp_at(b, loss_fn=loss_fn, cache=cache):
-      if b not in cache:
-        cache[b] = temp_bytes(graphdef, loss_fn, tx, params0, example(b))
-      return cache[b]
-
-    t_b, t_1 = temp_at(k.memory_batch), temp_at(1)
-    if budget is None:
-      budget = temp_at(k.budget_batch)
-    out[level] = {"acc": correct / len(data["test_y"]), "act_bytes": t_b - t_1, "temp_bytes": t_b,
-                  "max_batch": max_batch(temp_at, budget, k.memory_batch, k.max_batch_limit),
-                  "step_time": statistics.median(times[1:] if len(times) > 1 else times),
-                  "bits": None if bits is None else [bits[j] for j in compressible],
-                  "allocations": allocs, "losses": losses}
-    log.info("cnn %s: test acc %.3f, act %.1f MiB, max batch %d, step %.3fs", level, out[level]["acc"],
-             (t_b - t_1) / 2**20, out[level]["max_batch"], out[level]["step_time"])
-  return {"levels": out, "budget_bytes": budget,
-          "saved_tensors": [{"shape": list(l.shape), "kind": l.kind} for l in flat_leaves]}

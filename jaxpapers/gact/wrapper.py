@@ -97,14 +97,15 @@ def residual_leaves(fn: Callable, params, x) -> list[ResidualLeaf]:
   return out
 
 
-def _compress(leaf, bits, seed, salt):
+def compress_leaf(leaf, bits, seed, salt):
+  """`leaf` at `bits` (32: as it is; bool: 1 bit), rounding keyed by (seed, salt)."""
   if bits == 32:
     return leaf
   s = jnp.asarray(seed, jnp.uint32) * jnp.uint32(0x85EBCA6B) + jnp.uint32(salt)
   return compress_ref(leaf, 1 if leaf.dtype == jnp.bool_ else bits, s)
 
 
-def _decompress(c):
+def decompress_leaf(c):
   return decompress_ref(c) if isinstance(c, Compressed) else c
 
 
@@ -124,13 +125,13 @@ def compress_block(fn: Callable, bits, mode: str = "residuals") -> Callable:
     def fwd_recompute(params, x, seed):
       b = bits if isinstance(bits, int) else bits[0]
       leaves, holder["x_tree"] = jax.tree.flatten(x)
-      saved = [_compress(l, b, seed, i) if l.dtype == jnp.bool_ or jnp.issubdtype(l.dtype, jnp.floating)
+      saved = [compress_leaf(l, b, seed, i) if l.dtype == jnp.bool_ or jnp.issubdtype(l.dtype, jnp.floating)
                else l for i, l in enumerate(leaves)]
       return fn(params, x), (params, saved)
 
     def bwd_recompute(res, gy):
       params, saved = res
-      x_hat = jax.tree.unflatten(holder["x_tree"], [_decompress(c) for c in saved])
+      x_hat = jax.tree.unflatten(holder["x_tree"], [decompress_leaf(c) for c in saved])
       _, vjp = jax.vjp(fn, params, x_hat)
       return (*vjp(gy), None)
 
@@ -150,12 +151,12 @@ def compress_block(fn: Callable, bits, mode: str = "residuals") -> Callable:
       if kind in ("param", "int", "small"):
         saved.append(leaf)                 # parameters are never compressed
       else:
-        saved.append(_compress(leaf, b, seed, i))
+        saved.append(compress_leaf(leaf, b, seed, i))
     holder["treedef"], holder["where"] = treedef, where
     return y, saved
 
   def bwd(saved, gy):
-    uniq = [_decompress(c) for c in saved]
+    uniq = [decompress_leaf(c) for c in saved]
     vjp = jax.tree.unflatten(holder["treedef"], [uniq[i] for i in holder["where"]])
     gp, gx = vjp(gy)
     return gp, gx, None

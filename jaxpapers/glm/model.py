@@ -157,15 +157,17 @@ class GLM(nnx.Module):
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
   def __call__(self, tokens, positions, context_len, *, dropout_key=None, cache=None,
-               cache_index=0, layer_wrapper=None):
+               cache_index=0, layer_wrapper=None, layer_stack=None):
     """Logits [B,T,V] (and the updated cache when `cache` is given).
 
     `layer_wrapper(fn) -> g` (training only) replaces `jax.checkpoint` around each scanned
     layer: fn(ctx, h) -> h is one layer (ctx holds its parameters under "xs", with the layer
     index at ctx["xs"]["idx"], and the RoPE tables and mask) and g(ctx, h, seed) must compute the
     same; seed is a per-layer, per-step uint32 drawn from dropout_key (e.g. activation
-    compression, `jaxpapers.gact`). A sequence of (start, stop, wrapper) runs one scan per
-    contiguous range of layers, each with its own wrapper (e.g. its own bit width).
+    compression, `jaxpapers.gact`). `layer_stack(layer_fn, h, xs, shared, seeds) -> h`
+    (training only) replaces the whole scanned stack instead: layer_fn(shared, xs_l, h) -> h is
+    layer l (xs_l as ctx["xs"] above, shared = {"rope", "mask"}), seeds [L] uint32 as above; it
+    must compute lax.scan of layer_fn over xs (e.g. `jaxpapers.gact.stack.compressed_stack`).
 
     tokens [B,T] int; positions [B,T] (1-D) or [B,2,T] (2-D); context_len [B]: the first
     context_len tokens attend bidirectionally. With a cache, tokens sit at absolute
@@ -191,11 +193,14 @@ class GLM(nnx.Module):
       return h, new_kv
 
     xs = {"p": stacked, "idx": jnp.arange(cfg.num_layers), "key": layer_keys}
-    if layer_wrapper is not None and cache is None:
-      h = x
-      for start, stop, wrapper in _segments(layer_wrapper, cfg.num_layers):
-        seg = jax.tree.map(lambda v: v[start:stop], xs)
-        h, _ = jax.lax.scan(_wrapped_body(cfg, wrapper, rope, mask, dropout_key), h, seg)
+    if layer_stack is not None and cache is None:
+      def layer_fn(shared, xs_l, h):
+        key = xs_l["key"] if dropout_key is not None else None
+        return _layer(cfg, h, xs_l["p"], xs_l["idx"], shared["rope"], shared["mask"], key, None, 0)[0]
+      h = layer_stack(layer_fn, x, xs, {"rope": rope, "mask": mask}, jax.vmap(_seed_of)(layer_keys))
+      new_kv = None
+    elif layer_wrapper is not None and cache is None:
+      h, _ = jax.lax.scan(_wrapped_body(cfg, layer_wrapper, rope, mask, dropout_key), x, xs)
       new_kv = None
     else:
       if cfg.remat and cache is None:
@@ -211,18 +216,10 @@ class GLM(nnx.Module):
     return logits, {"k": new_kv[0], "v": new_kv[1]}
 
 
-def _segments(layer_wrapper, num_layers: int):
-  segs = (list(layer_wrapper) if isinstance(layer_wrapper, (list, tuple))
-          else [(0, num_layers, layer_wrapper)])
-  pos = 0
-  for start, stop, _ in segs:
-    if start != pos or stop <= start:
-      raise ValueError(f"layer_wrapper segments must tile [0, {num_layers}) in order, got "
-                       f"{[(a, b) for a, b, _ in segs]}")
-    pos = stop
-  if pos != num_layers:
-    raise ValueError(f"layer_wrapper segments end at {pos}, the model has {num_layers} layers")
-  return segs
+def _seed_of(key):
+  """A uint32 seed from a layer's dropout key (typed or raw)."""
+  raw = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+  return jnp.asarray(raw, jnp.uint32).reshape(-1)[-1]
 
 
 def _wrapped_body(cfg, wrapper, rope, mask, dropout_key):
@@ -235,10 +232,7 @@ def _wrapped_body(cfg, wrapper, rope, mask, dropout_key):
   wrapped = wrapper(layer_fn)
 
   def body(h, xs):
-    key = xs["key"]
-    raw = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    seed = jnp.asarray(raw, jnp.uint32).reshape(-1)[-1]
-    return wrapped({"xs": xs, "rope": rope, "mask": mask}, h, seed), None
+    return wrapped({"xs": xs, "rope": rope, "mask": mask}, h, _seed_of(xs["key"])), None
 
   return body
 

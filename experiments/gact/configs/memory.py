@@ -1,8 +1,10 @@
 """GACT levels on a GLM layer stack (arXiv 2206.11357): memory, max batch, loss, step time.
 
-Families: `transformer` (a scanned GLM stack, compressed-recompute mode) and `cnn` (a ResNet on
-Fashion-MNIST, GACT's residual mode). Presets: default (16 layers, 300 steps; ResNet 300 steps),
-`quick` (8 layers, 80 steps at batch 16; ResNet 100 steps at batch 64), `tiny` (seconds)."""
+Families: `transformer` (a scanned GLM stack, compressed-recompute mode), `cnn` (a ResNet on
+Fashion-MNIST) and `gnn` (a GCN on WordNet lexnames, full graph), both in GACT's residual mode.
+Presets: default (16 layers, 300 steps, every level; ResNet 300 steps; GCN on all 117,659
+synsets, 200 steps), `quick` (8 layers, 80 steps at batch 16; ResNet 100 steps at batch 64; GCN
+on the first 40,000 synsets, 100 steps; levels L0, L1, L2, L2.2, plain), `tiny` (a smoke run)."""
 import ml_collections
 
 PRESETS = (None, "default", "quick", "tiny")
@@ -12,11 +14,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = "gact/memory"
   c.seed = 0
-  c.families = ("transformer", "cnn")
+  c.families = ("transformer", "cnn", "gnn")
   c.data = dict(corpus="austen", vocab_size=1024)
   c.model = dict(num_layers=16, d_model=256, num_heads=8)
   c.seq_len = 64
-  c.levels = ("L0", "L1", "L2", "L2.2", "plain")   # "plain": no remat, no compression
+  c.levels = ("L0", "L1", "L1.1", "L1.2", "L2", "L2.1", "L2.2", "plain")   # plain: no remat
   c.mode = "recompute"          # each layer saves its compressed input (GACT + checkpointing)
   c.adapt_interval = 100        # steps between re-estimates of the adaptive allocation
   c.probe_batch = 8             # sub-batch of the sensitivity estimate
@@ -30,12 +32,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                max_batch_limit=8192, probe_batch=64, adapt_interval=100,
                train=dict(steps=300, batch=64, lr=3e-3, warmup=0.05, end_lr_ratio=0.05,
                           weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8, clip=1.0))
+  c.gnn = dict(feature_dim=64, hidden=64, num_layers=3, max_nodes=None, memory_batch=117659,
+               budget_batch=117659, max_batch_limit=4_000_000, adapt_interval=100,
+               train=dict(steps=200, batch=1, lr=1e-2, warmup=0.05, end_lr_ratio=0.1,
+                          weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, clip=1.0))
   if arg == "quick":
+    c.levels = ("L0", "L1", "L2", "L2.2", "plain")
     c.model.update(num_layers=8)
     c.train.update(steps=80, batch=16)
     c.adapt_interval = 40
     c.cnn.update(probe_batch=16, adapt_interval=100)
     c.cnn.train.update(steps=100)
+    c.gnn.update(max_nodes=40000, memory_batch=40000, budget_batch=40000, adapt_interval=100)
+    c.gnn.train.update(steps=100)
   elif arg == "tiny":
     c.data.update(vocab_size=512)
     c.model.update(num_layers=3, d_model=64, num_heads=4)
@@ -51,4 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.cnn.update(widths=(8, 16), blocks_per_stage=1, memory_batch=16, budget_batch=16,
                  max_batch_limit=64, probe_batch=8, adapt_interval=2)
     c.cnn.train.update(steps=4, batch=16)
+    c.gnn.update(hidden=16, num_layers=2, max_nodes=2000, memory_batch=2000, budget_batch=2000,
+                 max_batch_limit=20000, adapt_interval=2)
+    c.gnn.train.update(steps=4)
   return c

@@ -1,0 +1,215 @@
+"""GACT proper on models built from blocks (GACT §3, §6): every tensor a block saves for its
+backward is compressed ("residuals" mode), no recomputation. Two of the paper's families:
+
+- `cnn`: a ResNet (GroupNorm basic blocks) on the embedded Fashion-MNIST subset (GACT §6 trains
+  ResNets on images); batch = images.
+- `gnn`: a jraph GCN (Kipf & Welling 2017) classifying WordNet synsets into their 45 lexicographer
+  files, full-graph training (GACT §6 trains GCN/GAT on full graphs); "batch" = nodes of the
+  graph (at WordNet's mean degree) for the memory measurements.
+
+`block_family` runs the levels for one family: the same model, data and seed per level; test
+accuracy; activation memory = XLA temp bytes of the train step at `memory_batch` minus at batch
+1; max batch under L0's temp bytes at `budget_batch`; median step time; adaptive levels allocate
+one width per saved tensor (over all blocks) from GACT's sensitivity, re-estimated every
+`adapt_interval` steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from jaxpapers.core.train import TrainState, make_optimizer, make_train_step
+from jaxpapers.gact import adaptive
+from jaxpapers.gact.measure import max_batch, temp_bytes
+from jaxpapers.gact.wrapper import compress_block, probe_residuals, residual_leaves
+
+log = logging.getLogger("jaxpapers")
+
+
+@dataclasses.dataclass
+class FamilySpec:
+  """What `block_family` needs from a model family. `apply(model, batch, wrapper)` returns
+  (logits, labels, weights); wrapper(i, block) -> a callable with the block's signature (its
+  first argument is the activation; the others are passed through uncompressed)."""
+  model: nnx.Module
+  apply: Callable
+  batch_at: Callable          # step -> batch
+  probe_batch: Callable       # () -> the sub-batch of the sensitivity estimate
+  example: Callable           # size -> a batch of that size (zeros; for compiling only)
+  accuracy: Callable          # params -> test accuracy
+
+
+def _xent(logits, y, w):
+  nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1)[:, 0]
+  return (nll * w).sum() / jnp.maximum(w.sum(), 1.0)
+
+
+def _wrapped(blk, make: Callable, seed):
+  """blk(x, *rest) with its saved tensors handled by make(fn) -> g(params, x, seed)."""
+  g, _ = nnx.split(blk)
+
+  def call(x, *rest):
+    return make(lambda s, x: nnx.merge(g, s)(x, *rest))(nnx.state(blk), x, seed)
+  return call
+
+
+def block_family(name: str, k: ml_collections.ConfigDict, levels, seed: int, spec: FamilySpec) -> dict:
+  graphdef, params0 = nnx.split(spec.model, nnx.Param)
+  tx = make_optimizer(ml_collections.ConfigDict(dict(k.train)))
+
+  # the saved tensors of each block, and their offsets in one flat list
+  per_block = []
+
+  def record(i, blk):
+    def call(x, *rest):
+      g, _ = nnx.split(blk)
+      fn = lambda s, x: nnx.merge(g, s)(x, *rest)
+      per_block.append(residual_leaves(fn, nnx.state(blk), x))
+      return fn(nnx.state(blk), x)
+    return call
+
+  jax.eval_shape(lambda: spec.apply(nnx.merge(graphdef, params0), spec.example(k.memory_batch), record))
+  offsets = np.cumsum([0] + [len(b) for b in per_block]).tolist()
+  flat_leaves = [l for b in per_block for l in b]
+  compressible = [j for j, l in enumerate(flat_leaves) if l.kind == "float"]
+
+  def loss_fn_for(bits_flat):   # None: plain (L0); else one width per flat leaf
+    def loss_fn(model, batch, key):
+      s = jax.random.bits(key, dtype=jnp.uint32)
+      wrapper = None
+      if bits_flat is not None:
+        wrapper = lambda i, blk: _wrapped(
+            blk, lambda fn: compress_block(fn, tuple(bits_flat[offsets[i]:offsets[i + 1]]), "residuals"),
+            s + jnp.uint32(97 * i))
+      return _xent(*spec.apply(model, batch, wrapper)), {}
+    return loss_fn
+
+  @jax.jit
+  def probe_grad(params, bits, s, batch):
+    def loss(p):
+      wrapper = lambda i, blk: _wrapped(blk, probe_residuals(bits, offsets[i]), s + jnp.uint32(97 * i))
+      return _xent(*spec.apply(nnx.merge(graphdef, p), batch, wrapper))
+    return jax.grad(loss)(params)
+
+  out, budget = {}, None
+  for level in levels:
+    if level == "plain":
+      continue                     # these models' default is already plain training
+    lv = adaptive.get_level(level)
+    state = TrainState(step=jnp.int32(0), params=params0, opt_state=jax.jit(tx.init)(params0),
+                       rng=jax.random.key_data(jax.random.key(seed)))
+    bits = None if lv.bits is None else [int(lv.bits) if not lv.adaptive else 32] * len(flat_leaves)
+    steps, losses, times, allocs = {}, [], [], []
+    for start in range(0, k.train.steps, k.adapt_interval):
+      if lv.adaptive:
+        pb = spec.probe_batch()
+        probe = lambda b, s: probe_grad(state.params, jnp.asarray(b, jnp.float32), jnp.uint32(s), pb)
+        sens = []
+        for j in compressible:
+          one = lambda w: tuple(w if i == j else 32 for i in range(len(flat_leaves)))
+          sens.append(adaptive.sensitivity(probe(one(1), seed + start), probe(one(1), seed + start + 1),
+                                           probe(one(8), seed + start + 2)))
+        chosen = adaptive.allocate_bits(sens, [flat_leaves[j].size for j in compressible], lv.bits)
+        bits = [32] * len(flat_leaves)
+        for j, b in zip(compressible, chosen):
+          bits[j] = b
+        allocs.append({"step": start, "sensitivity": sens, "bits": list(chosen)})
+      key = tuple(bits or ())
+      if key not in steps:
+        lf = loss_fn_for(bits)
+        steps[key] = (jax.jit(make_train_step(graphdef, lf, tx)), lf)
+      step, loss_fn = steps[key]
+      for i in range(start, min(k.train.steps, start + k.adapt_interval)):
+        t0 = time.perf_counter()
+        state, m = step(state, spec.batch_at(i), jnp.float32(1.0))
+        losses.append(float(m["loss"]))
+        times.append(time.perf_counter() - t0)
+    cache = {}
+
+    def temp_at(b, loss_fn=loss_fn, cache=cache):
+      if b not in cache:
+        cache[b] = temp_bytes(graphdef, loss_fn, tx, params0, spec.example(b))
+      return cache[b]
+
+    t_b, t_1 = temp_at(k.memory_batch), temp_at(1)
+    if budget is None:
+      budget = temp_at(k.budget_batch)
+    out[level] = {"acc": spec.accuracy(state.params), "act_bytes": t_b - t_1, "temp_bytes": t_b,
+                  "max_batch": max_batch(temp_at, budget, k.memory_batch, k.max_batch_limit),
+                  "step_time": statistics.median(times[1:] if len(times) > 1 else times),
+                  "bits": None if bits is None else [bits[j] for j in compressible],
+                  "avg_bits": None if bits is None else adaptive.average_bits(
+                      [bits[j] for j in compressible], [flat_leaves[j].size for j in compressible]),
+                  "allocations": allocs, "losses": losses}
+    log.info("%s %s: test acc %.3f, act %.1f MiB, max batch %d, step %.3fs", name, level,
+             out[level]["acc"], (t_b - t_1) / 2**20, out[level]["max_batch"], out[level]["step_time"])
+  return {"levels": out, "budget_bytes": budget,
+          "saved_tensors": [{"shape": list(l.shape), "kind": l.kind} for l in flat_leaves]}
+
+
+def cnn_spec(k: ml_collections.ConfigDict, seed: int) -> FamilySpec:
+  """ResNet on the embedded Fashion-MNIST subset (8,000 train / 2,000 test)."""
+  from jaxpapers.data.images import load_fashion_mnist
+  from jaxpapers.nn.resnet import ResNet
+  data = load_fashion_mnist()
+  model = ResNet(tuple(k.widths), k.blocks_per_stage, rngs=nnx.Rngs(params=seed))
+  n, b = len(data["train_x"]), k.train.batch
+  rng = np.random.default_rng(seed)
+  flat = np.concatenate([rng.permutation(n) for _ in range(k.train.steps * b // n + 1)])
+
+  def batch_at(i, b=b):
+    idx = flat[i * b:(i + 1) * b] if (i + 1) * b <= len(flat) else rng.integers(0, n, b)
+    return {"x": jnp.asarray(data["train_x"][idx]), "y": jnp.asarray(data["train_y"][idx])}
+
+  def apply(model, batch, wrapper):
+    return model(batch["x"], wrapper), batch["y"], jnp.ones(batch["y"].shape, jnp.float32)
+
+  gdef = nnx.split(model, nnx.Param)[0]
+
+  def accuracy(params):
+    f = jax.jit(lambda p, x: jnp.argmax(nnx.merge(gdef, p)(x), -1))
+    pred = np.concatenate([np.asarray(f(params, jnp.asarray(data["test_x"][i:i + 500])))
+                           for i in range(0, len(data["test_y"]), 500)])
+    return float((pred == data["test_y"]).mean())
+
+  return FamilySpec(model, apply, batch_at, lambda: batch_at(0, k.probe_batch),
+                    lambda b: {"x": jnp.zeros((b, 28, 28, 1)), "y": jnp.zeros((b,), jnp.int32)},
+                    accuracy)
+
+
+def gnn_spec(k: ml_collections.ConfigDict, seed: int) -> FamilySpec:
+  """GCN on WordNet (117,659 synsets, or the first `max_nodes` -> 45 lexnames; 60/20/20 node
+  split), full-graph training."""
+  from jaxpapers.data.graphs import load_wordnet_lexname
+  from jaxpapers.nn.gcn import GCN
+  d = load_wordnet_lexname(k.feature_dim, seed, max_nodes=k.get("max_nodes"))
+  model = GCN(k.feature_dim, k.hidden, k.num_layers, len(d["classes"]), rngs=nnx.Rngs(params=seed))
+  n, e = len(d["y"]), len(d["senders"])
+  full = {"x": jnp.asarray(d["x"]), "y": jnp.asarray(d["y"]), "senders": jnp.asarray(d["senders"]),
+          "receivers": jnp.asarray(d["receivers"]), "w": jnp.asarray(d["train"], jnp.float32)}
+
+  def apply(model, g, wrapper):
+    return model(g["x"], g["senders"], g["receivers"], wrapper), g["y"], g["w"]
+
+  def example(nodes):   # a graph of `nodes` nodes at WordNet's mean degree
+    m = max(1, round(nodes * e / n))
+    return {"x": jnp.zeros((nodes, k.feature_dim)), "y": jnp.zeros((nodes,), jnp.int32),
+            "senders": jnp.zeros((m,), jnp.int32), "receivers": jnp.zeros((m,), jnp.int32),
+            "w": jnp.zeros((nodes,))}
+
+  test, gdef = jnp.asarray(d["test"]), nnx.split(model, nnx.Param)[0]
+
+  def accuracy(params):
+    logits = jax.jit(lambda p, g: apply(nnx.merge(gdef, p), g, None)[0])(params, full)
+    return float(jnp.sum((jnp.argmax(logits, -1) == full["y"]) & test) / jnp.sum(test))
+
+  return FamilySpec(model, apply, lambda i: full, lambda: full, example, accuracy)

@@ -1,0 +1,126 @@
+"""A scanned layer stack that saves only each layer's compressed input, at one width per layer
+(GACT, arXiv 2206.11357 §4.3 per-tensor bits, combined with checkpointing as in §6).
+
+`compressed_stack(bits)` returns `layer_stack(layer_fn, h, xs, shared, seeds) -> h`, a drop-in
+for `lax.scan` over `layer_fn(shared, xs_l, h) -> h` with `jax.checkpoint` (GLM's `layer_stack`
+hook). Its `jax.custom_vjp`:
+
+- forward: the exact layers; before layer l its input is compressed at `bits[l]` (32 = kept in
+  FP32). One scan per run of equal widths, whose only outputs are the codes.
+- backward: one reverse scan over all layers; layer l reads its codes (a `lax.switch` over the
+  width classes, each stored as one stacked array), dequantises them, re-runs `jax.vjp` of the
+  layer and passes the cotangent down. Parameter gradients come out stacked; cotangents of
+  float `shared` leaves (e.g. RoPE tables) are summed over layers.
+
+A single backward scan keeps one layer's working set alive whatever the widths: differentiating
+one `lax.scan` per run of equal widths (`jax.checkpoint` inside each) made XLA keep a working set
+per scan (597 MiB vs 283 MiB for 8 GLM layers, see experiments/gact/README.md).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxpapers.core.errors import ConfigError
+from jaxpapers.gact.wrapper import check_bits, compress_leaf, decompress_leaf
+
+
+def _runs(bits):
+  """[(start, stop, width)] for the maximal runs of equal width."""
+  out, start = [], 0
+  for i in range(1, len(bits) + 1):
+    if i == len(bits) or bits[i] != bits[start]:
+      out.append((start, i, bits[start]))
+      start = i
+  return out
+
+
+def _is_float(x) -> bool:
+  return jnp.issubdtype(jnp.result_type(x), jnp.floating)
+
+
+def _split_float(tree):
+  """(float leaves or None, other leaves or None, treedef): differentiate only the float part."""
+  leaves, treedef = jax.tree.flatten(tree)
+  return ([l if _is_float(l) else None for l in leaves],
+          [None if _is_float(l) else l for l in leaves], treedef)
+
+
+def _merge(fl, other, treedef):
+  return jax.tree.unflatten(treedef, [f if o is None else o for f, o in zip(fl, other)])
+
+
+def compressed_stack(bits: Sequence[int]) -> Callable:
+  """A layer-stack runner saving layer l's input at bits[l] in {1, 2, 4, 8, 32}."""
+  bits = tuple(int(b) for b in bits)
+  check_bits(bits)
+  if not bits:
+    raise ConfigError("compressed_stack needs at least one layer width")
+  widths = sorted(set(bits))
+  cls = jnp.asarray([widths.index(b) for b in bits], jnp.int32)
+  slot = jnp.asarray([bits[:l].count(b) for l, b in enumerate(bits)], jnp.int32)
+  runs = _runs(bits)
+
+  save = lambda h, width, seed: compress_leaf(h, width, seed, 0)   # as compress_block's input
+
+  def layer_stack(layer_fn: Callable, h, xs, shared, seeds):
+    n = jax.tree.leaves(xs)[0].shape[0]
+    if n != len(bits):
+      raise ConfigError(f"{len(bits)} layer widths given for a stack of {n} layers")
+
+    def scan_plain(shared, xs, h):
+      def body(h, xs_l):
+        return layer_fn(shared, xs_l, h), None
+      return jax.lax.scan(body, h, xs)[0]
+
+    @jax.custom_vjp
+    def stack(shared, xs, h, seeds):
+      return scan_plain(shared, xs, h)
+
+    def fwd(shared, xs, h, seeds):
+      per_width = {w: [] for w in widths}
+      for start, stop, w in runs:
+        def body(h, inp, w=w):
+          xs_l, seed = inp
+          return layer_fn(shared, xs_l, h), save(h, w, seed)
+        seg = jax.tree.map(lambda v: v[start:stop], (xs, seeds))
+        h, codes = jax.lax.scan(body, h, seg)
+        per_width[w].append(codes)
+      bufs = [jax.tree.map(lambda *a: jnp.concatenate(a, 0), *per_width[w]) for w in widths]
+      return h, (shared, xs, bufs)
+
+    def bwd(res, gy):
+      shared, xs, bufs = res
+      sh_f, sh_o, sh_def = _split_float(shared)
+      readers = [lambda s, k=k: decompress_leaf(jax.tree.map(lambda a: a[s], bufs[k])) for k in range(len(widths))]
+
+      def body(carry, inp):
+        g, g_sh = carry
+        xs_l, c, s = inp
+        x_hat = jax.lax.switch(c, readers, s)
+        xf, xo, x_def = _split_float(xs_l)
+        f = lambda shf, xsf, h: layer_fn(_merge(shf, sh_o, sh_def), _merge(xsf, xo, x_def), h)
+        _, vjp = jax.vjp(f, sh_f, xf, x_hat)
+        d_sh, d_xs, d_h = vjp(g)
+        g_sh = jax.tree.map(jnp.add, g_sh, d_sh)
+        return (d_h, g_sh), d_xs
+
+      zeros = jax.tree.map(jnp.zeros_like, sh_f)
+      (g_h, g_sh), g_xs = jax.lax.scan(body, (gy, zeros), (xs, cls, slot), reverse=True)
+      return _cotangent_tree(shared, g_sh), _cotangent_tree(xs, g_xs), g_h, None
+
+    stack.defvjp(fwd, bwd)
+    return stack(shared, xs, h, seeds)
+
+  return layer_stack
+
+
+def _cotangent_tree(primal, float_cts):
+  """Cotangents for `primal`: the float leaves from `float_cts` (as `_split_float` lists them),
+  None (zero) for integer and key leaves."""
+  leaves, treedef = jax.tree.flatten(primal)
+  cts = jax.tree.leaves(float_cts, is_leaf=lambda x: x is None)
+  it = iter(c for c in cts if c is not None)
+  return jax.tree.unflatten(treedef, [next(it) if _is_float(l) else None for l in leaves])
