@@ -1,4 +1,6 @@
-"""`jaxpapers run gact/memory`: GACT levels on a GLM layer stack (GACT §6, Table 2-4 style).
+"""`jaxpapers run gact/memory`: GACT levels on the paper's three model families (GACT §6, Tables
+2-4 style): the transformer family here (a GLM layer stack), the CNN and GNN families in
+`gact.block_families`.
 
 For each level (L0 = the framework's default: layers scanned under `jax.checkpoint`; L1/L1.1/L1.2
 fixed 4/8/2 bits; L2/L2.1/L2.2 adaptive with average 4/3/2 bits) and the uncompressed reference
