@@ -1,5 +1,7 @@
-"""GACT proper on models built from blocks (GACT §3, §6): every tensor a block saves for its
-backward is compressed ("residuals" mode), no recomputation. Two of the paper's families:
+"""GACT on models built from blocks (GACT §3, §6), two of the paper's families. `block_family`:
+every tensor a block saves for its backward is compressed ("residuals" mode), no recomputation.
+`stack_family`: identical layers scanned, each saving only its compressed input (as the
+transformer family). The families:
 
 - `cnn`: a ResNet (GroupNorm basic blocks) on the embedded Fashion-MNIST subset (GACT §6 trains
   ResNets on images); batch = images.
@@ -7,7 +9,7 @@ backward is compressed ("residuals" mode), no recomputation. Two of the paper's 
   files, full-graph training (GACT §6 trains GCN/GAT on full graphs); "batch" = nodes of the
   graph (at WordNet's mean degree) for the memory measurements.
 
-`block_family` runs the levels for one family: the same model, data and seed per level; test
+`run_levels` runs the levels for one family: the same model, data and seed per level; test
 accuracy; activation memory = XLA temp bytes of the train step at `memory_batch` minus at batch
 1; max batch under L0's temp bytes at `budget_batch`; median step time; adaptive levels allocate
 one width per saved tensor (over all blocks) from GACT's sensitivity, re-estimated every
@@ -30,7 +32,9 @@ from flax import nnx
 from jaxpapers.core.train import TrainState, make_optimizer, make_train_step
 from jaxpapers.gact import adaptive
 from jaxpapers.gact.measure import max_batch, temp_bytes
+from jaxpapers.gact.stack import compressed_stack, probe_stack
 from jaxpapers.gact.wrapper import compress_block, probe_residuals, residual_leaves
+from jaxpapers.nn.stack import scan_stack
 
 log = logging.getLogger("jaxpapers")
 
@@ -63,8 +67,8 @@ def _wrapped(blk, make: Callable, seed):
 
 
 def block_family(name: str, k: ml_collections.ConfigDict, levels, seed: int, spec: FamilySpec) -> dict:
+  """GACT's residual mode: every saved tensor of every block is a candidate for compression."""
   graphdef, params0 = nnx.split(spec.model, nnx.Param)
-  tx = make_optimizer(ml_collections.ConfigDict(dict(k.train)))
 
   # the saved tensors of each block, and their offsets in one flat list
   per_block = []
@@ -82,47 +86,90 @@ def block_family(name: str, k: ml_collections.ConfigDict, levels, seed: int, spe
   flat_leaves = [l for b in per_block for l in b]
   compressible = [j for j, l in enumerate(flat_leaves) if l.kind == "float"]
 
-  def loss_fn_for(bits_flat):   # None: plain (L0); else one width per flat leaf
+  def expand(bits):         # one width per float tensor -> one per residual leaf (masks: 1 bit)
+    flat = [1 if l.kind == "bool" else 32 for l in flat_leaves]
+    for j, b in zip(compressible, bits):
+      flat[j] = int(b)
+    return flat
+
+  def loss_fn_for(bits):    # None: plain (L0)
+    flat = None if bits is None else expand(bits)
+
     def loss_fn(model, batch, key):
       s = jax.random.bits(key, dtype=jnp.uint32)
       wrapper = None
-      if bits_flat is not None:
+      if flat is not None:
         wrapper = lambda i, blk: _wrapped(
-            blk, lambda fn: compress_block(fn, tuple(bits_flat[offsets[i]:offsets[i + 1]]), "residuals"),
+            blk, lambda fn: compress_block(fn, tuple(flat[offsets[i]:offsets[i + 1]]), "residuals"),
             s + jnp.uint32(97 * i))
       return _xent(*spec.apply(model, batch, wrapper)), {}
     return loss_fn
 
+  idx = jnp.asarray(compressible)
+
+  def probe_loss(model, batch, bits, s):
+    flat = jnp.full((len(flat_leaves),), 32.0).at[idx].set(bits)
+    wrapper = lambda i, blk: _wrapped(blk, probe_residuals(flat, offsets[i]), s + jnp.uint32(97 * i))
+    return _xent(*spec.apply(model, batch, wrapper))
+
+  out = run_levels(name, k, levels, seed, spec, [flat_leaves[j].size for j in compressible],
+                   loss_fn_for, probe_loss)
+  out["saved_tensors"] = [{"shape": list(l.shape), "kind": l.kind} for l in flat_leaves]
+  return out
+
+
+def stack_family(name: str, k: ml_collections.ConfigDict, levels, seed: int, spec: FamilySpec) -> dict:
+  """GACT with checkpointing on a scanned stack of identical layers (as the transformer family):
+  L0 = `lax.scan` + `jax.checkpoint` (the most frugal uncompressed layout); compressed levels
+  save each layer's input at its own width (`gact.stack.compressed_stack`); spec.apply takes a
+  layer-stack runner instead of a block wrapper."""
+  model = spec.model
+  graphdef, params0 = nnx.split(model, nnx.Param)
+  num_layers = len(model.layers)
+
+  def loss_fn_for(bits):
+    runner = scan_stack(remat=True) if bits is None else compressed_stack(bits)
+
+    def loss_fn(model, batch, key):
+      return _xent(*spec.apply(model, batch, runner, jax.random.bits(key, dtype=jnp.uint32))), {}
+    return loss_fn
+
+  def probe_loss(model, batch, bits, s):
+    return _xent(*spec.apply(model, batch, probe_stack(bits), s))
+
+  return run_levels(name, k, levels, seed, spec, [1] * num_layers, loss_fn_for, probe_loss)
+
+
+def run_levels(name: str, k, levels, seed: int, spec: FamilySpec, sizes, loss_fn_for: Callable,
+               probe_loss: Callable) -> dict:
+  """Trains and measures every level. `sizes`: the candidate tensors' relative sizes (d_l);
+  loss_fn_for(None | one width per candidate) -> loss_fn; probe_loss(model, batch, widths
+  [traced f32, 32 = exact], seed) -> the loss whose gradient GACT's sensitivity compares."""
+  graphdef, params0 = nnx.split(spec.model, nnx.Param)
+  tx = make_optimizer(ml_collections.ConfigDict(dict(k.train)))
+  n = len(sizes)
+
   @jax.jit
   def probe_grad(params, bits, s, batch):
-    def loss(p):
-      wrapper = lambda i, blk: _wrapped(blk, probe_residuals(bits, offsets[i]), s + jnp.uint32(97 * i))
-      return _xent(*spec.apply(nnx.merge(graphdef, p), batch, wrapper))
-    return jax.grad(loss)(params)
+    return jax.grad(lambda p: probe_loss(nnx.merge(graphdef, p), batch, bits, s))(params)
 
   out, budget = {}, None
   for level in levels:
     if level == "plain":
-      continue                     # these models' default is already plain training
+      continue                     # these families' L0 is already uncompressed
     lv = adaptive.get_level(level)
     state = TrainState(step=jnp.int32(0), params=params0, opt_state=jax.jit(tx.init)(params0),
                        rng=jax.random.key_data(jax.random.key(seed)))
-    bits = None if lv.bits is None else [int(lv.bits) if not lv.adaptive else 32] * len(flat_leaves)
+    bits = None if lv.bits is None else [int(lv.bits)] * n
     steps, losses, times, allocs = {}, [], [], []
     for start in range(0, k.train.steps, k.adapt_interval):
       if lv.adaptive:
         pb = spec.probe_batch()
-        probe = lambda b, s: probe_grad(state.params, jnp.asarray(b, jnp.float32), jnp.uint32(s), pb)
-        sens = []
-        for j in compressible:
-          one = lambda w: tuple(w if i == j else 32 for i in range(len(flat_leaves)))
-          sens.append(adaptive.sensitivity(probe(one(1), seed + start), probe(one(1), seed + start + 1),
-                                           probe(one(8), seed + start + 2)))
-        chosen = adaptive.allocate_bits(sens, [flat_leaves[j].size for j in compressible], lv.bits)
-        bits = [32] * len(flat_leaves)
-        for j, b in zip(compressible, chosen):
-          bits[j] = b
-        allocs.append({"step": start, "sensitivity": sens, "bits": list(chosen)})
+        grad_with_bits = lambda b, s: probe_grad(state.params, jnp.asarray(b, jnp.float32),
+                                                 jnp.uint32(s), pb)
+        sens = adaptive.estimate_sensitivities(grad_with_bits, n, seed + start)
+        bits = list(adaptive.allocate_bits(sens, sizes, lv.bits))
+        allocs.append({"step": start, "sensitivity": sens, "bits": bits})
       key = tuple(bits or ())
       if key not in steps:
         lf = loss_fn_for(bits)
@@ -146,14 +193,11 @@ def block_family(name: str, k: ml_collections.ConfigDict, levels, seed: int, spe
     out[level] = {"acc": spec.accuracy(state.params), "act_bytes": t_b - t_1, "temp_bytes": t_b,
                   "max_batch": max_batch(temp_at, budget, k.memory_batch, k.max_batch_limit),
                   "step_time": statistics.median(times[1:] if len(times) > 1 else times),
-                  "bits": None if bits is None else [bits[j] for j in compressible],
-                  "avg_bits": None if bits is None else adaptive.average_bits(
-                      [bits[j] for j in compressible], [flat_leaves[j].size for j in compressible]),
+                  "bits": bits, "avg_bits": None if bits is None else adaptive.average_bits(bits, sizes),
                   "allocations": allocs, "losses": losses}
     log.info("%s %s: test acc %.3f, act %.1f MiB, max batch %d, step %.3fs", name, level,
              out[level]["acc"], (t_b - t_1) / 2**20, out[level]["max_batch"], out[level]["step_time"])
-  return {"levels": out, "budget_bytes": budget,
-          "saved_tensors": [{"shape": list(l.shape), "kind": l.kind} for l in flat_leaves]}
+  return {"levels": out, "budget_bytes": budget}
 
 
 def cnn_spec(k: ml_collections.ConfigDict, seed: int) -> FamilySpec:
@@ -197,8 +241,10 @@ def gnn_spec(k: ml_collections.ConfigDict, seed: int) -> FamilySpec:
   full = {"x": jnp.asarray(d["x"]), "y": jnp.asarray(d["y"]), "senders": jnp.asarray(d["senders"]),
           "receivers": jnp.asarray(d["receivers"]), "w": jnp.asarray(d["train"], jnp.float32)}
 
-  def apply(model, g, wrapper):
-    return model(g["x"], g["senders"], g["receivers"], wrapper), g["y"], g["w"]
+  def apply(model, g, hook, seed=0):   # hook: a block wrapper, or a layer-stack runner (k.layout)
+    if k.get("layout", "blocks") == "stack" and hook is not None:
+      return model(g["x"], g["senders"], g["receivers"], layer_stack=hook, seed=seed), g["y"], g["w"]
+    return model(g["x"], g["senders"], g["receivers"], hook), g["y"], g["w"]
 
   def example(nodes):   # a graph of `nodes` nodes at WordNet's mean degree
     m = max(1, round(nodes * e / n))

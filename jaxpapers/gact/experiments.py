@@ -56,6 +56,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
               "probe_batch"):
     cfglib.check(c, key, lambda v: isinstance(v, int) and v > 0, "a positive int")
   cfglib.check(c, "mode", lambda v: v in ("recompute", "residuals"), "'recompute' or 'residuals'")
+  cfglib.check(c, "gnn.layout", lambda v: v in ("stack", "blocks"), "'stack' or 'blocks'")
   if c.mode == "residuals" and any(adaptive.LEVELS[n].adaptive for n in c.levels if n != "plain"):
     raise ConfigError("mode 'residuals' on the GLM stack takes one width for every layer; use mode "
                       "'recompute' with the adaptive levels (L2, L2.1, L2.2)")
@@ -120,7 +121,9 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   for fam in ("cnn", "gnn"):
     if fam in c.families:
       k = c[fam]
-      out = block_families.block_family(fam, k, c.levels, c.seed, BLOCK_FAMILIES[fam][1](k, c.seed))
+      run_family = (block_families.stack_family if k.get("layout", "blocks") == "stack"
+                    else block_families.block_family)
+      out = run_family(fam, k, c.levels, c.seed, BLOCK_FAMILIES[fam][1](k, c.seed))
       _ratios(out["levels"], "acc")
       results[fam] = out
   _report(wd, command, c, results)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.gact.wrapper import check_bits, compress_leaf, decompress_leaf
+from pallas_kernels.act_compress import fake_quantize
 
 
 def _runs(bits):
@@ -114,6 +115,34 @@ def compressed_stack(bits: Sequence[int]) -> Callable:
     stack.defvjp(fwd, bwd)
     return stack(shared, xs, h, seeds)
 
+  return layer_stack
+
+
+def probe_stack(bits) -> Callable:
+  """A layer-stack runner for GACT's sensitivity estimate (§4.2) on a stack: the forward is exact;
+  the backward recomputes layer l from fake_quantize(its input, bits[l]) (traced widths, 32 =
+  exact), so one compiled gradient serves every (layer, width) probe."""
+  def layer_stack(layer_fn: Callable, h, xs, shared, seeds):
+    @jax.custom_vjp
+    def layer(shared, xs_l, h, seed, b):
+      return layer_fn(shared, xs_l, h)
+
+    def fwd(shared, xs_l, h, seed, b):
+      return layer_fn(shared, xs_l, h), (shared, xs_l, h, seed, b)
+
+    def bwd(res, g):     # everything it reads comes through res (no closed-over tracers)
+      shared, xs_l, h, seed, b = res
+      sh_f, sh_o, sh_def = _split_float(shared)
+      xf, xo, x_def = _split_float(xs_l)
+      f = lambda shf, xsf, h: layer_fn(_merge(shf, sh_o, sh_def), _merge(xsf, xo, x_def), h)
+      s = jnp.asarray(seed, jnp.uint32) * jnp.uint32(0x85EBCA6B)
+      _, vjp = jax.vjp(f, sh_f, xf, fake_quantize(h, b, s))
+      d_sh, d_xs, d_h = vjp(g)
+      return _cotangent_tree(shared, d_sh), _cotangent_tree(xs_l, d_xs), d_h, None, None
+
+    layer.defvjp(fwd, bwd)
+    body = lambda h, inp: (layer(shared, inp[0], h, inp[1], inp[2]), None)
+    return jax.lax.scan(body, h, (xs, seeds, jnp.asarray(bits, jnp.float32)))[0]
   return layer_stack
 
 

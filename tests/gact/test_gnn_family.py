@@ -50,3 +50,30 @@ def test_gcn_layers_compress_through_the_hook_without_per_op_code():
   rel = lambda g: float(jnp.linalg.norm(g - exact) / jnp.linalg.norm(exact))
   r8, r2 = rel(grads(8)), rel(grads(2))
   assert 0 < r8 < 0.02 and r8 < r2 < 0.5, (r8, r2)
+
+
+def test_gcn_as_a_scanned_stack_exact_compressed_and_probed():
+  from jaxpapers.gact.stack import compressed_stack, probe_stack
+  from jaxpapers.nn.stack import scan_stack
+  d = load_wordnet_lexname(feature_dim=16, max_nodes=600)
+  model = GCN(16, 32, 3, 45, rngs=nnx.Rngs(params=1))
+  gd, params = nnx.split(model, nnx.Param)
+  x, y = jnp.asarray(d["x"]), jnp.asarray(d["y"])
+  s, r = jnp.asarray(d["senders"]), jnp.asarray(d["receivers"])
+
+  def grads(stack):
+    def loss(p, s, r):     # the edge indices traced, as in a train step
+      logits = nnx.merge(gd, p)(x, s, r, layer_stack=stack, seed=3)
+      return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1).mean()
+    return jnp.concatenate([g.ravel() for g in jax.tree.leaves(jax.jit(jax.grad(loss))(params, s, r))])
+
+  loop = grads(None)
+  rel = lambda g: float(jnp.linalg.norm(g - loop) / jnp.linalg.norm(loop))
+  assert rel(grads(scan_stack(remat=True))) < 1e-5
+  assert rel(grads(compressed_stack([32, 32, 32]))) < 1e-5
+  assert rel(grads(probe_stack(jnp.full(3, 32.0)))) < 1e-5
+  r2 = rel(grads(compressed_stack([2, 2, 2])))
+  r8 = rel(grads(compressed_stack([8, 8, 8])))
+  p1 = rel(grads(probe_stack(jnp.array([1.0, 32.0, 32.0]))))
+  p8 = rel(grads(probe_stack(jnp.array([8.0, 32.0, 32.0]))))
+  assert 0 < r8 < r2 < 0.5 and 0 < p8 < p1, (r8, r2, p8, p1)

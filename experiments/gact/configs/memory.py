@@ -1,7 +1,8 @@
 """GACT levels on a GLM layer stack (arXiv 2206.11357): memory, max batch, loss, step time.
 
 Families: `transformer` (a scanned GLM stack, compressed-recompute mode), `cnn` (a ResNet on
-Fashion-MNIST) and `gnn` (a GCN on WordNet lexnames, full graph), both in GACT's residual mode.
+Fashion-MNIST, GACT's residual mode) and `gnn` (a GCN on WordNet lexnames, full graph; its layers
+scanned as one compressed stack, or with `gnn.layout="blocks"` in residual mode).
 Presets: default (16 layers, 300 steps, every level; ResNet 300 steps; GCN on all 117,659
 synsets, 200 steps), `quick` (8 layers, 80 steps at batch 16; ResNet 100 steps at batch 64; GCN
 on the first 40,000 synsets, 100 steps; levels L0, L1, L2, L2.2, plain), `tiny` (a smoke run)."""
@@ -32,7 +33,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                max_batch_limit=8192, probe_batch=64, adapt_interval=100,
                train=dict(steps=300, batch=64, lr=3e-3, warmup=0.05, end_lr_ratio=0.05,
                           weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8, clip=1.0))
-  c.gnn = dict(feature_dim=64, hidden=64, num_layers=3, max_nodes=None, memory_batch=117659,
+  # gnn layout: "stack" (identical GCN layers scanned; L0 = scan + jax.checkpoint, compressed-
+  # recompute levels) or "blocks" (layers in a Python loop, L0 plain, GACT's residual mode)
+  c.gnn = dict(layout="stack", feature_dim=64, hidden=64, num_layers=3, max_nodes=None, memory_batch=117659,
                budget_batch=117659, max_batch_limit=4_000_000, adapt_interval=100,
                train=dict(steps=200, batch=1, lr=1e-2, warmup=0.05, end_lr_ratio=0.1,
                           weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, clip=1.0))
