@@ -30,22 +30,30 @@ def test_wordnet_graph_is_whole_symmetric_and_split():
     load_wordnet_lexname(max_nodes=1)
 
 
-def test_gcn_layers_compress_through_the_hook_without_per_op_code():
+def _gcn_gradient(num_layers: int, seed: int):
+  """grads(**hooks): the flat gradient of a GCN's loss on a 600-synset graph, the edge indices
+  traced as in a train step; hooks go to GCN.__call__ (layer_wrapper or layer_stack, seed)."""
   d = load_wordnet_lexname(feature_dim=16, max_nodes=600)
-  model = GCN(16, 32, 2, 45, rngs=nnx.Rngs(params=0))
-  gd, params = nnx.split(model, nnx.Param)
+  gd, params = nnx.split(GCN(16, 32, num_layers, 45, rngs=nnx.Rngs(params=seed)), nnx.Param)
   x, y = jnp.asarray(d["x"]), jnp.asarray(d["y"])
   s, r = jnp.asarray(d["senders"]), jnp.asarray(d["receivers"])
 
-  def grads(bits):
-    def loss(p):
-      wrapper = None if bits is None else (
-          lambda i, blk: _wrapped(blk, lambda fn: compress_block(fn, bits, "residuals"), jnp.uint32(5 + i)))
-      logits = nnx.merge(gd, p)(x, s, r, wrapper)
+  def grads(**hooks):
+    def loss(p, s, r):
+      logits = nnx.merge(gd, p)(x, s, r, **hooks)
       return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1).mean()
-    return jnp.concatenate([g.ravel() for g in jax.tree.leaves(jax.jit(jax.grad(loss))(params))])
+    return jnp.concatenate([g.ravel() for g in jax.tree.leaves(jax.jit(jax.grad(loss))(params, s, r))])
+  return grads
 
-  exact = grads(None)
+
+def test_gcn_layers_compress_through_the_hook_without_per_op_code():
+  gcn_grads = _gcn_gradient(2, 0)
+
+  def grads(bits):
+    return gcn_grads(layer_wrapper=lambda i, blk: _wrapped(
+        blk, lambda fn: compress_block(fn, bits, "residuals"), jnp.uint32(5 + i)))
+
+  exact = gcn_grads()
   np.testing.assert_array_equal(grads(32), exact)               # full width = no wrapper
   rel = lambda g: float(jnp.linalg.norm(g - exact) / jnp.linalg.norm(exact))
   r8, r2 = rel(grads(8)), rel(grads(2))
@@ -55,19 +63,10 @@ def test_gcn_layers_compress_through_the_hook_without_per_op_code():
 def test_gcn_as_a_scanned_stack_exact_compressed_and_probed():
   from jaxpapers.gact.stack import compressed_stack, probe_stack
   from jaxpapers.nn.stack import scan_stack
-  d = load_wordnet_lexname(feature_dim=16, max_nodes=600)
-  model = GCN(16, 32, 3, 45, rngs=nnx.Rngs(params=1))
-  gd, params = nnx.split(model, nnx.Param)
-  x, y = jnp.asarray(d["x"]), jnp.asarray(d["y"])
-  s, r = jnp.asarray(d["senders"]), jnp.asarray(d["receivers"])
+  gcn_grads = _gcn_gradient(3, 1)
+  grads = lambda stack: gcn_grads(layer_stack=stack, seed=3)
 
-  def grads(stack):
-    def loss(p, s, r):     # the edge indices traced, as in a train step
-      logits = nnx.merge(gd, p)(x, s, r, layer_stack=stack, seed=3)
-      return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1).mean()
-    return jnp.concatenate([g.ravel() for g in jax.tree.leaves(jax.jit(jax.grad(loss))(params, s, r))])
-
-  loop = grads(None)
+  loop = gcn_grads()
   rel = lambda g: float(jnp.linalg.norm(g - loop) / jnp.linalg.norm(loop))
   assert rel(grads(scan_stack(remat=True))) < 1e-5
   assert rel(grads(compressed_stack([32, 32, 32]))) < 1e-5
