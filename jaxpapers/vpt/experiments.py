@@ -52,7 +52,8 @@ def net_config(n: ml_collections.ConfigDict, env: E.Env) -> NetConfig:
                    stem_channels=n.stem_channels, channels=tuple(n.channels),
                    blocks_per_stage=n.blocks_per_stage, d_model=n.d_model, heads=n.heads,
                    layers=n.layers, temporal_kernel=n.get("temporal_kernel", 5),
-                   tile_features=n.get("tile_features", 16), pooled=n.get("pooled", False))
+                   tile_features=n.get("tile_features", 16), pooled=n.get("pooled", False),
+                   motion=n.get("motion", False))
 
 
 def demonstrations(c, env: E.Env, episodes: int, key) -> tuple[Episodes, E.Rollout]:

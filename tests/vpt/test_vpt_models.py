@@ -1,5 +1,7 @@
 """The IDM is non-causal and the policy causal (perturbing future frames); the acting loop's
 embedding cache reproduces the policy; a few training steps on 8 fake devices."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -10,7 +12,7 @@ from flax import nnx
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.vpt.learners import fit, initial_policy_carry, make_policy_act, pseudo_label
-from jaxpapers.vpt.models import InverseDynamicsModel, NetConfig, Policy
+from jaxpapers.vpt.models import MOTION_SCALE, InverseDynamicsModel, NetConfig, Policy, tile_motion, to_tiles
 
 NET = NetConfig(window=6, stem_channels=8, tile_features=4, channels=(8,), d_model=16, heads=2, layers=2)
 
@@ -32,10 +34,27 @@ def test_policy_is_causal_and_idm_is_not():
   a, b = pol(x), pol(y)
   np.testing.assert_array_equal(a[:, :3], b[:, :3])     # positions 0..2 never see frames >= 3
   assert not np.allclose(a[:, 3], b[:, 3], atol=1e-4)
-  idm = InverseDynamicsModel(NET, rngs=nnx.Rngs(0))
-  a, b = idm(x), idm(y)
-  assert not np.allclose(a[:, 1], b[:, 1], atol=1e-4)   # the IDM at t=1 looks ahead
-  assert not np.allclose(a[:, 0], b[:, 0], atol=1e-4)   # ... through attention, beyond the conv kernel
+  for motion in (False, True):
+    idm = InverseDynamicsModel(dataclasses.replace(NET, motion=motion), rngs=nnx.Rngs(0))
+    a, b = idm(x), idm(y)
+    assert not np.allclose(a[:, 1], b[:, 1], atol=1e-4)   # the IDM at t=1 looks ahead
+    assert not np.allclose(a[:, 0], b[:, 0], atol=1e-4)   # ... through attention, beyond the conv kernel
+
+
+def test_tile_motion_finds_a_one_tile_scroll():
+  """Hand-made video: frame 1 is frame 0 with the view scrolled one tile (the player moved
+  left, so tile (i, j) of frame 1 shows tile (i, j - 1) of frame 0); frame 2 repeats frame 1."""
+  rng = np.random.default_rng(0)
+  grid = rng.integers(0, 256, (9, 10, 7, 7, 3), dtype=np.uint8)     # 10 tile columns of world
+  img = lambda cols: grid[:, cols].transpose(0, 2, 1, 3, 4).reshape(63, 63, 3)
+  video = np.stack([img(np.arange(1, 10)), img(np.arange(0, 9)), img(np.arange(0, 9))])
+  m = np.asarray(tile_motion(to_tiles(jnp.asarray(video[None]), 7)))[0] / MOTION_SCALE
+  assert m.shape == (3, 9, 9, 9)
+  left = 3                                                           # offset (dy, dx) = (0, -1)
+  np.testing.assert_allclose(m[0, :, 1:, left], 0.0, atol=1e-3)     # every tile matched one to the left
+  assert (m[0, :, 1:, 4] > 0.1).all()                                # ... and not where it was
+  np.testing.assert_allclose(m[1, ..., 4], 0.0, atol=1e-3)          # no motion between frames 1 and 2
+  np.testing.assert_array_equal(m[2], 0.0)                           # the last frame has no next frame
 
 
 def test_acting_cache_matches_running_the_policy_on_the_window():

@@ -24,14 +24,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = dict(episodes=320, steps=250, test_episodes=16, labelled_fraction=0.125)
   # flip: share of IDM training windows mirrored left-right (LEFT/RIGHT swapped); scaling: IDMs on
   # these fractions of the labelled set, trained for the same number of steps as the full one
-  c.idm = dict(net=dict(_NET, temporal_kernel=5, tile_features=16), flip=0.5,
-               train=dict(_TRAIN, steps=3000, batch=16), scaling=(0.125, 0.25, 0.5))
-  c.policy = dict(net=dict(_NET, window=4), train=dict(_TRAIN, steps=3000, batch=32, lr=2e-3))
+  # motion: the IDM's fixed tile-match features (models.tile_motion): 20 labelled episodes, 600
+  # steps at lr 3e-3, held-out non-noop accuracy 79.7% without them, 88.0% with them
+  c.idm = dict(net=dict(_NET, temporal_kernel=5, tile_features=16, motion=True), flip=0.5,
+               train=dict(_TRAIN, steps=1500, batch=16, lr=3e-3), scaling=(0.25, 0.5))
+  c.policy = dict(net=dict(_NET, window=4), train=dict(_TRAIN, steps=1500, batch=32, lr=2e-3))
   c.eval = dict(episodes=64, steps=250, gif_episodes=2)
   if arg == "quick":
     c.data.update(episodes=160, test_episodes=16)
-    c.idm.train.update(steps=300)
-    c.idm.scaling = (0.25, 0.5)
+    c.idm.train.update(steps=750)
+    c.idm.scaling = ()                          # the data-scaling curve: default preset
     c.policy.train.update(steps=150)
     c.eval.update(episodes=32)
   elif arg == "tiny":
