@@ -33,10 +33,10 @@ EXPERIMENTS = {e.name: e for e in [
     Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/configs/quantize.py", 3.9,
                "GLM-130B INT8/INT4 weight quantization: ppl per scheme, CPU decode speed and memory"),
     Experiment("gact/memory", "jaxpapers.gact.experiments:run", "gact/configs/memory.py", 19.1,
-               "GACT levels L0-L2.2 on a GLM stack and a ResNet: activation memory, max batch, quality, step time"),
+               "GACT levels L0-L2.2 on a GLM stack, a ResNet and a jraph GCN: activation memory, max batch, quality, step time"),
     Experiment("kgt/queries", "jaxpapers.kgt.experiments:run", "kgt/configs/queries.py", 9.9,
                "kgTransformer vs GQE/Q2B on 9 BetaE query types (UMLS, Kinships): MRR per type, ablations"),
-    Experiment("vpt/pipeline", "jaxpapers.vpt.experiments:run", "vpt/configs/pipeline.py", 10.7,
+    Experiment("vpt/pipeline", "jaxpapers.vpt.experiments:run", "vpt/configs/pipeline.py", 9.4,
                "VPT in Craftax: IDM on labelled demos, pseudo-labels, BC (IDM / small / true labels) in the game"),
 ]}
 
