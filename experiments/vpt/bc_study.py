@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
 import jax
-import ml_collections
 import numpy as np
+from study_setup import cached_episodes, fit_once, quick_config
 
-from jaxpapers.core.config import load_config_file
-from jaxpapers.core.mesh import make_mesh
 from jaxpapers.vpt import env as E
 from jaxpapers.vpt.data import Episodes, WindowBatches
-from jaxpapers.vpt.experiments import Evaluator, demonstrations, net_config, success
-from jaxpapers.vpt.learners import fit
+from jaxpapers.vpt.experiments import Evaluator, success
 
 
 def held_out_accuracy(policy, eps: Episodes, window: int, windows: int = 512) -> float:
@@ -44,28 +38,15 @@ def main():
   ap.add_argument("--cache", default="/tmp/jaxpapers_vpt_bc_study.npz", help="demonstrations cache")
   args = ap.parse_args()
   over = json.loads(args.overrides)
-  c = load_config_file(Path(__file__).parent / "configs" / "pipeline.py", "quick")
-  c.policy.net.update(over.get("net", {}))
-  c.policy.train.update(over.get("train", {}))
+  c = quick_config("policy", over)
   env = E.make_env(c.env)
-  n = args.episodes + 16
-  if not Path(args.cache).exists() or np.load(args.cache)["actions"].shape[0] < n:
-    eps, _ = demonstrations(c, env, n, jax.random.key(0))
-    np.savez(args.cache, frames=eps.frames, actions=eps.actions, valid=eps.valid)
-  z = np.load(args.cache)
-  eps = Episodes(z["frames"], z["actions"], z["valid"])
+  eps = cached_episodes(c, env, args.episodes + 16, args.cache)
   train, held = eps.take(np.arange(args.episodes)), eps.take(np.arange(len(eps) - 16, len(eps)))
-  net = net_config(c.policy.net, env)
-  wd = Path(tempfile.mkdtemp(prefix="bc_study_"))
-  try:
-    t = fit("policy", net, ml_collections.ConfigDict(c.policy.train.to_dict()), train, wd,
-            make_mesh(c.mesh.shape, c.mesh.axes), 0)
-  finally:
-    shutil.rmtree(wd, ignore_errors=True)
+  t = fit_once("policy", c, env, train)
   r = Evaluator(env, t.model, args.eval_episodes, c.eval.steps)(t.model, jax.random.key(1000))
   s = success(r)
   print(json.dumps({"overrides": over, "episodes": args.episodes, "final_loss": round(t.final_loss, 4),
-                    "held_out_accuracy": round(held_out_accuracy(t.model, held, net.window), 4),
+                    "held_out_accuracy": round(held_out_accuracy(t.model, held, c.policy.net.window), 4),
                     "score": s["score"], "step_ms": round(1000 * t.step_time),
                     "per_achievement": {k: round(v, 2) for k, v in s["per_achievement"].items() if v}}))
 

@@ -11,20 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
-import jax
-import ml_collections
 import numpy as np
+from study_setup import cached_episodes, fit_once, quick_config
 
-from jaxpapers.core.config import load_config_file
-from jaxpapers.core.mesh import make_mesh
 from jaxpapers.vpt import env as E
-from jaxpapers.vpt.data import Episodes
-from jaxpapers.vpt.experiments import demonstrations, net_config
-from jaxpapers.vpt.learners import fit, idm_accuracy, pseudo_label
+from jaxpapers.vpt.learners import idm_accuracy, pseudo_label
 
 
 def main():
@@ -34,23 +26,12 @@ def main():
   ap.add_argument("--cache", default="/tmp/jaxpapers_vpt_idm_study.npz", help="demonstrations cache")
   args = ap.parse_args()
   over = json.loads(args.overrides)
-  c = load_config_file(Path(__file__).parent / "configs" / "pipeline.py", "quick")
-  c.idm.net.update(over.get("net", {}))
-  c.idm.train.update(over.get("train", {}))
+  c = quick_config("idm", over)
   c.idm.flip = over.get("flip", c.idm.flip)
   env = E.make_env(c.env)
-  if not Path(args.cache).exists():
-    eps, _ = demonstrations(c, env, 56, jax.random.key(0))
-    np.savez(args.cache, frames=eps.frames, actions=eps.actions, valid=eps.valid)
-  z = np.load(args.cache)
-  eps = Episodes(z["frames"], z["actions"], z["valid"])
+  eps = cached_episodes(c, env, 56, args.cache)
   train, held = eps.take(np.arange(min(args.labelled, 40))), eps.take(np.arange(40, 56))
-  wd = Path(tempfile.mkdtemp(prefix="idm_study_"))
-  try:
-    t = fit("idm", net_config(c.idm.net, env), ml_collections.ConfigDict(c.idm.train.to_dict()), train, wd,
-            make_mesh(c.mesh.shape, c.mesh.axes), 0, c.idm.flip)
-  finally:
-    shutil.rmtree(wd, ignore_errors=True)
+  t = fit_once("idm", c, env, train, c.idm.flip)
   held_acc = idm_accuracy(pseudo_label(t.model, held.frames), held)
   train_acc = idm_accuracy(pseudo_label(t.model, train.frames), train)
   print(json.dumps({"overrides": over, "labelled_episodes": len(train),
