@@ -1,11 +1,13 @@
 """How GACT's activation-memory ratio depends on depth (compile-only, no training).
 
-  python experiments/bench/gact_depth.py [--layers 8 32 64] [--batch 128]
+  python experiments/bench/gact_depth.py [--layers 8 32 64] [--batch 1024] [--chunk 8]
 
 For a GLM stack (d_model 256, 8 heads, seq 64, vocab 1024) at each depth: XLA's compiled temp
 bytes of the whole train step at `--batch` minus at batch 1, for L0 (scanned layers under
-jax.checkpoint, the default), 2-bit compressed-recompute (every layer input at 2 bits) and no
-remat; prints JSON with the ratios L0 / 2-bit and plain / 2-bit.
+jax.checkpoint), 2-bit compressed-recompute (every layer input at 2 bits, one
+`gact.stack.compressed_stack`) and no remat; layers and tied head in micro-batches of `--chunk`
+sequences (0: whole batch) for L0 and 2-bit, never for no remat; prints JSON with the ratios
+L0 / 2-bit and plain / 2-bit.
 """
 from __future__ import annotations
 
@@ -17,24 +19,23 @@ import optax
 from flax import nnx
 
 from jaxpapers.gact.measure import temp_bytes
-from jaxpapers.gact.wrapper import compress_block
-from jaxpapers.glm.model import GLM, GLMConfig
+from jaxpapers.gact.stack import compressed_stack
+from jaxpapers.glm.model import GLM, GLMConfig, head_nll
 
 
-def loss_fn_for(wrapper):
+def loss_fn_for(hooks, head_chunk):
   def loss_fn(model, batch, key):
-    import jax
-    logits = model(batch["tokens"], batch["positions"], batch["context_len"], dropout_key=key,
-                   layer_wrapper=wrapper)
-    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), batch["targets"][..., None], -1)
-    return nll.mean(), {}
+    h = model(batch["tokens"], batch["positions"], batch["context_len"], dropout_key=key,
+              return_hidden=True, **hooks)
+    return head_nll(model, h, batch["targets"], head_chunk).mean(), {}
   return loss_fn
 
 
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--layers", type=int, nargs="+", default=[8, 32, 64])
-  ap.add_argument("--batch", type=int, default=128)
+  ap.add_argument("--batch", type=int, default=1024)
+  ap.add_argument("--chunk", type=int, default=8)
   a = ap.parse_args()
   T, out = 64, []
   batch = lambda b: {"tokens": jnp.zeros((b, T), jnp.int32), "positions": jnp.zeros((b, T), jnp.int32),
@@ -42,19 +43,21 @@ def main():
   tx = optax.adamw(1e-3)
   for L in a.layers:
     row = {"layers": L}
-    for name, remat, wrapper in [("L0", True, None), ("plain", False, None),
-                                 ("2bit", True, lambda fn: compress_block(fn, 2, "recompute"))]:
-      cfg = GLMConfig(vocab_size=1024, num_layers=L, d_model=256, num_heads=8, dropout=0.0, remat=remat)
+    for name, remat, stack in [("L0", True, None), ("plain", False, None), ("2bit", True, [2] * L)]:
+      chunk = a.chunk if remat else 0
+      cfg = GLMConfig(vocab_size=1024, num_layers=L, d_model=256, num_heads=8, dropout=0.0,
+                      remat=remat, layer_chunk=chunk)
       model = nnx.eval_shape(lambda: GLM(cfg, rngs=nnx.Rngs(params=0)))
       graphdef, params = nnx.split(model, nnx.Param)
-      t = [temp_bytes(graphdef, loss_fn_for(wrapper), tx, params, batch(b)) for b in (a.batch, 1)]
+      loss_fn = loss_fn_for({"layer_stack": compressed_stack(stack)} if stack else {}, chunk)
+      t = [temp_bytes(graphdef, loss_fn, tx, params, batch(b)) for b in (a.batch, 1)]
       row[f"act_mib_{name}"] = (t[0] - t[1]) / 2**20
     row["ratio_L0_over_2bit"] = row["act_mib_L0"] / row["act_mib_2bit"]
     row["ratio_plain_over_2bit"] = row["act_mib_plain"] / row["act_mib_2bit"]
     row["saved_inputs_mib_fp32"] = L * a.batch * T * 256 * 4 / 2**20
     out.append(row)
     print(json.dumps(row), flush=True)
-  print(json.dumps({"batch": a.batch, "rows": out}, indent=1))
+  print(json.dumps({"batch": a.batch, "chunk": a.chunk, "rows": out}, indent=1))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,16 @@
 2-4 style): the transformer family here (a GLM layer stack), the CNN and GNN families in
 `gact.block_families`.
 
-For each level (L0 = the framework's default: layers scanned under `jax.checkpoint`; L1/L1.1/L1.2
+For each level (L0 = the framework's most memory-frugal uncompressed layout: layers scanned under
+`jax.checkpoint`, each layer and the tied head run over micro-batches of `model.layer_chunk` /
+`head_chunk` sequences, each rematerialised; every level shares that micro-batching; L1/L1.1/L1.2
 fixed 4/8/2 bits; L2/L2.1/L2.2 adaptive with average 4/3/2 bits) and the uncompressed reference
-without remat ("plain"): the same GLM, data and seed trained for the same steps; held-out loss;
-activation memory = XLA's compiled temp bytes of the whole train step (AdamW included) at
-`memory_batch` minus the same at batch 1 (at small batches XLA reuses the optimizer's temporaries
-for activations, so the difference is measured where activations dominate); the largest batch under a fixed budget (the L0 step's temp bytes
-at `budget_batch`), found by search over compiled steps; median step time. Compression runs in
+without remat or micro-batches ("plain"): the same GLM, data and seed trained for the same steps;
+held-out loss; activation memory = XLA's compiled temp bytes of the whole train step (AdamW
+included) at `memory_batch` minus the same at batch 1 (at small batches XLA reuses the optimizer's
+temporaries for activations, so the difference is measured where activations dominate); the
+largest batch under a fixed budget (the L0 step's temp bytes at `budget_batch`), found by search
+over compiled steps at multiples of the micro-batch; median step time. Compression runs in
 "recompute" mode: each layer saves only its compressed input and recomputes itself in the
 backward (GACT combined with checkpointing), all layers in one `gact.stack.compressed_stack`;
 adaptive levels allocate one width per layer from GACT's sensitivity estimate, re-estimated every
@@ -17,6 +20,7 @@ adaptive levels allocate one width per layer from GACT's sensitivity estimate, r
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from pathlib import Path
@@ -67,7 +71,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
 def _glm_parts(c, workdir):
   from jaxpapers.glm import data as glmdata
   from jaxpapers.glm import evaluate as ev
-  from jaxpapers.glm.model import GLM, GLMConfig
+  from jaxpapers.glm.model import GLM, GLMConfig, head_nll
   from jaxpapers.glm.objective import BatchSampler
   corpus = glmdata.prepare(c.data.corpus, c.data.vocab_size, 0.05, workdir, c.seq_len)
   cfg = GLMConfig(vocab_size=corpus.vocab_size, dropout=0.0, remat=True, **c.model.to_dict())
@@ -82,10 +86,9 @@ def _glm_parts(c, workdir):
   def loss_fn_for(hooks: dict):
     """The loss with GLM's layer hooks (`layer_wrapper` / `layer_stack`, see GLM.__call__)."""
     def loss_fn(model, batch, key):
-      logits = model(batch["tokens"], batch["positions"], batch["context_len"], dropout_key=key,
-                     **hooks)
-      logp = jax.nn.log_softmax(logits, -1)
-      nll = -jnp.take_along_axis(logp, batch["targets"][..., None], -1)[..., 0]
+      h = model(batch["tokens"], batch["positions"], batch["context_len"], dropout_key=key,
+                return_hidden=True, **hooks)
+      nll = head_nll(model, h, batch["targets"], c.head_chunk)
       w = batch["weights"]
       return (nll * w).sum() / jnp.maximum(w.sum(), 1.0), {}
     return loss_fn
@@ -195,10 +198,12 @@ def transformer_family(c, wd: Path) -> dict:
     t_b, t_1 = temp_at(c.memory_batch), temp_at(1)
     if budget is None:   # the budget: the first level's (L0's) step at budget_batch
       budget = temp_at(c.budget_batch)
-    mb = max_batch(temp_at, budget, c.memory_batch, c.max_batch_limit)
+    mb = max_batch(temp_at, budget, c.memory_batch, c.max_batch_limit,
+                   multiple=math.lcm(max(1, c.model.get("layer_chunk", 0)), max(1, c.head_chunk)))
     results["levels"][level] = {
         "loss": val_loss, "train_loss_last": float(np.mean(losses[-max(1, len(losses) // 10):])),
         "act_bytes": t_b - t_1, "temp_bytes": t_b, "temp_bytes_batch1": t_1, "max_batch": mb,
+        "temp_bytes_probed": {str(b): v for b, v in sorted(cache.items())},
         "step_time": statistics.median(times[1:] if len(times) > 1 else times),
         "bits": bits, "allocations": alloc_history, "losses": losses}
     log.info("%s: held-out loss %.4f, act %.1f MiB, max batch %d, step %.3fs", level, val_loss,
@@ -220,7 +225,7 @@ def transformer_family(c, wd: Path) -> dict:
 def _no_remat(model):
   import dataclasses
   m = nnx.clone(model)
-  m.cfg = dataclasses.replace(model.cfg, remat=False)
+  m.cfg = dataclasses.replace(model.cfg, remat=False, layer_chunk=0)
   return m
 
 

@@ -24,9 +24,15 @@ def temp_bytes(graphdef, loss_fn, tx, params, batch) -> int:
   return int(step.lower(*args).compile().memory_analysis().temp_size_in_bytes)
 
 
-def max_batch(temp_at, budget: int, hint: int, limit: int) -> int:
+def max_batch(temp_at, budget: int, hint: int, limit: int, multiple: int = 1) -> int:
   """Largest batch b <= limit with temp_at(b) <= budget (temp_at compiles a step): a linear
-  prediction from two sizes, then galloping and bisection between a fitting and a failing b."""
+  prediction from two sizes, then galloping and bisection between a fitting and a failing b.
+  With `multiple` > 1 only multiples of it are tried (a micro-batched model pads other batches,
+  which costs copies a user would not choose to pay)."""
+  if multiple > 1:
+    k = max_batch(lambda j: temp_at(j * multiple), budget, max(1, hint // multiple),
+                  max(1, limit // multiple))
+    return k * multiple
   t1, th = temp_at(1), temp_at(hint)
   if t1 > budget:
     raise ConfigError(f"even batch 1 needs {t1:,} temp bytes, over the budget {budget:,}")

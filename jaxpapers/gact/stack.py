@@ -6,15 +6,17 @@ for `lax.scan` over `layer_fn(shared, xs_l, h) -> h` with `jax.checkpoint` (GLM'
 hook). Its `jax.custom_vjp`:
 
 - forward: the exact layers; before layer l its input is compressed at `bits[l]` (32 = kept in
-  FP32). One scan per run of equal widths, whose only outputs are the codes.
+  FP32). One scan over all layers; layer l writes its codes into its width class's stacked
+  buffer (a `lax.switch` over the classes), which are the only residuals.
 - backward: one reverse scan over all layers; layer l reads its codes (a `lax.switch` over the
   width classes, each stored as one stacked array), dequantises them, re-runs `jax.vjp` of the
   layer and passes the cotangent down. Parameter gradients come out stacked; cotangents of
   float `shared` leaves (e.g. RoPE tables) are summed over layers.
 
-A single backward scan keeps one layer's working set alive whatever the widths: differentiating
-one `lax.scan` per run of equal widths (`jax.checkpoint` inside each) made XLA keep a working set
-per scan (597 MiB vs 283 MiB for 8 GLM layers, see experiments/gact/README.md).
+A single forward and a single backward scan keep one layer's working set alive whatever the
+widths: one `lax.scan` per run of equal widths made XLA keep a working set per scan (597 MiB vs
+283 MiB for 8 GLM layers when the backward was split too; 932 vs 468 MiB at batch 1024 with
+micro-batched layers when only the forward was; see experiments/gact/README.md).
 """
 from __future__ import annotations
 
@@ -81,15 +83,36 @@ def compressed_stack(bits: Sequence[int]) -> Callable:
       return scan_plain(shared, xs, h)
 
     def fwd(shared, xs, h, seeds):
-      per_width = {w: [] for w in widths}
-      for start, stop, w in runs:
-        def body(h, inp, w=w):
+      if len(runs) == 1:
+        def body(h, inp):
           xs_l, seed = inp
-          return layer_fn(shared, xs_l, h), save(h, w, seed)
-        seg = jax.tree.map(lambda v: v[start:stop], (xs, seeds))
-        h, codes = jax.lax.scan(body, h, seg)
-        per_width[w].append(codes)
-      bufs = [jax.tree.map(lambda *a: jnp.concatenate(a, 0), *per_width[w]) for w in widths]
+          return layer_fn(shared, xs_l, h), save(h, widths[0], seed)
+        h, codes = jax.lax.scan(body, h, (xs, seeds))
+        return h, (shared, xs, [codes])
+      # one scan whatever the widths: layer l writes its codes into slot[l] of its width class's
+      # buffer (a lax.switch over the classes). One scan per run of equal widths made XLA keep
+      # about a layer input per run boundary (8 GLM layers at batch 1024, widths alternating
+      # 2/1: 932 MiB against 483 MiB for two runs; README)
+      counts = [bits.count(w) for w in widths]
+      proto = [jax.eval_shape(lambda h, s, w=w: save(h, w, s), h, seeds[0]) for w in widths]
+      bufs0 = [jax.tree.map(lambda a, n=n: jnp.zeros((n,) + a.shape, a.dtype), p)
+               for p, n in zip(proto, counts)]
+
+      def body(carry, inp):
+        h, bufs = carry
+        xs_l, seed, c, s = inp
+
+        def write(k):
+          def branch(bufs):
+            new = jax.tree.map(lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, s, 0),
+                               bufs[k], save(h, widths[k], seed))
+            return [new if j == k else b for j, b in enumerate(bufs)]
+          return branch
+
+        bufs = jax.lax.switch(c, [write(k) for k in range(len(widths))], bufs)
+        return (layer_fn(shared, xs_l, h), bufs), None
+
+      (h, bufs), _ = jax.lax.scan(body, (h, bufs0), (xs, seeds, cls, slot))
       return h, (shared, xs, bufs)
 
     def bwd(res, gy):

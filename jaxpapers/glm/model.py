@@ -21,6 +21,7 @@ from flax import nnx
 from jaxpapers.core.mesh import constrain
 from jaxpapers.nn.attention import layer_scaled_attention, update_cache
 from jaxpapers.nn.embedding import shrink_gradient
+from jaxpapers.nn.micro_batch import micro_batched
 from jaxpapers.nn.mlp import geglu
 from jaxpapers.nn.norm import layer_norm
 from jaxpapers.nn.param import param, xavier_normal
@@ -40,6 +41,9 @@ class GLMConfig:
   positions: str = "1d"       # "1d" (GLM-130B) or "2d" (original GLM)
   rope_base: float = 10000.0
   remat: bool = True          # jax.checkpoint each scanned layer
+  layer_chunk: int = 0        # > 0 (no KV cache): each layer runs over the batch in micro-batches of
+                              # this many sequences under lax.map, each micro-batch rematerialised
+                              # (memory: one micro-batch's working set; see micro_batched)
   embed_init_std: float = 0.02
 
   @property
@@ -108,6 +112,14 @@ def _layer(cfg: GLMConfig, h, p, layer_index, rope, mask, dropout_key, cache_kv,
   return constrain(out, "batch", "length", "embed"), new_kv
 
 
+def _uncached_layer(cfg: GLMConfig, h, p, layer_index, rope, mask, dropout_key):
+  """One layer without a KV cache (training, full-sequence scoring), micro-batched when
+  cfg.layer_chunk > 0."""
+  def fn(h, rope, mask, key):
+    return _layer(cfg, h, p, layer_index, rope, mask, key, None, 0)[0]
+  return micro_batched(fn, cfg.layer_chunk, (h, rope, mask), dropout_key)
+
+
 class GLM(nnx.Module):
   """GLM with `num_layers` identical layers stored stacked ([L, ...]) and run under lax.scan."""
 
@@ -157,7 +169,7 @@ class GLM(nnx.Module):
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
   def __call__(self, tokens, positions, context_len, *, dropout_key=None, cache=None,
-               cache_index=0, layer_wrapper=None, layer_stack=None):
+               cache_index=0, layer_wrapper=None, layer_stack=None, return_hidden=False):
     """Logits [B,T,V] (and the updated cache when `cache` is given).
 
     `layer_wrapper(fn) -> g` (training only) replaces `jax.checkpoint` around each scanned
@@ -171,7 +183,8 @@ class GLM(nnx.Module):
 
     tokens [B,T] int; positions [B,T] (1-D) or [B,2,T] (2-D); context_len [B]: the first
     context_len tokens attend bidirectionally. With a cache, tokens sit at absolute
-    positions cache_index..cache_index+T-1 of the cache."""
+    positions cache_index..cache_index+T-1 of the cache. `return_hidden` (no cache): the final
+    normalised hidden states [B,T,E] instead of the logits."""
     cfg = self.cfg
     B, T = tokens.shape
     x = jnp.take(self.embed[...], tokens, axis=0)
@@ -187,16 +200,16 @@ class GLM(nnx.Module):
 
     def body(h, xs):
       p, idx, key = xs["p"], xs["idx"], xs["key"]
-      kv = (xs["k"], xs["v"]) if cache is not None else None
-      h, new_kv = _layer(cfg, h, p, idx, rope, mask, key if dropout_key is not None else None,
-                         kv, cache_index)
-      return h, new_kv
+      key = key if dropout_key is not None else None
+      if cache is not None:
+        return _layer(cfg, h, p, idx, rope, mask, key, (xs["k"], xs["v"]), cache_index)
+      return _uncached_layer(cfg, h, p, idx, rope, mask, key), None
 
     xs = {"p": stacked, "idx": jnp.arange(cfg.num_layers), "key": layer_keys}
     if layer_stack is not None and cache is None:
       def layer_fn(shared, xs_l, h):
         key = xs_l["key"] if dropout_key is not None else None
-        return _layer(cfg, h, xs_l["p"], xs_l["idx"], shared["rope"], shared["mask"], key, None, 0)[0]
+        return _uncached_layer(cfg, h, xs_l["p"], xs_l["idx"], shared["rope"], shared["mask"], key)
       h = layer_stack(layer_fn, x, xs, {"rope": rope, "mask": mask}, jax.vmap(_seed_of)(layer_keys))
       new_kv = None
     elif layer_wrapper is not None and cache is None:
@@ -209,11 +222,25 @@ class GLM(nnx.Module):
         xs["k"], xs["v"] = cache["k"], cache["v"]
       h, new_kv = jax.lax.scan(body, x, xs)
     h = layer_norm(h, self.final_scale[...], self.final_bias[...])
+    if return_hidden and cache is None:    # [B,T,E] before the tied head (see `head_nll`)
+      return h
     logits = jnp.einsum("bte,ve->btv", h, self.embed[...]).astype(jnp.float32)
     logits = constrain(logits, "batch", "length", "vocab")
     if cache is None:
       return logits
     return logits, {"k": new_kv[0], "v": new_kv[1]}
+
+
+def head_nll(model: GLM, hidden, targets, chunk: int = 0):
+  """-log p(targets) [B,T] through the tied output head from `hidden` [B,T,E]; with chunk > 0 the
+  [B,T,V] logits exist for `chunk` sequences at a time (micro_batched), forward and backward."""
+  embed = model.embed[...]
+
+  def nll(h, t, key):
+    logits = jnp.einsum("bte,ve->btv", h, embed).astype(jnp.float32)
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), t[..., None], -1)[..., 0]
+
+  return micro_batched(nll, chunk, (hidden, targets))
 
 
 def _seed_of(key):
@@ -227,7 +254,7 @@ def _wrapped_body(cfg, wrapper, rope, mask, dropout_key):
   def layer_fn(ctx, h):
     xs = ctx["xs"]
     key = xs["key"] if dropout_key is not None else None
-    return _layer(cfg, h, xs["p"], xs["idx"], ctx["rope"], ctx["mask"], key, None, 0)[0]
+    return _uncached_layer(cfg, h, xs["p"], xs["idx"], ctx["rope"], ctx["mask"], key)
 
   wrapped = wrapper(layer_fn)
 

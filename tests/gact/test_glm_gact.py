@@ -108,3 +108,7 @@ def test_max_batch_search_finds_the_boundary():
   assert max_batch(temp_at, 10_000, 8, 500) == 500
   with pytest.raises(ConfigError, match="even batch 1"):
     max_batch(temp_at, 50, 8, 100)
+  # multiples of a micro-batch only: a batch off the grid that would fit is never returned
+  off_grid = lambda b: temp_at(b) + (0 if b % 8 == 0 else 10_000)
+  b8 = max_batch(off_grid, 2000, 64, 4096, multiple=8)
+  assert b8 % 8 == 0 and off_grid(b8) <= 2000 and b8 >= 0.94 * 264 - 8

@@ -15,7 +15,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = dict(num_layers=6, d_model=512, num_heads=8, ffn_dim=0, dropout=0.1,
                  emb_grad_shrink=0.1,               # §3 embedding gradient shrink
                  positions="1d",                    # §2.1 GLM-130B 1-D positions; "2d" = GLM
-                 rope_base=10000.0, remat=True, embed_init_std=0.02)
+                 rope_base=10000.0, remat=True, embed_init_std=0.02,
+                 layer_chunk=0)                     # > 0: micro-batched layers (less memory)
   c.objective = dict(seq_len=128, mask_ratio=0.15, span_lambda=3.0,  # §2.1 [MASK] spans
                      gmask_prob=0.7)                # §2.1: 30% [MASK], 70% [gMASK]
   c.mesh = dict(shape=(-1, 1), axes=("data", "model"))
