@@ -221,9 +221,9 @@ class GLM(nnx.Module):
       if cache is not None:
         xs["k"], xs["v"] = cache["k"], cache["v"]
       h, new_kv = jax.lax.scan(body, x, xs)
-    h = layer_norm(h, self.final_scale[...], self.final_bias[...])
-    if return_hidden and cache is None:    # [B,T,E] before the tied head (see `head_nll`)
+    if return_hidden and cache is None:    # [B,T,E] before the final norm (see `head_nll`)
       return h
+    h = layer_norm(h, self.final_scale[...], self.final_bias[...])
     logits = jnp.einsum("bte,ve->btv", h, self.embed[...]).astype(jnp.float32)
     logits = constrain(logits, "batch", "length", "vocab")
     if cache is None:
@@ -232,11 +232,13 @@ class GLM(nnx.Module):
 
 
 def head_nll(model: GLM, hidden, targets, chunk: int = 0):
-  """-log p(targets) [B,T] through the tied output head from `hidden` [B,T,E]; with chunk > 0 the
+  """-log p(targets) [B,T] through the final norm and the tied output head from `hidden` [B,T,E]
+  (`GLM(..., return_hidden=True)`); with chunk > 0 the norm and
   [B,T,V] logits exist for `chunk` sequences at a time (micro_batched), forward and backward."""
-  embed = model.embed[...]
+  embed, scale, bias = model.embed[...], model.final_scale[...], model.final_bias[...]
 
   def nll(h, t, key):
+    h = layer_norm(h, scale, bias)
     logits = jnp.einsum("bte,ve->btv", h, embed).astype(jnp.float32)
     return -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), t[..., None], -1)[..., 0]
 

@@ -169,6 +169,10 @@ def test_micro_batched_layers_and_head_equal_the_full_batch():
     np.testing.assert_allclose(float(got_l), float(ref_l), rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
                                                          atol=1e-6), nnx.state(got_g), nnx.state(ref_g))
-    full = tiny(remat=remat)(tokens, pos, ctx)
+    m = tiny(remat=remat)
+    full = m(tokens, pos, ctx)
+    want = -jnp.take_along_axis(jax.nn.log_softmax(full, -1), tokens[..., None], -1)[..., 0]
+    np.testing.assert_allclose(np.asarray(head_nll(m, m(tokens, pos, ctx, return_hidden=True), tokens)),
+                               np.asarray(want), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(tiny(remat=remat, layer_chunk=2)(tokens, pos, ctx)),
                                np.asarray(full), rtol=1e-5, atol=1e-6)
