@@ -183,8 +183,8 @@ class GLM(nnx.Module):
 
     tokens [B,T] int; positions [B,T] (1-D) or [B,2,T] (2-D); context_len [B]: the first
     context_len tokens attend bidirectionally. With a cache, tokens sit at absolute
-    positions cache_index..cache_index+T-1 of the cache. `return_hidden` (no cache): the final
-    normalised hidden states [B,T,E] instead of the logits."""
+    positions cache_index..cache_index+T-1 of the cache. `return_hidden` (no cache): the last
+    layer's output [B,T,E], before the final norm and the head (both in `head_nll`)."""
     cfg = self.cfg
     B, T = tokens.shape
     x = jnp.take(self.embed[...], tokens, axis=0)
