@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxpapers.gact.measure import max_batch, temp_bytes
+from jaxpapers.gact.measure import max_batch, temp_probe
 from jaxpapers.gact.stack import compressed_stack
 from jaxpapers.glm.model import GLM, GLMConfig, head_nll
 
@@ -54,13 +54,7 @@ def main():
       model = nnx.eval_shape(lambda: GLM(cfg, rngs=nnx.Rngs(params=0)))
       graphdef, params = nnx.split(model, nnx.Param)
       loss_fn = loss_fn_for({"layer_stack": compressed_stack(stack)} if stack else {}, chunk)
-      cache = {}
-
-      def temp_at(b, graphdef=graphdef, params=params, loss_fn=loss_fn, cache=cache):
-        if b not in cache:
-          cache[b] = temp_bytes(graphdef, loss_fn, tx, params, batch(b))
-        return cache[b]
-
+      temp_at = temp_probe(graphdef, loss_fn, tx, params, batch)
       row[f"act_mib_{name}"] = (temp_at(a.batch) - temp_at(1)) / 2**20
       if a.max_batch and name != "plain":
         budget = budget or temp_at(a.batch)

@@ -31,7 +31,7 @@ from flax import nnx
 
 from jaxpapers.core.train import TrainState, make_optimizer, make_train_step
 from jaxpapers.gact import adaptive
-from jaxpapers.gact.measure import max_batch, temp_bytes
+from jaxpapers.gact.measure import max_batch, temp_probe
 from jaxpapers.gact.stack import compressed_stack, probe_stack
 from jaxpapers.gact.wrapper import compress_block, probe_residuals, residual_leaves
 from jaxpapers.nn.stack import scan_stack
@@ -180,13 +180,7 @@ def run_levels(name: str, k, levels, seed: int, spec: FamilySpec, sizes, loss_fn
         state, m = step(state, spec.batch_at(i), jnp.float32(1.0))
         losses.append(float(m["loss"]))
         times.append(time.perf_counter() - t0)
-    cache = {}
-
-    def temp_at(b, loss_fn=loss_fn, cache=cache):
-      if b not in cache:
-        cache[b] = temp_bytes(graphdef, loss_fn, tx, params0, spec.example(b))
-      return cache[b]
-
+    temp_at = temp_probe(graphdef, loss_fn, tx, params0, spec.example)
     t_b, t_1 = temp_at(k.memory_batch), temp_at(1)
     if budget is None:
       budget = temp_at(k.budget_batch)

@@ -36,7 +36,7 @@ from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.report import Report, Row, fmt, plot_curves, write_report
 from jaxpapers.core.train import TrainState, make_optimizer, make_train_step
 from jaxpapers.gact import adaptive, block_families
-from jaxpapers.gact.measure import max_batch, temp_bytes
+from jaxpapers.gact.measure import max_batch, temp_probe
 from jaxpapers.gact.stack import compressed_stack
 from jaxpapers.gact.wrapper import compress_block, probe_block
 
@@ -188,13 +188,7 @@ def transformer_family(c, wd: Path) -> dict:
     gd_final = gd
     trained = nnx.merge(gd_final, state.params)
     val_loss = held_out(trained)
-    cache = {}
-
-    def temp_at(b, gd=gd_final, loss_fn=loss_fn, cache=cache):
-      if b not in cache:
-        cache[b] = temp_bytes(gd, loss_fn, tx, params0, example(b))
-      return cache[b]
-
+    temp_at = temp_probe(gd_final, loss_fn, tx, params0, example)
     t_b, t_1 = temp_at(c.memory_batch), temp_at(1)
     if budget is None:   # the budget: the first level's (L0's) step at budget_batch
       budget = temp_at(c.budget_batch)
@@ -203,7 +197,7 @@ def transformer_family(c, wd: Path) -> dict:
     results["levels"][level] = {
         "loss": val_loss, "train_loss_last": float(np.mean(losses[-max(1, len(losses) // 10):])),
         "act_bytes": t_b - t_1, "temp_bytes": t_b, "temp_bytes_batch1": t_1, "max_batch": mb,
-        "temp_bytes_probed": {str(b): v for b, v in sorted(cache.items())},
+        "temp_bytes_probed": {str(b): v for b, v in sorted(temp_at.probed.items())},
         "step_time": statistics.median(times[1:] if len(times) > 1 else times),
         "bits": bits, "allocations": alloc_history, "losses": losses}
     log.info("%s: held-out loss %.4f, act %.1f MiB, max batch %d, step %.3fs", level, val_loss,

@@ -24,6 +24,20 @@ def temp_bytes(graphdef, loss_fn, tx, params, batch) -> int:
   return int(step.lower(*args).compile().memory_analysis().temp_size_in_bytes)
 
 
+def temp_probe(graphdef, loss_fn, tx, params, example):
+  """temp_at(b): `temp_bytes` of the step for the batch example(b), each batch size compiled once;
+  temp_at.probed is {b: bytes} of every size asked for."""
+  probed: dict[int, int] = {}
+
+  def temp_at(b: int) -> int:
+    if b not in probed:
+      probed[b] = temp_bytes(graphdef, loss_fn, tx, params, example(b))
+    return probed[b]
+
+  temp_at.probed = probed
+  return temp_at
+
+
 def max_batch(temp_at, budget: int, hint: int, limit: int, multiple: int = 1) -> int:
   """Largest batch b <= limit with temp_at(b) <= budget (temp_at compiles a step): a linear
   prediction from two sizes, then galloping and bisection between a fitting and a failing b.

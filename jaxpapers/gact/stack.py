@@ -30,16 +30,6 @@ from jaxpapers.gact.wrapper import check_bits, compress_leaf, decompress_leaf
 from pallas_kernels.act_compress import fake_quantize
 
 
-def _runs(bits):
-  """[(start, stop, width)] for the maximal runs of equal width."""
-  out, start = [], 0
-  for i in range(1, len(bits) + 1):
-    if i == len(bits) or bits[i] != bits[start]:
-      out.append((start, i, bits[start]))
-      start = i
-  return out
-
-
 def _is_float(x) -> bool:
   return jnp.issubdtype(jnp.result_type(x), jnp.floating)
 
@@ -64,7 +54,6 @@ def compressed_stack(bits: Sequence[int]) -> Callable:
   widths = sorted(set(bits))
   cls = jnp.asarray([widths.index(b) for b in bits], jnp.int32)
   slot = jnp.asarray([bits[:l].count(b) for l, b in enumerate(bits)], jnp.int32)
-  runs = _runs(bits)
 
   save = lambda h, width, seed: compress_leaf(h, width, seed, 0)   # as compress_block's input
 
@@ -83,7 +72,7 @@ def compressed_stack(bits: Sequence[int]) -> Callable:
       return scan_plain(shared, xs, h)
 
     def fwd(shared, xs, h, seeds):
-      if len(runs) == 1:
+      if len(widths) == 1:
         def body(h, inp):
           xs_l, seed = inp
           return layer_fn(shared, xs_l, h), save(h, widths[0], seed)

@@ -233,8 +233,8 @@ class GLM(nnx.Module):
 
 def head_nll(model: GLM, hidden, targets, chunk: int = 0):
   """-log p(targets) [B,T] through the final norm and the tied output head from `hidden` [B,T,E]
-  (`GLM(..., return_hidden=True)`); with chunk > 0 the norm and
-  [B,T,V] logits exist for `chunk` sequences at a time (micro_batched), forward and backward."""
+  (`GLM(..., return_hidden=True)`); with chunk > 0 the norm and the [B,T,V] logits exist for
+  `chunk` sequences at a time (micro_batched), forward and backward."""
   embed, scale, bias = model.embed[...], model.final_scale[...], model.final_bias[...]
 
   def nll(h, t, key):
