@@ -42,8 +42,11 @@ def max_batch(temp_at, budget: int, hint: int, limit: int, multiple: int = 1) ->
   """Largest batch b <= limit with temp_at(b) <= budget (temp_at compiles a step): a linear
   prediction from two sizes, then galloping and bisection between a fitting and a failing b.
   With `multiple` > 1 only multiples of it are tried (a micro-batched model pads other batches,
-  which costs copies a user would not choose to pay)."""
+  which costs copies a user would not choose to pay), or batches below it when not even one
+  multiple fits (those run as a single micro-batch)."""
   if multiple > 1:
+    if temp_at(multiple) > budget:
+      return max_batch(temp_at, budget, 1, multiple - 1)
     k = max_batch(lambda j: temp_at(j * multiple), budget, max(1, hint // multiple),
                   max(1, limit // multiple))
     return k * multiple

@@ -112,3 +112,5 @@ def test_max_batch_search_finds_the_boundary():
   off_grid = lambda b: temp_at(b) + (0 if b % 8 == 0 else 10_000)
   b8 = max_batch(off_grid, 2000, 64, 4096, multiple=8)
   assert b8 % 8 == 0 and off_grid(b8) <= 2000 and b8 >= 0.94 * 264 - 8
+  # no multiple fits (100 + 7 * 8 > 150): the largest batch below one micro-batch, 7
+  assert max_batch(temp_at, 150, 64, 4096, multiple=8) == 7
