@@ -92,15 +92,17 @@ def _quantize_groups(xg, bits, seed, base):
   return q, mn, scale
 
 
-def compress_ref(x: jnp.ndarray, bits: int, seed) -> Compressed:
-  """Reference compressor (see the module docstring)."""
+def compress_ref(x: jnp.ndarray, bits: int, seed, base=0) -> Compressed:
+  """Reference compressor (see the module docstring). `base`: the index of x's first element in
+  the tensor it is a part of (the rounding noise is keyed by the element's index there), so that
+  a tensor compressed part by part, each part a whole number of groups, gets the same codes."""
   check_bits(bits)
   if x.dtype == jnp.bool_:
     q = _groups(x.astype(jnp.uint32))
     z = jnp.zeros((q.shape[0],), jnp.float32)
     return Compressed(pack_bits(q, 1), z, z, tuple(x.shape), "bool", 1)
   xg = _groups(x.astype(jnp.float32))
-  q, mn, scale = _quantize_groups(xg, bits, seed, jnp.uint32(0))
+  q, mn, scale = _quantize_groups(xg, bits, seed, jnp.asarray(base, jnp.uint32))
   return Compressed(pack_bits(q, bits), mn, scale, tuple(x.shape), jnp.dtype(x.dtype).name, bits)
 
 

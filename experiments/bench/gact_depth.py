@@ -22,14 +22,15 @@ from flax import nnx
 
 from jaxpapers.gact.measure import max_batch, temp_probe
 from jaxpapers.gact.stack import compressed_stack
-from jaxpapers.glm.model import GLM, GLMConfig, head_nll
+from jaxpapers.glm.model import GLM, GLMConfig, head_loss
 
 
 def loss_fn_for(hooks, head_chunk):
   def loss_fn(model, batch, key):
     h = model(batch["tokens"], batch["positions"], batch["context_len"], dropout_key=key,
               return_hidden=True, **hooks)
-    return head_nll(model, h, batch["targets"], head_chunk).mean(), {}
+    t = batch["targets"]
+    return head_loss(model, h, t, jnp.ones(t.shape, jnp.float32), head_chunk) / t.size, {}
   return loss_fn
 
 

@@ -47,12 +47,12 @@ def hidden(model, b, layout: str, bits: int):
     return h
   gdef = nnx.split(model.layers[0])[0]
   xs = jax.tree.map(lambda *a: jnp.stack(a), *[nnx.state(l) for l in model.layers])
-  layer_fn = lambda shared, xs_l, h: nnx.merge(gdef, xs_l)(h, shared["s"], shared["r"])
+  layer_fn = lambda shared, xs_l, h, part: nnx.merge(gdef, xs_l)(h, shared["s"], shared["r"])
   shared = {"s": b["s"], "r": b["r"]}
   if layout == "stack_compressed":
     L = len(model.layers)
     return compressed_stack([bits] * L)(layer_fn, h, xs, shared, jnp.arange(L, dtype=jnp.uint32))
-  body = lambda h, xs_l: (layer_fn(shared, xs_l, h), None)
+  body = lambda h, xs_l: (layer_fn(shared, xs_l, h, None), None)
   if layout == "scan_remat":
     body = jax.checkpoint(body, prevent_cse=False)
   return jax.lax.scan(body, h, xs)[0]

@@ -71,7 +71,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
 def _glm_parts(c, workdir):
   from jaxpapers.glm import data as glmdata
   from jaxpapers.glm import evaluate as ev
-  from jaxpapers.glm.model import GLM, GLMConfig, head_nll
+  from jaxpapers.glm.model import GLM, GLMConfig, head_loss
   from jaxpapers.glm.objective import BatchSampler
   corpus = glmdata.prepare(c.data.corpus, c.data.vocab_size, 0.05, workdir, c.seq_len)
   cfg = GLMConfig(vocab_size=corpus.vocab_size, dropout=0.0, remat=True, **c.model.to_dict())
@@ -88,9 +88,8 @@ def _glm_parts(c, workdir):
     def loss_fn(model, batch, key):
       h = model(batch["tokens"], batch["positions"], batch["context_len"], dropout_key=key,
                 return_hidden=True, **hooks)
-      nll = head_nll(model, h, batch["targets"], c.head_chunk)
       w = batch["weights"]
-      return (nll * w).sum() / jnp.maximum(w.sum(), 1.0), {}
+      return head_loss(model, h, batch["targets"], w, c.head_chunk) / jnp.maximum(w.sum(), 1.0), {}
     return loss_fn
 
   def held_out(model):

@@ -97,12 +97,13 @@ def residual_leaves(fn: Callable, params, x) -> list[ResidualLeaf]:
   return out
 
 
-def compress_leaf(leaf, bits, seed, salt):
-  """`leaf` at `bits` (32: as it is; bool: 1 bit), rounding keyed by (seed, salt)."""
+def compress_leaf(leaf, bits, seed, salt, base=0):
+  """`leaf` at `bits` (32: as it is; bool: 1 bit), rounding keyed by (seed, salt) and the element
+  index from `base` (see `compress_ref`)."""
   if bits == 32:
     return leaf
   s = jnp.asarray(seed, jnp.uint32) * jnp.uint32(0x85EBCA6B) + jnp.uint32(salt)
-  return compress_ref(leaf, 1 if leaf.dtype == jnp.bool_ else bits, s)
+  return compress_ref(leaf, 1 if leaf.dtype == jnp.bool_ else bits, s, base)
 
 
 def decompress_leaf(c):

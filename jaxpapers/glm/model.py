@@ -21,7 +21,7 @@ from flax import nnx
 from jaxpapers.core.mesh import constrain
 from jaxpapers.nn.attention import layer_scaled_attention, update_cache
 from jaxpapers.nn.embedding import shrink_gradient
-from jaxpapers.nn.micro_batch import micro_batched
+from jaxpapers.nn.micro_batch import micro_batched, micro_batched_sum
 from jaxpapers.nn.mlp import geglu
 from jaxpapers.nn.norm import layer_norm
 from jaxpapers.nn.param import param, xavier_normal
@@ -112,12 +112,26 @@ def _layer(cfg: GLMConfig, h, p, layer_index, rope, mask, dropout_key, cache_kv,
   return constrain(out, "batch", "length", "embed"), new_kv
 
 
-def _uncached_layer(cfg: GLMConfig, h, p, layer_index, rope, mask, dropout_key):
-  """One layer without a KV cache (training, full-sequence scoring), micro-batched when
-  cfg.layer_chunk > 0."""
-  def fn(h, rope, mask, key):
-    return _layer(cfg, h, p, layer_index, rope, mask, key, None, 0)[0]
-  return micro_batched(fn, cfg.layer_chunk, (h, rope, mask), dropout_key)
+def _part_layer(cfg: GLMConfig, params, h, rows, part):
+  """One layer without a KV cache on the rows h (a micro-batch `part`, or the whole batch when
+  part is None: `nn.micro_batch` calls it so); params = (layer params, layer index, dropout key
+  or None), the key folded with the part index; rows = (positions, context_len) of these rows,
+  from which the RoPE tables and the mask are made here, so that no [B, ...] table lives
+  across the stack."""
+  p, layer_index, key = params
+  positions, context_len = rows
+  if key is not None and part is not None:
+    key = jax.random.fold_in(key, part)
+  T = h.shape[1]
+  mask = attention_mask_from_context(context_len, jnp.arange(T), T)
+  return _layer(cfg, h, p, layer_index, rope_for(cfg, positions), mask, key, None, 0)[0]
+
+
+def _uncached_layer(cfg: GLMConfig, h, p, layer_index, positions, context_len, dropout_key):
+  """One layer without a KV cache (training, full-sequence scoring), micro-batched in place when
+  cfg.layer_chunk > 0 (`nn.micro_batch.micro_batched`)."""
+  return micro_batched(functools.partial(_part_layer, cfg), cfg.layer_chunk,
+                       (p, layer_index, dropout_key), h, (positions, context_len))
 
 
 class GLM(nnx.Module):
@@ -174,26 +188,29 @@ class GLM(nnx.Module):
 
     `layer_wrapper(fn) -> g` (training only) replaces `jax.checkpoint` around each scanned
     layer: fn(ctx, h) -> h is one layer (ctx holds its parameters under "xs", with the layer
-    index at ctx["xs"]["idx"], and the RoPE tables and mask) and g(ctx, h, seed) must compute the
+    index at ctx["xs"]["idx"], and the positions and context lengths) and g(ctx, h, seed) must compute the
     same; seed is a per-layer, per-step uint32 drawn from dropout_key (e.g. activation
-    compression, `jaxpapers.gact`). `layer_stack(layer_fn, h, xs, shared, seeds) -> h`
-    (training only) replaces the whole scanned stack instead: layer_fn(shared, xs_l, h) -> h is
-    layer l (xs_l as ctx["xs"] above, shared = {"rope", "mask"}), seeds [L] uint32 as above; it
-    must compute lax.scan of layer_fn over xs (e.g. `jaxpapers.gact.stack.compressed_stack`).
+    compression, `jaxpapers.gact`). `layer_stack(layer_fn, h, xs, shared, seeds, chunk) -> h`
+    (training only) replaces the whole scanned stack instead: layer_fn(shared, xs_l, h, part)
+    -> h is layer l on the rows h (xs_l as ctx["xs"] above, shared = {"positions",
+    "context_len"}, the batch leading, sliced with h; part = the micro-batch index or None),
+    seeds [L]
+    uint32 as above, chunk = cfg.layer_chunk; it must compute lax.scan of layer_fn over xs
+    (e.g. `jaxpapers.gact.stack.compressed_stack`, micro-batched by `chunk`).
 
     tokens [B,T] int; positions [B,T] (1-D) or [B,2,T] (2-D); context_len [B]: the first
     context_len tokens attend bidirectionally. With a cache, tokens sit at absolute
     positions cache_index..cache_index+T-1 of the cache. `return_hidden` (no cache): the last
-    layer's output [B,T,E], before the final norm and the head (both in `head_nll`)."""
+    layer's output [B,T,E], before the final norm and the head (both in `head_loss`)."""
     cfg = self.cfg
     B, T = tokens.shape
     x = jnp.take(self.embed[...], tokens, axis=0)
     x = shrink_gradient(x, cfg.emb_grad_shrink)
     x = constrain(x, "batch", "length", "embed")
-    k_len = T if cache is None else cache["k"].shape[2]
-    q_index = jnp.arange(T) + cache_index
-    mask = attention_mask_from_context(context_len, q_index, k_len)
-    rope = rope_for(cfg, positions)
+    if cache is not None:        # (without a cache, each layer makes them for its rows)
+      q_index = jnp.arange(T) + cache_index
+      mask = attention_mask_from_context(context_len, q_index, cache["k"].shape[2])
+      rope = rope_for(cfg, positions)
     stacked = {name: getattr(self, name).get_value() for name in self.LAYER_PARAMS}
     layer_keys = (jax.random.split(dropout_key, cfg.num_layers) if dropout_key is not None
                   else jnp.zeros((cfg.num_layers,), jnp.uint32))
@@ -203,17 +220,20 @@ class GLM(nnx.Module):
       key = key if dropout_key is not None else None
       if cache is not None:
         return _layer(cfg, h, p, idx, rope, mask, key, (xs["k"], xs["v"]), cache_index)
-      return _uncached_layer(cfg, h, p, idx, rope, mask, key), None
+      return _uncached_layer(cfg, h, p, idx, positions, context_len, key), None
 
     xs = {"p": stacked, "idx": jnp.arange(cfg.num_layers), "key": layer_keys}
     if layer_stack is not None and cache is None:
-      def layer_fn(shared, xs_l, h):
+      def layer_fn(shared, xs_l, h, part):
         key = xs_l["key"] if dropout_key is not None else None
-        return _uncached_layer(cfg, h, xs_l["p"], xs_l["idx"], shared["rope"], shared["mask"], key)
-      h = layer_stack(layer_fn, x, xs, {"rope": rope, "mask": mask}, jax.vmap(_seed_of)(layer_keys))
+        return _part_layer(cfg, (xs_l["p"], xs_l["idx"], key), h,
+                           (shared["positions"], shared["context_len"]), part)
+      h = layer_stack(layer_fn, x, xs, {"positions": positions, "context_len": context_len},
+                      jax.vmap(_seed_of)(layer_keys), cfg.layer_chunk)
       new_kv = None
     elif layer_wrapper is not None and cache is None:
-      h, _ = jax.lax.scan(_wrapped_body(cfg, layer_wrapper, rope, mask, dropout_key), x, xs)
+      h, _ = jax.lax.scan(_wrapped_body(cfg, layer_wrapper, positions, context_len, dropout_key),
+                          x, xs)
       new_kv = None
     else:
       if cfg.remat and cache is None:
@@ -221,7 +241,7 @@ class GLM(nnx.Module):
       if cache is not None:
         xs["k"], xs["v"] = cache["k"], cache["v"]
       h, new_kv = jax.lax.scan(body, x, xs)
-    if return_hidden and cache is None:    # [B,T,E] before the final norm (see `head_nll`)
+    if return_hidden and cache is None:    # [B,T,E] before the final norm (see `head_loss`)
       return h
     h = layer_norm(h, self.final_scale[...], self.final_bias[...])
     logits = jnp.einsum("bte,ve->btv", h, self.embed[...]).astype(jnp.float32)
@@ -231,18 +251,21 @@ class GLM(nnx.Module):
     return logits, {"k": new_kv[0], "v": new_kv[1]}
 
 
-def head_nll(model: GLM, hidden, targets, chunk: int = 0):
-  """-log p(targets) [B,T] through the final norm and the tied output head from `hidden` [B,T,E]
-  (`GLM(..., return_hidden=True)`); with chunk > 0 the norm and the [B,T,V] logits exist for
-  `chunk` sequences at a time (micro_batched), forward and backward."""
-  embed, scale, bias = model.embed[...], model.final_scale[...], model.final_bias[...]
+def head_loss(model: GLM, hidden, targets, weights, chunk: int = 0):
+  """sum_bt weights[b,t] * -log p(targets[b,t]) through the final norm and the tied output head
+  from `hidden` [B,T,E] (`GLM(..., return_hidden=True)`), the loss and its gradient computed
+  together for `chunk` sequences at a time (`nn.micro_batch.micro_batched_sum`): the [B,T,V]
+  logits never exist, and the gradient w.r.t. `hidden` takes its buffer. Weights are data (no
+  gradient). Divide by the weight total for the mean."""
+  def part(params, h, side):
+    embed, scale, bias = params
+    t, w = side
+    logits = jnp.einsum("bte,ve->btv", layer_norm(h, scale, bias), embed).astype(jnp.float32)
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), t[..., None], -1)[..., 0]
+    return (nll * w).sum()
 
-  def nll(h, t, key):
-    h = layer_norm(h, scale, bias)
-    logits = jnp.einsum("bte,ve->btv", h, embed).astype(jnp.float32)
-    return -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), t[..., None], -1)[..., 0]
-
-  return micro_batched(nll, chunk, (hidden, targets))
+  params = (model.embed[...], model.final_scale[...], model.final_bias[...])
+  return micro_batched_sum(part, chunk, params, hidden, (targets, weights))
 
 
 def _seed_of(key):
@@ -251,17 +274,18 @@ def _seed_of(key):
   return jnp.asarray(raw, jnp.uint32).reshape(-1)[-1]
 
 
-def _wrapped_body(cfg, wrapper, rope, mask, dropout_key):
+def _wrapped_body(cfg, wrapper, positions, context_len, dropout_key):
   """A scan body running one layer through `wrapper` (see GLM.__call__)."""
   def layer_fn(ctx, h):
     xs = ctx["xs"]
     key = xs["key"] if dropout_key is not None else None
-    return _uncached_layer(cfg, h, xs["p"], xs["idx"], ctx["rope"], ctx["mask"], key)
+    return _uncached_layer(cfg, h, xs["p"], xs["idx"], ctx["positions"], ctx["context_len"], key)
 
   wrapped = wrapper(layer_fn)
 
   def body(h, xs):
-    return wrapped({"xs": xs, "rope": rope, "mask": mask}, h, _seed_of(xs["key"])), None
+    ctx = {"xs": xs, "positions": positions, "context_len": context_len}
+    return wrapped(ctx, h, _seed_of(xs["key"])), None
 
   return body
 

@@ -42,12 +42,14 @@ class GCN(nnx.Module):
     layer_wrapper(index, layer) -> callable(h, senders, receivers) if given; or, with
     `layer_stack(layer_fn, h, xs, shared, seeds) -> h` (e.g. `nn.stack.scan_stack()`,
     `gact.stack.compressed_stack`), as one stack: their parameters stacked [L, ...], layer_fn
-    (shared, xs_l, h) one layer, shared = the edge indices, seeds = seed + layer index (uint32)."""
+    (shared, xs_l, h, part) one layer on the whole graph, shared = the edge indices, seeds =
+    seed + layer index (uint32); no micro-batches (nodes interact)."""
     h = self.inp(x)
     if layer_stack is not None:
       gdef = nnx.split(self.layers[0])[0]
       xs = jax.tree.map(lambda *a: jnp.stack(a), *[nnx.state(l) for l in self.layers])
-      layer_fn = lambda shared, xs_l, h: nnx.merge(gdef, xs_l)(h, shared["senders"], shared["receivers"])
+      layer_fn = lambda shared, xs_l, h, part: nnx.merge(gdef, xs_l)(h, shared["senders"],
+                                                                      shared["receivers"])
       seeds = jnp.asarray(seed, jnp.uint32) + jnp.arange(len(self.layers), dtype=jnp.uint32)
       h = layer_stack(layer_fn, h, xs, {"senders": senders, "receivers": receivers}, seeds)
     else:

@@ -1,5 +1,6 @@
 """GACT on a GLM layer stack: the layer_wrapper and layer_stack hooks, traced-width probes, the
 max-batch search."""
+import dataclasses
 import functools
 
 import jax
@@ -114,3 +115,24 @@ def test_max_batch_search_finds_the_boundary():
   assert b8 % 8 == 0 and off_grid(b8) <= 2000 and b8 >= 0.94 * 264 - 8
   # no multiple fits (100 + 7 * 8 > 150): the largest batch below one micro-batch, 7
   assert max_batch(temp_at, 150, 64, 4096, multiple=8) == 7
+
+
+def test_compressed_stack_in_micro_batches_saves_the_same_codes():
+  """layer_chunk > 0: each part is compressed at its element offset, so 3 rows in parts of 2
+  (a full part and a remainder) give the unchunked stack's gradient; rows that are not whole
+  256-value groups are refused."""
+  tok = jnp.arange(48).reshape(3, 16) % 300
+  pos, ctx = jnp.tile(jnp.arange(16), (3, 1)), jnp.array([8, 5, 16])
+
+  def grads(chunk, cfg=CFG, bits=(2, 8, 1)):
+    graphdef, params = nnx.split(GLM(dataclasses.replace(cfg, layer_chunk=chunk),
+                                     rngs=nnx.Rngs(params=0)), nnx.Param)
+    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(
+        tok, pos, ctx, dropout_key=jax.random.key(5), layer_stack=compressed_stack(bits)) ** 2)
+    return jax.jit(jax.grad(loss))(params)
+
+  whole = grads(0)
+  assert _rel(whole, grads(2)) < 1e-5
+  assert _rel(grads(2, bits=(32, 32, 32)), whole) > 1e-3     # compressed: not the exact gradient
+  with pytest.raises(ConfigError, match="multiple of 256"):
+    grads(2, dataclasses.replace(CFG, d_model=60, num_heads=4))

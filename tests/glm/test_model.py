@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxpapers.glm.model import GLM, GLMConfig, _layer, rope_for, head_nll
+from jaxpapers.glm.model import GLM, GLMConfig, _layer, rope_for, head_loss
 from jaxpapers.glm.objective import SpecialIds, gmask_sample
 
 
@@ -149,30 +149,32 @@ def test_output_layer_is_the_transposed_input_embedding():
   assert not np.allclose(np.asarray(logits[..., 9]), 0.0)
 
 
-def _loss_and_grads(model, tokens, pos, ctx, chunk):
+def _loss_and_grads(model, tokens, pos, ctx, chunk, w):
   def loss(m):
     h = m(tokens, pos, ctx, return_hidden=True)
-    return head_nll(m, h, tokens, chunk).mean()
+    return head_loss(m, h, tokens, w, chunk) / w.sum()
   return nnx.value_and_grad(loss)(model)
 
 
 def test_micro_batched_layers_and_head_equal_the_full_batch():
-  """layer_chunk / head_nll chunking (with padding: 5 rows in chunks of 2) change memory, not
-  values: the loss and every gradient equal the unchunked model's, with and without remat."""
+  """layer_chunk / head_loss micro-batches (5 rows in parts of 2: two full parts and a
+  remainder) change memory, not values: the loss and every gradient equal the unchunked model's,
+  with and without remat; head_loss is the weighted sum of the logits' token NLL."""
   rng = np.random.default_rng(0)
   tokens = jnp.asarray(rng.integers(0, 64, (5, 8)), jnp.int32)
   pos = jnp.asarray(np.tile(np.arange(8), (5, 1)), jnp.int32)
   ctx = jnp.asarray([3, 8, 1, 5, 2])
+  w = jnp.asarray(rng.uniform(0, 1, (5, 8)), jnp.float32)
   for remat in (False, True):
-    ref_l, ref_g = _loss_and_grads(tiny(remat=remat), tokens, pos, ctx, 0)
-    got_l, got_g = _loss_and_grads(tiny(remat=remat, layer_chunk=2), tokens, pos, ctx, 2)
+    ref_l, ref_g = _loss_and_grads(tiny(remat=remat), tokens, pos, ctx, 0, w)
+    got_l, got_g = _loss_and_grads(tiny(remat=remat, layer_chunk=2), tokens, pos, ctx, 2, w)
     np.testing.assert_allclose(float(got_l), float(ref_l), rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
                                                          atol=1e-6), nnx.state(got_g), nnx.state(ref_g))
     m = tiny(remat=remat)
     full = m(tokens, pos, ctx)
     want = -jnp.take_along_axis(jax.nn.log_softmax(full, -1), tokens[..., None], -1)[..., 0]
-    np.testing.assert_allclose(np.asarray(head_nll(m, m(tokens, pos, ctx, return_hidden=True), tokens)),
-                               np.asarray(want), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(head_loss(m, m(tokens, pos, ctx, return_hidden=True), tokens, w)),
+                               float((want * w).sum()), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(tiny(remat=remat, layer_chunk=2)(tokens, pos, ctx)),
                                np.asarray(full), rtol=1e-5, atol=1e-6)
