@@ -36,6 +36,10 @@ LEVELS = {l.name: l for l in [
 ]}
 
 
+# uncompressed layouts measured beside L0 (transformer family): GLM's jax.checkpoint scan and no remat
+REFERENCE_LEVELS = ("remat", "plain")
+
+
 def get_level(name: str) -> Level:
   if name not in LEVELS:
     raise ConfigError(f"unknown GACT level {name!r}; use one of {', '.join(LEVELS)}")

@@ -155,7 +155,7 @@ def run_levels(name: str, k, levels, seed: int, spec: FamilySpec, sizes, loss_fn
 
   out, budget = {}, None
   for level in levels:
-    if level == "plain":
+    if level in adaptive.REFERENCE_LEVELS:
       continue                     # these families' L0 is already uncompressed
     lv = adaptive.get_level(level)
     state = TrainState(step=jnp.int32(0), params=params0, opt_state=jax.jit(tx.init)(params0),

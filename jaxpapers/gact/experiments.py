@@ -2,16 +2,19 @@
 2-4 style): the transformer family here (a GLM layer stack), the CNN and GNN families in
 `gact.block_families`.
 
-For each level (L0 = the framework's most memory-frugal uncompressed layout: layers scanned under
-`jax.checkpoint`, each layer and the tied head run over micro-batches of `model.layer_chunk` /
-`head_chunk` sequences, each rematerialised; every level shares that micro-batching; L1/L1.1/L1.2
-fixed 4/8/2 bits; L2/L2.1/L2.2 adaptive with average 4/3/2 bits) and the uncompressed reference
-without remat or micro-batches ("plain"): the same GLM, data and seed trained for the same steps;
+For each level (L0 = the framework's most memory-frugal uncompressed layout: the layer stack of
+the compressed levels with every input kept in FP32, `compressed_stack([32] * L)`: one scan
+saving each layer's input, recomputing each layer in the backward, every layer and the tied
+head over in-place micro-batches of `model.layer_chunk` / `head_chunk` sequences; L1/L1.1/L1.2
+fixed 4/8/2 bits; L2/L2.1/L2.2 adaptive with average 4/3/2 bits) and two uncompressed references,
+GLM's own remat path ("remat": layers scanned under `jax.checkpoint`, micro-batched) and no
+remat or micro-batches ("plain"): the same GLM, data and seed trained for the same steps;
 held-out loss; activation memory = XLA's compiled temp bytes of the whole train step (AdamW
-included) at `memory_batch` minus the same at batch 1 (at small batches XLA reuses the optimizer's
-temporaries for activations, so the difference is measured where activations dominate); the
-largest batch under a fixed budget (the L0 step's temp bytes at `budget_batch`), found by search
-over compiled steps at multiples of the micro-batch; median step time. Compression runs in
+included) at `memory_batch` minus the same at batch 1 (the acceptance measure), and the marginal
+bytes of `memory_batch` more sequences (temp bytes at 2 x `memory_batch` minus at
+`memory_batch`), which no reuse of the batch-1 temporaries hides; the largest batch under a fixed
+budget (the L0 step's temp bytes at `budget_batch`), found by search over compiled steps at
+multiples of the micro-batch; median step time. Compression runs in
 "recompute" mode: each layer saves only its compressed input and recomputes itself in the
 backward (GACT combined with checkpointing), all layers in one `gact.stack.compressed_stack`;
 adaptive levels allocate one width per layer from GACT's sensitivity estimate, re-estimated every
@@ -36,6 +39,7 @@ from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.report import Report, Row, fmt, plot_curves, write_report
 from jaxpapers.core.train import TrainState, make_optimizer, make_train_step
 from jaxpapers.gact import adaptive, block_families
+from jaxpapers.gact.adaptive import REFERENCE_LEVELS
 from jaxpapers.gact.measure import max_batch, temp_probe
 from jaxpapers.gact.stack import compressed_stack
 from jaxpapers.gact.wrapper import compress_block, probe_block
@@ -51,7 +55,7 @@ PAPER = {"memory_ratio": "up to 8.1x (L2.2 vs FP, §6)", "max_batch": "4.2x-24.7
 
 def validate(c: ml_collections.ConfigDict) -> None:
   for name in c.levels:
-    if name != "plain":
+    if name not in REFERENCE_LEVELS:
       adaptive.get_level(name)
   for fam in c.families:
     if fam not in FAMILIES:
@@ -61,7 +65,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     cfglib.check(c, key, lambda v: isinstance(v, int) and v > 0, "a positive int")
   cfglib.check(c, "mode", lambda v: v in ("recompute", "residuals"), "'recompute' or 'residuals'")
   cfglib.check(c, "gnn.layout", lambda v: v in ("stack", "blocks"), "'stack' or 'blocks'")
-  if c.mode == "residuals" and any(adaptive.LEVELS[n].adaptive for n in c.levels if n != "plain"):
+  if c.mode == "residuals" and any(adaptive.LEVELS[n].adaptive for n in c.levels
+                                   if n not in REFERENCE_LEVELS):
     raise ConfigError("mode 'residuals' on the GLM stack takes one width for every layer; use mode "
                       "'recompute' with the adaptive levels (L2, L2.1, L2.2)")
 
@@ -100,13 +105,17 @@ def _glm_parts(c, workdir):
 
 
 def _hooks_for(level: str, bits_per_layer, mode: str) -> dict:
-  """GLM's layer hooks for a level: {} (L0: scanned layers under jax.checkpoint), {} on a model
-  without remat ("plain"), or compression: mode "recompute" as one compressed_stack with a width
-  per layer, mode "residuals" as compress_block around every layer (one width)."""
-  if level in ("L0", "plain"):
+  """GLM's layer hooks for a level: "remat" / "plain" none (GLM's scan under jax.checkpoint / a
+  model without remat); mode "recompute": one compressed_stack with a width per layer, L0 the
+  same stack at 32 bits (every input kept in FP32: exactly the uncompressed computation);
+  mode "residuals": L0 none, levels compress_block around every layer (one width)."""
+  if level in REFERENCE_LEVELS:
     return {}
   if mode == "recompute":
-    return {"layer_stack": compressed_stack(bits_per_layer)}
+    return {"layer_stack": compressed_stack([32] * len(bits_per_layer) if level == "L0"
+                                            else bits_per_layer)}
+  if level == "L0":
+    return {}
   if len(set(bits_per_layer)) != 1:
     raise ConfigError("mode 'residuals' on the GLM stack takes one width for every layer; "
                       "use mode 'recompute' for the adaptive levels")
@@ -138,6 +147,8 @@ def _ratios(levels: dict, quality: str) -> None:
     return
   for r in levels.values():
     r["memory_ratio"] = ref["act_bytes"] / max(r["act_bytes"], 1)
+    if "act_bytes_marginal" in r:
+      r["memory_ratio_marginal"] = ref["act_bytes_marginal"] / max(r["act_bytes_marginal"], 1)
     r["max_batch_ratio"] = r["max_batch"] / ref["max_batch"]
     r["step_time_ratio"] = r["step_time"] / ref["step_time"]
     if quality == "loss":
@@ -159,7 +170,7 @@ def transformer_family(c, wd: Path) -> dict:
                                       "seq_len": c.seq_len, "batch": c.train.batch}}
   budget = None
   for level in c.levels:
-    lv = adaptive.get_level(level) if level != "plain" else None
+    lv = adaptive.get_level(level) if level not in REFERENCE_LEVELS else None
     log.info("GACT level %s", level)
     state = TrainState(step=jnp.int32(0), params=params0, opt_state=jax.jit(tx.init)(params0),
                        rng=jax.random.key_data(jax.random.key(c.seed)))
@@ -188,30 +199,36 @@ def transformer_family(c, wd: Path) -> dict:
     trained = nnx.merge(gd_final, state.params)
     val_loss = held_out(trained)
     temp_at = temp_probe(gd_final, loss_fn, tx, params0, example)
-    t_b, t_1 = temp_at(c.memory_batch), temp_at(1)
+    t_b, t_1, t_2b = temp_at(c.memory_batch), temp_at(1), temp_at(2 * c.memory_batch)
     if budget is None:   # the budget: the first level's (L0's) step at budget_batch
       budget = temp_at(c.budget_batch)
     mb = max_batch(temp_at, budget, c.memory_batch, c.max_batch_limit,
                    multiple=math.lcm(max(1, c.model.get("layer_chunk", 0)), max(1, c.head_chunk)))
     results["levels"][level] = {
         "loss": val_loss, "train_loss_last": float(np.mean(losses[-max(1, len(losses) // 10):])),
-        "act_bytes": t_b - t_1, "temp_bytes": t_b, "temp_bytes_batch1": t_1, "max_batch": mb,
+        "act_bytes": t_b - t_1, "act_bytes_marginal": t_2b - t_b, "temp_bytes": t_b,
+        "temp_bytes_batch1": t_1, "max_batch": mb,
         "temp_bytes_probed": {str(b): v for b, v in sorted(temp_at.probed.items())},
         "step_time": statistics.median(times[1:] if len(times) > 1 else times),
         "bits": bits, "allocations": alloc_history, "losses": losses}
-    log.info("%s: held-out loss %.4f, act %.1f MiB, max batch %d, step %.3fs", level, val_loss,
-             (t_b - t_1) / 2**20, mb, results["levels"][level]["step_time"])
+    log.info("%s: held-out loss %.4f, act %.1f MiB (marginal %.1f MiB), max batch %d, step %.3fs",
+             level, val_loss, (t_b - t_1) / 2**20, (t_2b - t_b) / 2**20, mb,
+             results["levels"][level]["step_time"])
   results["budget_bytes"] = budget
   _ratios(results["levels"], "loss")
   if "L0" in results["levels"] and "L2.2" in results["levels"]:
     top = results["levels"]["L2.2"]
     results.update({"memory_ratio_L2.2": top["memory_ratio"],
+                    "memory_ratio_marginal_L2.2": top["memory_ratio_marginal"],
                     "max_batch_ratio_L2.2": top["max_batch_ratio"],
                     "step_time_ratio_L2.2": top["step_time_ratio"],
                     "residual_ratio_L2.2": _residual_ratio(top["bits"], c.mode)})
-    if "plain" in results["levels"]:
-      results["memory_ratio_L2.2_vs_plain"] = (results["levels"]["plain"]["act_bytes"]
-                                               / max(top["act_bytes"], 1))
+    for ref in REFERENCE_LEVELS:
+      if ref in results["levels"]:
+        results[f"memory_ratio_L2.2_vs_{ref}"] = (results["levels"][ref]["act_bytes"]
+                                                  / max(top["act_bytes"], 1))
+        results[f"memory_ratio_marginal_L2.2_vs_{ref}"] = (
+            results["levels"][ref]["act_bytes_marginal"] / max(top["act_bytes_marginal"], 1))
   return results
 
 
@@ -263,9 +280,16 @@ def _report(wd: Path, command: str, c, r: dict) -> None:
     rows += [
         Row(f"activation memory L0 / L2.2 (XLA temp bytes, batch {c.memory_batch} − batch 1)", PAPER["memory_ratio"],
             f"{top['memory_ratio']:.2f}x", "reproduced" if top["memory_ratio"] >= 8 else "not reproduced",
-            f"L0 = scanned layers under jax.checkpoint (the default) {MiB(lv['L0']['act_bytes'])}; "
-            f"L2.2 {MiB(top['act_bytes'])}" + (f"; without remat {MiB(lv['plain']['act_bytes'])} "
-            f"({r['memory_ratio_L2.2_vs_plain']:.0f}x L2.2)" if "plain" in lv else "")),
+            f"L0 = {'the same stack with FP32 inputs' if c.mode == 'recompute' else 'remat scan'} "
+            f"{MiB(lv['L0']['act_bytes'])}; L2.2 "
+            f"{MiB(top['act_bytes'])}" + "".join(
+                f"; {ref} {MiB(lv[ref]['act_bytes'])} ({r[f'memory_ratio_L2.2_vs_{ref}']:.1f}x L2.2)"
+                for ref in REFERENCE_LEVELS if ref in lv)),
+        Row(f"activation memory L0 / L2.2, marginal (batch {2 * c.memory_batch} − {c.memory_batch})",
+            PAPER["memory_ratio"], f"{top['memory_ratio_marginal']:.2f}x",
+            "reproduced" if top["memory_ratio_marginal"] >= 8 else "not reproduced",
+            f"L0 {MiB(lv['L0']['act_bytes_marginal'])}; L2.2 {MiB(top['act_bytes_marginal'])}: no "
+            "reuse of the batch-1 temporaries in this difference"),
         Row("max batch under the same budget, L2.2 / L0", PAPER["max_batch"],
             f"{top['max_batch_ratio']:.2f}x", "reproduced" if top["max_batch_ratio"] >= 4 else "not reproduced",
             f"budget {MiB(r['budget_bytes'])} (L0's step at batch {c.budget_batch}); "
@@ -276,10 +300,11 @@ def _report(wd: Path, command: str, c, r: dict) -> None:
         Row("step time L2.2 / L0", "≤ 1.5x (ours: the acceptance bound)", f"{top['step_time_ratio']:.2f}x",
             "reproduced" if top["step_time_ratio"] <= 1.5 else "not reproduced", "median step, same process"),
     ]
-  table = ["| level | held-out loss | act memory | vs L0 | max batch | step time | bits per layer |",
-           "|---|---|---|---|---|---|---|"]
+  table = ["| level | held-out loss | act memory | vs L0 | marginal act memory | vs L0 | max batch | "
+           "step time | bits per layer |", "|---|---|---|---|---|---|---|---|---|"]
   for name, x in lv.items():
     table.append(f"| {name} | {x['loss']:.4f} | {MiB(x['act_bytes'])} | {x.get('memory_ratio', 1):.2f}x | "
+                 f"{MiB(x['act_bytes_marginal'])} | {x.get('memory_ratio_marginal', 1):.2f}x | "
                  f"{x['max_batch']} | {1e3 * x['step_time']:.0f} ms | {x['bits'] or '32 (FP32)'} |")
   plots = []
   if "L2.2" in lv and lv["L2.2"]["allocations"]:

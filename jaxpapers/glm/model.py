@@ -20,7 +20,7 @@ from flax import nnx
 
 from jaxpapers.core.mesh import constrain
 from jaxpapers.nn.attention import layer_scaled_attention, update_cache
-from jaxpapers.nn.embedding import shrink_gradient
+from jaxpapers.nn.embedding import lookup, shrink_gradient
 from jaxpapers.nn.micro_batch import micro_batched, micro_batched_sum
 from jaxpapers.nn.mlp import geglu
 from jaxpapers.nn.norm import layer_norm
@@ -204,8 +204,9 @@ class GLM(nnx.Module):
     layer's output [B,T,E], before the final norm and the head (both in `head_loss`)."""
     cfg = self.cfg
     B, T = tokens.shape
-    x = jnp.take(self.embed[...], tokens, axis=0)
-    x = shrink_gradient(x, cfg.emb_grad_shrink)
+    # the shrink on the table the lookup reads, not on its [B,T,E] output: the same gradient
+    # (alpha * scatter(g) = scatter(alpha * g)) without a scaled copy of the cotangent
+    x = lookup(shrink_gradient(self.embed[...], cfg.emb_grad_shrink), tokens)
     x = constrain(x, "batch", "length", "embed")
     if cache is not None:        # (without a cache, each layer makes them for its rows)
       q_index = jnp.arange(T) + cache_index

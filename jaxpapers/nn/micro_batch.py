@@ -147,8 +147,10 @@ def micro_batched_sum(fn: Callable, chunk: int, params, h, side):
   def bwd(res, g):
     params, gh, gp = res
     scale = lambda a: None if a is None else (a * g).astype(a.dtype)
-    return (cotangent_tree(params, [scale(a) for a in gp]), scale(gh),
-            jax.tree.map(lambda _: None, side))
+    # gh scaled part by part in place: as one elementwise op XLA gave the product a buffer of its
+    # own next to gh's (one more [B, ...] buffer at the start of the backward)
+    gh = rewrite_parts(gh, chunk, lambda i, start, size, x, st: (scale(x), st), None)[0]
+    return cotangent_tree(params, [scale(a) for a in gp]), gh, jax.tree.map(lambda _: None, side)
 
   run.defvjp(fwd, bwd)
   return run(params, h, side)

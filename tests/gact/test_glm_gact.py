@@ -136,3 +136,19 @@ def test_compressed_stack_in_micro_batches_saves_the_same_codes():
   assert _rel(grads(2, bits=(32, 32, 32)), whole) > 1e-3     # compressed: not the exact gradient
   with pytest.raises(ConfigError, match="multiple of 256"):
     grads(2, dataclasses.replace(CFG, d_model=60, num_heads=4))
+
+
+def test_compressed_stack_on_a_whole_batch_with_a_padded_last_group():
+  """chunk 0 and rows of 15 values (GCN-like [N, hidden] with N * hidden not a multiple of 256):
+  the whole tensor's codes, last group padded; 8 bits close to exact, 32 bits exact."""
+  h = jax.random.normal(jax.random.key(1), (37, 15))
+  ws = jax.random.normal(jax.random.key(2), (2, 15, 15)) / 4
+  layer_fn = lambda shared, w, h, part: jnp.tanh(h @ w) + h
+
+  def grad(stack):
+    return jax.grad(lambda ws: jnp.sum(stack(layer_fn, h, ws, {}, jnp.arange(2, dtype=jnp.uint32)) ** 2))(ws)
+
+  exact = grad(compressed_stack([32, 32]))
+  np.testing.assert_allclose(exact, grad(lambda f, h, xs, sh, s: jax.lax.scan(
+      lambda h, w: (f(sh, w, h, None), None), h, xs)[0]), rtol=1e-5, atol=1e-6)
+  assert 0 < _rel(exact, grad(compressed_stack([8, 8]))) < 0.05

@@ -3,11 +3,13 @@
 Families: `transformer` (a scanned GLM stack, compressed-recompute mode), `cnn` (a ResNet on
 Fashion-MNIST, GACT's residual mode) and `gnn` (a GCN on WordNet lexnames, full graph; its layers
 scanned as one compressed stack, or with `gnn.layout="blocks"` in residual mode).
-The GLM's layers and head run over micro-batches of 8 sequences at every level (`layer_chunk`,
-`head_chunk`); transformer memory is measured at batch 1024 (compile only).
-Presets: default (16 layers, 300 steps, every level; ResNet 300 steps; GCN on all 117,659
-synsets, 200 steps), `quick` (8 layers, 80 steps at batch 16; ResNet 100 steps at batch 64; GCN
-on the first 40,000 synsets, 100 steps; levels L0, L1, L2, L2.2, plain), `tiny` (a smoke run)."""
+The GLM's layers and head run over in-place micro-batches of 8 sequences at every level
+(`layer_chunk`, `head_chunk`); transformer memory is measured at batch 1024 and 2048 (compile
+only). The GLM stack has 24 layers, the depth of BERT-large in GACT's §6.
+Presets: default (24 layers of width 256, 300 steps, every level; ResNet 300 steps; GCN on all
+117,659 synsets, 200 steps), `quick` (24 layers of width 128, 200 steps at batch 16; ResNet 100
+steps at batch 64; GCN on the first 40,000 synsets, 100 steps; levels L0, L1, L2, L2.2, remat,
+plain), `tiny` (a smoke run)."""
 import ml_collections
 
 PRESETS = (None, "default", "quick", "tiny")
@@ -20,18 +22,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.families = ("transformer", "cnn", "gnn")
   c.data = dict(corpus="austen", vocab_size=1024)
   # layer_chunk / head_chunk: every level (L0 included) runs each layer and the tied head over
-  # micro-batches of this many sequences, each rematerialised (GLM `layer_chunk`, `head_nll`): the
-  # framework's most memory-frugal uncompressed layout, so L0 keeps only the layer inputs plus one
-  # micro-batch's working set, and those layer inputs are what GACT compresses
-  c.model = dict(num_layers=16, d_model=256, num_heads=8, layer_chunk=8)
+  # in-place micro-batches of this many sequences, recomputed in the backward (GLM `layer_chunk`,
+  # `head_loss`): the framework's most memory-frugal uncompressed layout, so L0 keeps only the
+  # layer inputs, one [B, T, E] buffer and one micro-batch's working set, and those layer inputs
+  # are what GACT compresses
+  c.model = dict(num_layers=24, d_model=256, num_heads=8, layer_chunk=8)
   c.head_chunk = 8
   c.seq_len = 64
-  c.levels = ("L0", "L1", "L1.1", "L1.2", "L2", "L2.1", "L2.2", "plain")   # plain: no remat
+  # remat: GLM's own scan under jax.checkpoint (micro-batched); plain: no remat, no micro-batches
+  c.levels = ("L0", "L1", "L1.1", "L1.2", "L2", "L2.1", "L2.2", "remat", "plain")
   c.mode = "recompute"          # each layer saves its compressed input (GACT + checkpointing)
   c.adapt_interval = 100        # steps between re-estimates of the adaptive allocation
   c.probe_batch = 8             # sub-batch of the sensitivity estimate
-  # activation memory = temp bytes at memory_batch - at batch 1; micro-batched, the activations
-  # of batch 128 fit in the temporaries AdamW needs at batch 1 anyway, so measure at 1024
+  # activation memory = temp bytes at memory_batch - at batch 1 (and, marginal, at 2 x memory_batch
+  # - at memory_batch); micro-batched, the activations of batch 128 fit in the temporaries AdamW
+  # needs at batch 1 anyway, so measure at 1024
   c.memory_batch = 1024
   c.budget_batch = 1024         # memory budget = L0's train step at this batch
   c.max_batch_limit = 32768
@@ -49,10 +54,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                train=dict(steps=200, batch=1, lr=1e-2, warmup=0.05, end_lr_ratio=0.1,
                           weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, clip=1.0))
   if arg == "quick":
-    c.levels = ("L0", "L1", "L2", "L2.2", "plain")
-    c.model.update(num_layers=8)
-    c.train.update(steps=80, batch=16)
-    c.adapt_interval = 40
+    c.levels = ("L0", "L1", "L2", "L2.2", "remat", "plain")
+    c.model.update(num_layers=24, d_model=128, num_heads=4)
+    c.train.update(steps=200, batch=16)
+    c.adapt_interval = 50
     c.cnn.update(probe_batch=16, adapt_interval=100)
     c.cnn.train.update(steps=100)
     c.gnn.update(max_nodes=40000, memory_batch=40000, budget_batch=40000, adapt_interval=100)
@@ -62,7 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.update(num_layers=3, d_model=64, num_heads=4, layer_chunk=4)
     c.head_chunk = 4
     c.seq_len = 32
-    c.levels = ("L0", "L1", "L2.2", "plain")
+    c.levels = ("L0", "L1", "L2.2", "remat", "plain")
     c.train.update(steps=4, batch=8)
     c.adapt_interval = 2
     c.probe_batch = 4
