@@ -188,19 +188,18 @@ class GLM(nnx.Module):
 
     `layer_wrapper(fn) -> g` (training only) replaces `jax.checkpoint` around each scanned
     layer: fn(ctx, h) -> h is one layer (ctx holds its parameters under "xs", with the layer
-    index at ctx["xs"]["idx"], and the positions and context lengths) and g(ctx, h, seed) must compute the
-    same; seed is a per-layer, per-step uint32 drawn from dropout_key (e.g. activation
+    index at ctx["xs"]["idx"], and the positions and context lengths) and g(ctx, h, seed) must
+    compute the same; seed is a per-layer, per-step uint32 drawn from dropout_key (e.g. activation
     compression, `jaxpapers.gact`). `layer_stack(layer_fn, h, xs, shared, seeds, chunk) -> h`
     (training only) replaces the whole scanned stack instead: layer_fn(shared, xs_l, h, part)
     -> h is layer l on the rows h (xs_l as ctx["xs"] above, shared = {"positions",
     "context_len"}, the batch leading, sliced with h; part = the micro-batch index or None),
-    seeds [L]
-    uint32 as above, chunk = cfg.layer_chunk; it must compute lax.scan of layer_fn over xs
-    (e.g. `jaxpapers.gact.stack.compressed_stack`, micro-batched by `chunk`).
+    seeds [L] uint32 as above, chunk = cfg.layer_chunk; it must compute lax.scan of layer_fn
+    over xs (e.g. `jaxpapers.gact.stack.compressed_stack`, micro-batched by `chunk`).
 
     tokens [B,T] int; positions [B,T] (1-D) or [B,2,T] (2-D); context_len [B]: the first
     context_len tokens attend bidirectionally. With a cache, tokens sit at absolute
-    positions cache_index..cache_index+T-1 of the cache. `return_hidden` (no cache): the last
+    positions cache_index..cache_index+T-1 of the cache (without one, cache_index is unused). `return_hidden` (no cache): the last
     layer's output [B,T,E], before the final norm and the head (both in `head_loss`)."""
     cfg = self.cfg
     B, T = tokens.shape
@@ -256,7 +255,7 @@ def head_loss(model: GLM, hidden, targets, weights, chunk: int = 0):
   """sum_bt weights[b,t] * -log p(targets[b,t]) through the final norm and the tied output head
   from `hidden` [B,T,E] (`GLM(..., return_hidden=True)`), the loss and its gradient computed
   together for `chunk` sequences at a time (`nn.micro_batch.micro_batched_sum`): the [B,T,V]
-  logits never exist, and the gradient w.r.t. `hidden` takes its buffer. Weights are data (no
+  logits exist for one part at a time, and the gradient w.r.t. `hidden` takes its buffer. Weights are data (no
   gradient). Divide by the weight total for the mean."""
   def part(params, h, side):
     embed, scale, bias = params
