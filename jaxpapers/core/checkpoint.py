@@ -14,9 +14,15 @@ from jaxpapers.core.errors import CheckpointError
 log = logging.getLogger("jaxpapers")
 
 
+@jax.jit
+def _leaves_finite(leaves):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in leaves]))
+
+
 def all_finite(tree) -> bool:
+  """True when every floating leaf is finite (one compiled check per tree structure)."""
   leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-  return bool(jax.jit(lambda ls: jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in ls])))(leaves)) if leaves else True
+  return bool(_leaves_finite(leaves)) if leaves else True
 
 
 def _numel(shape) -> int:

@@ -165,6 +165,7 @@ def transformer_family(c, wd: Path) -> dict:
   L = model.cfg.num_layers
   train_sampler = sampler(c.train.batch)
   probe_sampler = sampler(c.probe_batch)
+  probe_grad = _probe_grad(graphdef, loss_fn_for)
   example = lambda b: {k: jnp.asarray(v) for k, v in sampler(b)(0).items()}
   results = {"levels": {}, "model": {"num_layers": L, "d_model": model.cfg.d_model,
                                       "seq_len": c.seq_len, "batch": c.train.batch}}
@@ -178,7 +179,7 @@ def transformer_family(c, wd: Path) -> dict:
     alloc_history, losses, times, steps = [], [], [], {}
     for start in range(0, c.train.steps, c.adapt_interval):
       if lv is not None and lv.adaptive:
-        sens = _sensitivities(graphdef, loss_fn_for, state.params, probe_sampler(start), L, c.seed + start)
+        sens = _sensitivities(probe_grad, state.params, probe_sampler(start), L, c.seed + start)
         sizes = [1] * L            # every layer input has the same size
         bits = list(adaptive.allocate_bits(sens, sizes, lv.bits))
         alloc_history.append({"step": start, "sensitivity": sens, "bits": bits})
@@ -245,18 +246,23 @@ def _residual_ratio(bits, mode) -> float:
   return float(np.mean([(GROUP * b / 8 + 8) / (GROUP * 4) for b in bits]))
 
 
-def _sensitivities(graphdef, loss_fn_for, params, batch, L, seed) -> list[float]:
-  """GACT's C_l per layer input on a probe batch (one compiled gradient, traced widths)."""
-  batch = {k: jnp.asarray(v) for k, v in batch.items()}
-
+def _probe_grad(graphdef, loss_fn_for):
+  """The gradient with traced per-layer widths (`probe_block`), compiled once per run: the probe
+  batch is an argument, so every re-estimate reuses it."""
   @jax.jit
-  def grad(params, bits, seed):
+  def grad(params, bits, seed, batch):
     loss_fn = loss_fn_for({"layer_wrapper": probe_block(bits)})
     key = jax.random.fold_in(jax.random.key(0), seed)
     return jax.grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch, key)[0])(params)
+  return grad
+
+
+def _sensitivities(probe_grad, params, batch, L, seed) -> list[float]:
+  """GACT's C_l per layer input on a probe batch (one compiled gradient, traced widths)."""
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
 
   def grad_with_bits(bits, s):
-    return grad(params, jnp.asarray(bits, jnp.float32), jnp.uint32(s))
+    return probe_grad(params, jnp.asarray(bits, jnp.float32), jnp.uint32(s), batch)
 
   return adaptive.estimate_sensitivities(grad_with_bits, L, seed)
 

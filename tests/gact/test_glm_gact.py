@@ -153,3 +153,24 @@ def test_compressed_stack_on_a_whole_batch_with_a_padded_last_group():
   np.testing.assert_allclose(exact, grad(lambda f, h, xs, sh, s: jax.lax.scan(
       lambda h, w: (f(sh, w, h, None), None), h, xs)[0]), rtol=1e-5, atol=1e-6)
   assert 0 < _rel(exact, grad(compressed_stack([8, 8]))) < 0.05
+
+
+def test_memory_probe_options_leave_the_temp_bytes_unchanged():
+  """`temp_bytes` compiles without the backend's code optimisation (faster); buffer assignment,
+  hence the temp bytes, is the default compile's (the 2-bit GLM stack in micro-batches)."""
+  import optax
+  from jaxpapers.gact.measure import MEMORY_PROBE_OPTIONS, step_and_args, temp_bytes
+  graphdef, params = nnx.split(GLM(dataclasses.replace(CFG, layer_chunk=2), rngs=nnx.Rngs(params=0)),
+                               nnx.Param)
+  batch = {"tokens": jnp.zeros((4, 16), jnp.int32), "positions": jnp.tile(jnp.arange(16), (4, 1)),
+           "context_len": jnp.full((4,), 8)}
+
+  def loss_fn(model, batch, key):
+    h = model(batch["tokens"], batch["positions"], batch["context_len"], dropout_key=key,
+              layer_stack=compressed_stack([2] * CFG.num_layers))
+    return jnp.mean(h ** 2), {}
+
+  tx = optax.adamw(1e-3)
+  step, args = step_and_args(graphdef, loss_fn, tx, params, batch)
+  default = step.lower(*args).compile().memory_analysis().temp_size_in_bytes
+  assert MEMORY_PROBE_OPTIONS and temp_bytes(graphdef, loss_fn, tx, params, batch) == default > 0
