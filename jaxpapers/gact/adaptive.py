@@ -65,6 +65,14 @@ def estimate_sensitivities(grad_with_bits: Callable, n_tensors: int, seed: int =
   return out
 
 
+def probe_sensitivities(probe_grad: Callable, params, batch, n_tensors: int, seed: int) -> list[float]:
+  """`estimate_sensitivities` through one compiled probe gradient
+  `probe_grad(params, bits [n] f32, seed uint32, batch)` (traced widths, 32 = uncompressed)."""
+  return estimate_sensitivities(
+      lambda b, s: probe_grad(params, jnp.asarray(b, jnp.float32), jnp.uint32(s), batch),
+      n_tensors, seed)
+
+
 def allocate_bits(sens: Sequence[float], sizes: Sequence[int], avg_bits: float) -> tuple[int, ...]:
   """Greedy allocation: start every tensor at 1 bit and repeatedly raise the tensor (to its next
   width in {1, 2, 4, 8}) with the largest drop of C_l / (2^b - 1)^2 per added bit while

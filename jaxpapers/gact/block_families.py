@@ -164,10 +164,8 @@ def run_levels(name: str, k, levels, seed: int, spec: FamilySpec, sizes, loss_fn
     steps, losses, times, allocs = {}, [], [], []
     for start in range(0, k.train.steps, k.adapt_interval):
       if lv.adaptive:
-        pb = spec.probe_batch()
-        grad_with_bits = lambda b, s: probe_grad(state.params, jnp.asarray(b, jnp.float32),
-                                                 jnp.uint32(s), pb)
-        sens = adaptive.estimate_sensitivities(grad_with_bits, n, seed + start)
+        sens = adaptive.probe_sensitivities(probe_grad, state.params, spec.probe_batch(), n,
+                                            seed + start)
         bits = list(adaptive.allocate_bits(sens, sizes, lv.bits))
         allocs.append({"step": start, "sensitivity": sens, "bits": bits})
       key = tuple(bits or ())

@@ -179,7 +179,8 @@ def transformer_family(c, wd: Path) -> dict:
     alloc_history, losses, times, steps = [], [], [], {}
     for start in range(0, c.train.steps, c.adapt_interval):
       if lv is not None and lv.adaptive:
-        sens = _sensitivities(probe_grad, state.params, probe_sampler(start), L, c.seed + start)
+        probe = {k: jnp.asarray(v) for k, v in probe_sampler(start).items()}
+        sens = adaptive.probe_sensitivities(probe_grad, state.params, probe, L, c.seed + start)
         sizes = [1] * L            # every layer input has the same size
         bits = list(adaptive.allocate_bits(sens, sizes, lv.bits))
         alloc_history.append({"step": start, "sensitivity": sens, "bits": bits})
@@ -255,16 +256,6 @@ def _probe_grad(graphdef, loss_fn_for):
     key = jax.random.fold_in(jax.random.key(0), seed)
     return jax.grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch, key)[0])(params)
   return grad
-
-
-def _sensitivities(probe_grad, params, batch, L, seed) -> list[float]:
-  """GACT's C_l per layer input on a probe batch (one compiled gradient, traced widths)."""
-  batch = {k: jnp.asarray(v) for k, v in batch.items()}
-
-  def grad_with_bits(bits, s):
-    return probe_grad(params, jnp.asarray(bits, jnp.float32), jnp.uint32(s), batch)
-
-  return adaptive.estimate_sensitivities(grad_with_bits, L, seed)
 
 
 def _report(wd: Path, command: str, c, r: dict) -> None:

@@ -199,8 +199,9 @@ class GLM(nnx.Module):
 
     tokens [B,T] int; positions [B,T] (1-D) or [B,2,T] (2-D); context_len [B]: the first
     context_len tokens attend bidirectionally. With a cache, tokens sit at absolute
-    positions cache_index..cache_index+T-1 of the cache (without one, cache_index is unused). `return_hidden` (no cache): the last
-    layer's output [B,T,E], before the final norm and the head (both in `head_loss`)."""
+    positions cache_index..cache_index+T-1 of the cache (without one, cache_index is unused).
+    `return_hidden` (no cache): the last layer's output [B,T,E], before the final norm and the
+    head (both in `head_loss`)."""
     cfg = self.cfg
     B, T = tokens.shape
     # the shrink on the table the lookup reads, not on its [B,T,E] output: the same gradient
@@ -255,8 +256,8 @@ def head_loss(model: GLM, hidden, targets, weights, chunk: int = 0):
   """sum_bt weights[b,t] * -log p(targets[b,t]) through the final norm and the tied output head
   from `hidden` [B,T,E] (`GLM(..., return_hidden=True)`), the loss and its gradient computed
   together for `chunk` sequences at a time (`nn.micro_batch.micro_batched_sum`): the [B,T,V]
-  logits exist for one part at a time, and the gradient w.r.t. `hidden` takes its buffer. Weights are data (no
-  gradient). Divide by the weight total for the mean."""
+  logits exist for one part at a time, and the gradient w.r.t. `hidden` takes its buffer. Weights
+  are data (no gradient). Divide by the weight total for the mean."""
   def part(params, h, side):
     embed, scale, bias = params
     t, w = side

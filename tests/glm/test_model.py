@@ -166,16 +166,15 @@ def test_micro_batched_layers_and_head_equal_the_full_batch():
   pos = jnp.asarray(np.tile(np.arange(8), (5, 1)), jnp.int32)
   ctx = jnp.asarray([3, 8, 1, 5, 2])
   w = jnp.asarray(rng.uniform(0, 1, (5, 8)), jnp.float32)
-  for remat in (True,):
-    ref_l, ref_g = _loss_and_grads(tiny(remat=remat), tokens, pos, ctx, 0, w)
-    got_l, got_g = _loss_and_grads(tiny(remat=remat, layer_chunk=2), tokens, pos, ctx, 2, w)
-    np.testing.assert_allclose(float(got_l), float(ref_l), rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
-                                                         atol=1e-6), nnx.state(got_g), nnx.state(ref_g))
-    m = tiny(remat=remat)
-    full = m(tokens, pos, ctx)
-    want = -jnp.take_along_axis(jax.nn.log_softmax(full, -1), tokens[..., None], -1)[..., 0]
-    np.testing.assert_allclose(float(head_loss(m, m(tokens, pos, ctx, return_hidden=True), tokens, w)),
-                               float((want * w).sum()), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(tiny(remat=remat, layer_chunk=2)(tokens, pos, ctx)),
-                               np.asarray(full), rtol=1e-5, atol=1e-6)
+  ref_l, ref_g = _loss_and_grads(tiny(remat=True), tokens, pos, ctx, 0, w)
+  got_l, got_g = _loss_and_grads(tiny(remat=True, layer_chunk=2), tokens, pos, ctx, 2, w)
+  np.testing.assert_allclose(float(got_l), float(ref_l), rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
+                                                       atol=1e-6), nnx.state(got_g), nnx.state(ref_g))
+  m = tiny(remat=True)
+  full = m(tokens, pos, ctx)
+  want = -jnp.take_along_axis(jax.nn.log_softmax(full, -1), tokens[..., None], -1)[..., 0]
+  np.testing.assert_allclose(float(head_loss(m, m(tokens, pos, ctx, return_hidden=True), tokens, w)),
+                             float((want * w).sum()), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(tiny(remat=True, layer_chunk=2)(tokens, pos, ctx)),
+                             np.asarray(full), rtol=1e-5, atol=1e-6)
