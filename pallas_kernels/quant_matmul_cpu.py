@@ -4,17 +4,29 @@ that converts the integer codes inside the dot-product loop, so decode reads 1 (
 
 The C++ source ships with the package and is compiled on first use with the system C++ compiler
 into a per-user cache (`$JAXPAPERS_CACHE`, default `~/.cache/jaxpapers`), keyed by the source, the
-jaxlib version and the CPU's instruction-set flags. Without a compiler, `available()` is False and callers use the XLA path
-(`quant_matmul.qmatmul_xla_tiled`); `reason()` says why.
+compiler's identity, the flags, the jaxlib version and the CPU's instruction-set flags.
+
+No `-ffast-math`: with GCC < 13 it links `crtfastmath.o`, whose constructor sets flush-to-zero and
+denormals-are-zero in MXCSR when the library loads, silently changing every later FP32
+computation of the process. `FLAGS` names the individual relaxations that let the compiler
+vectorise the reductions (reassociation, no signed zeros, no traps, no errno) and nothing that
+touches the floating-point environment.
+
+A cache folder owned by another user or writable by group/others is refused (`CacheError`,
+one line): a library loaded from it would run with this process's rights. Without a compiler,
+or when the build fails or times out, `available()` is False, one warning per process names the
+path the callers will use instead (`quant_matmul.qmatmul_xla_tiled`), and `reason()` says why.
 """
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import pathlib
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 
@@ -23,17 +35,42 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
-from jaxpapers.core.errors import ConfigError
+from jaxpapers.core.errors import ConfigError, JaxpapersError
 from pallas_kernels.int_quant import QuantizedWeight
+
+log = logging.getLogger("jaxpapers")
 
 _SOURCE = pathlib.Path(__file__).parent / "csrc" / "quant_matmul_cpu.cc"
 _TARGET = "jaxpapers_quant_matmul_f32"
+# every flag of -ffast-math except the ones that change the FP environment or link crtfastmath.o
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
+         "-fno-signed-zeros", "-freciprocal-math", "-std=c++17", "-shared", "-fPIC", "-w")
+BUILD_TIMEOUT_S = 120
 _state: dict = {}
+
+
+class CacheError(JaxpapersError):
+  """The kernel cache folder is not safe to load code from."""
 
 
 def _cache_dir() -> pathlib.Path:
   root = os.environ.get("JAXPAPERS_CACHE") or os.path.join(pathlib.Path.home(), ".cache", "jaxpapers")
   return pathlib.Path(root) / "ffi"
+
+
+def check_cache_dir(path: pathlib.Path) -> None:
+  """Raises CacheError unless `path` and its parent are owned by this user and not writable by
+  group or others (a library loaded from there runs inside this process)."""
+  for d in (path, path.parent):
+    if not d.exists():
+      continue
+    st = d.stat()
+    if st.st_uid != os.getuid():
+      raise CacheError(f"refusing the kernel cache {d}: owned by uid {st.st_uid}, not by this user "
+                       f"(uid {os.getuid()}); set JAXPAPERS_CACHE to a folder of yours")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+      raise CacheError(f"refusing the kernel cache {d}: writable by group or others (mode "
+                       f"{stat.S_IMODE(st.st_mode):o}); chmod go-w it or set JAXPAPERS_CACHE")
 
 
 def _cpu_id() -> bytes:
@@ -47,21 +84,36 @@ def _cpu_id() -> bytes:
   return (platform.machine() + flags).encode()
 
 
-def _build() -> pathlib.Path:
-  src = _SOURCE.read_bytes()
-  key = hashlib.sha256(src + jaxlib.__version__.encode() + _cpu_id()).hexdigest()[:16]
-  lib = _cache_dir() / f"quant_matmul_cpu-{key}.so"
-  if lib.exists():
-    return lib
+def _compiler() -> tuple[str, bytes]:
+  """(path, identity) of the C++ compiler: its resolved path and its `--version` banner."""
   cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
   if cxx is None:
     raise RuntimeError("no C++ compiler found (set CXX)")
-  lib.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:   # build aside, then rename: atomic
+  try:
+    banner = subprocess.run([cxx, "--version"], capture_output=True, timeout=30).stdout
+  except (OSError, subprocess.TimeoutExpired) as e:
+    raise RuntimeError(f"the C++ compiler {cxx} does not answer --version: {e}") from None
+  return cxx, (shutil.which(cxx) or cxx).encode() + banner
+
+
+def _build() -> pathlib.Path:
+  cxx, identity = _compiler()
+  key = hashlib.sha256(b"\0".join([_SOURCE.read_bytes(), identity, " ".join(FLAGS).encode(),
+                                   jaxlib.__version__.encode(), _cpu_id()])).hexdigest()[:16]
+  cache = _cache_dir()
+  check_cache_dir(cache)
+  lib = cache / f"quant_matmul_cpu-{key}.so"
+  if lib.exists():
+    return lib
+  cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+  check_cache_dir(cache)
+  with tempfile.TemporaryDirectory(dir=cache) as tmp:   # build aside, then rename: atomic
     out = pathlib.Path(tmp) / lib.name
-    cmd = [cxx, "-O3", "-march=native", "-ffast-math", "-std=c++17", "-shared", "-fPIC", "-w",
-           f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o", str(out)]
+    try:
+      res = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+      raise RuntimeError(f"compiling {_SOURCE.name} took over {BUILD_TIMEOUT_S} s") from None
     if res.returncode != 0:
       raise RuntimeError(f"compiling {_SOURCE.name} failed: {res.stderr.strip()[-500:]}")
     os.replace(out, lib)
@@ -69,7 +121,8 @@ def _build() -> pathlib.Path:
 
 
 def available() -> bool:
-  """Builds (once) and registers the custom call; False when that is impossible here."""
+  """Builds (once) and registers the custom call; False when that is impossible here (one
+  warning per process). A cache folder that is not safe raises CacheError."""
   if "ok" not in _state:
     try:
       lib = ctypes.cdll.LoadLibrary(str(_build()))
@@ -78,6 +131,9 @@ def available() -> bool:
       _state.update(ok=True, reason="compiled FFI kernel")
     except (OSError, RuntimeError) as e:
       _state.update(ok=False, reason=str(e))
+      log.warning("the CPU quantized-matmul kernel is unavailable (%s); quantized matmuls on the "
+                  "CPU use the tiled XLA path (pallas_kernels.quant_matmul.qmatmul_xla_tiled)",
+                  str(e).splitlines()[0][:300])
   return _state["ok"]
 
 

@@ -64,3 +64,88 @@ def test_tiled_path_tiles_rows_that_do_not_divide_256(N):
   qw = quantize(w, 4, 32, True)
   np.testing.assert_allclose(np.asarray(qmatmul_xla_tiled(x, qw)),
                              np.asarray(qmatmul_reference(x, qw)), rtol=1e-4, atol=1e-4)
+
+
+_DENORMALS = r"""
+import threading
+import jax, jax.numpy as jnp, numpy as np
+from pallas_kernels import quant_matmul_cpu
+from pallas_kernels.int_quant import quantize
+
+tiny = np.float32(1e-39)                       # a float32 denormal (the smallest normal is 1.2e-38)
+scale = jax.jit(lambda x: x * jnp.float32(1.0))
+def survives():
+  return bool(tiny * np.float32(1.0) != 0) and float(scale(jnp.float32(tiny))) != 0.0
+before = survives()
+assert quant_matmul_cpu.available(), quant_matmul_cpu.reason()
+qw = quantize(jnp.ones((8, 16)), 4)
+jax.block_until_ready(jax.jit(quant_matmul_cpu.qmatmul_ffi)(jnp.ones((1, 16)), qw))
+after, in_thread = survives(), []
+t = threading.Thread(target=lambda: in_thread.append(survives()))
+t.start(); t.join()
+print(before, after, in_thread[0])
+"""
+
+
+@needs_cxx
+def test_loading_and_running_the_kernel_keeps_denormals(tmp_path):
+  """-ffast-math's crtfastmath.o would set FTZ/DAZ at load time (issue: 1e-39 * 1 became 0 in
+  the whole process); a fresh process, with a fresh cache so the library is built and loaded."""
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, JAXPAPERS_CACHE=str(tmp_path / "cache"))
+  out = subprocess.run([sys.executable, "-c", _DENORMALS], capture_output=True, text=True,
+                       env=env, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split() == ["True", "True", "True"], out.stdout
+
+
+def test_build_flags_leave_the_fp_environment_alone():
+  forbidden = {"-ffast-math", "-Ofast", "-funsafe-math-optimizations", "-ffinite-math-only"}
+  assert not forbidden & set(quant_matmul_cpu.FLAGS)
+
+
+@pytest.fixture
+def fresh_kernel_state(monkeypatch, tmp_path):
+  """An empty build state and cache for this test; the process's own state is put back after."""
+  saved = dict(quant_matmul_cpu._state)
+  quant_matmul_cpu._state.clear()
+  monkeypatch.setenv("JAXPAPERS_CACHE", str(tmp_path / "cache"))
+  yield tmp_path / "cache"
+  quant_matmul_cpu._state.clear()
+  quant_matmul_cpu._state.update(saved)
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775])
+def test_a_group_or_world_writable_cache_is_refused(fresh_kernel_state, mode):
+  ffi = fresh_kernel_state / "ffi"
+  ffi.mkdir(parents=True)
+  ffi.chmod(mode)
+  with pytest.raises(quant_matmul_cpu.CacheError, match="writable by group or others"):
+    quant_matmul_cpu.available()
+
+
+def test_a_cache_owned_by_another_user_is_refused(fresh_kernel_state, monkeypatch):
+  ffi = fresh_kernel_state / "ffi"
+  ffi.mkdir(parents=True, mode=0o700)
+  monkeypatch.setattr(quant_matmul_cpu.os, "getuid", lambda: ffi.stat().st_uid + 1)
+  with pytest.raises(quant_matmul_cpu.CacheError, match="not by this user"):
+    quant_matmul_cpu.available()
+
+
+def test_a_failed_build_warns_once_and_names_the_fallback(fresh_kernel_state, monkeypatch, tmp_path,
+                                                          caplog):
+  broken = tmp_path / "broken-cxx"
+  broken.write_text("#!/bin/sh\n[ \"$1\" = --version ] && echo broken 1.0 && exit 0\n"
+                    "echo 'error: cannot compile' >&2; exit 1\n")
+  broken.chmod(0o755)
+  monkeypatch.setenv("CXX", str(broken))
+  with caplog.at_level("WARNING", logger="jaxpapers"):
+    assert not quant_matmul_cpu.available()
+    assert not quant_matmul_cpu.available()
+    assert qmatmul_path(1) == "xla_tiled"
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert len(warnings) == 1, warnings
+  assert "qmatmul_xla_tiled" in warnings[0] and "cannot compile" in warnings[0]
+  assert "cannot compile" in quant_matmul_cpu.reason()
