@@ -5,25 +5,25 @@ jnp references, with timings as ratios.
   python experiments/bench/pallas_gpu_check.py --interpret --small          # the same code on CPU
 
 Sections (each written to DIR/pallas_gpu_check.json as soon as it is done; a case that fails to
-lower is recorded with its error and the run goes on):
-  qmatmul_lib     `qmatmul_pallas` on the CPU tests' CASES, at their tolerances.
-  act_compress    `compress_pallas` vs `compress_ref`, bitwise as the CPU tests demand, lowered by
-                  the default GPU backend and, where jax still has the flag
-                  jax_pallas_use_mosaic_gpu (0.10 has it, default True; 0.11.2 does not), also
-                  with the flag flipped; timed against the jitted reference.
-  qmatmul_kloop   a candidate GPU formulation of the same W8A16/W4A16 kernel (below), on CASES.
-  qmatmul_bench   the shapes of quant_matmul_gpu.py: the bf16 dot, the jitted reference, the
-                  library kernel and the candidate (bf16 MMA and f32 dot), errors and speed ratios.
-  qmatmul_sweep   a few block shapes of the candidate.
+lower is recorded with its error and the run goes on; `--sections` picks some):
+  lib        `qmatmul_pallas(..., layout="gpu")` (grid over M and N, the K loop inside the kernel
+             with an FP32 accumulator, INT4 activations as even/odd column inputs) on the CPU
+             tests' CASES with the default blocks and on the gpu rows of their BLOCK_CASES with
+             the explicit blocks, each against `qmatmul_reference` with the tests' criterion
+             (max error <= tol * max |reference|, tol 1e-5 f32 / 2e-2 bf16) and against the
+             exact-f32 product.
+  compress   `compress_pallas` vs `compress_ref`, bitwise as the CPU tests demand, lowered by
+             the default GPU backend and, where jax still has the flag
+             jax_pallas_use_mosaic_gpu (0.10 has it, default True; 0.11.2 does not), also
+             with the flag flipped; timed against the jitted reference.
+  bench      the shapes of quant_matmul_gpu.py (M in {1, 16, 128}, N = K in {4096, 8192}, INT8
+             and INT4, bf16 activations): the bf16 dot, the jitted reference and the library
+             kernel with its default blocks; errors, speed ratios and achieved GB/s.
+  sweep      the library kernel at a few explicit `blocks` (num_warps and num_stages are fixed
+             inside the library, 4 and 3, so they are not swept).
 
-Why a candidate: `qmatmul_pallas` reduces K over the innermost *grid* axis, accumulating into the
-resident output block. That is TPU semantics; on GPU the grid is the CUDA grid, its points run
-in parallel with no order, so with more than one K block the accumulation races (and programs
-with k > 0 read an uninitialised output). Its INT4 path also slices a loaded value
-(`x[:, :half]`, lax.slice), which the Triton lowering does not implement. The candidate loops over
-K inside the kernel (`lax.fori_loop`, slicing the refs with `pl.ds`), keeps the accumulator in
-registers, passes the even and odd activation columns as two inputs (INT4), and dots in the
-activation dtype (bf16 MMA; `dot_f32=True` dequantizes and dots in f32 as the library does).
+History: the library kernel once reduced K over a grid axis, which raced on GPU; a candidate
+that looped over K inside the kernel was checked here and is now the library's GPU layout.
 
 Timing: median over `reps` of the mean of `inner` back-to-back calls (after two warm-up calls),
 so the per-call dispatch cost is overlapped with the GPU work; `dispatch_floor_us` is that figure
@@ -42,129 +42,35 @@ import traceback
 from pathlib import Path
 
 import jax
+import jaxlib
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import pallas as pl
 
 from pallas_kernels.act_compress import compress_pallas, compress_ref, decompress_ref, unpack_bits
-from pallas_kernels.int_quant import QuantizedWeight, dequantize, qmatmul_reference, quantize
-from pallas_kernels.quant_matmul import qmatmul_pallas
+from pallas_kernels.int_quant import dequantize, qmatmul_reference, quantize
+from pallas_kernels.quant_matmul import default_blocks, qmatmul_pallas
+
 
 def _test_cases():
-  """(M, N, K, bits, group_size, zero_point, x dtype, blocks): the CPU tests' own CASES, read from
-  tests/pallas_kernels/test_quant_matmul.py so the two cannot drift apart."""
+  """The CPU tests' own cases, read from tests/pallas_kernels/test_quant_matmul.py so the two
+  cannot drift apart: CASES (M, N, K, bits, group_size, zero_point, x dtype) and BLOCK_CASES
+  (layout, M, N, K, bits, group_size, zero_point, blocks), whose x dtype is f32."""
   import importlib.util
   path = Path(__file__).resolve().parents[2] / "tests" / "pallas_kernels" / "test_quant_matmul.py"
   spec = importlib.util.spec_from_file_location("_quant_matmul_tests", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.CASES
+  return module.CASES, module.BLOCK_CASES
 
 
-CASES = _test_cases()
+CASES, BLOCK_CASES = _test_cases()
+# (M, N, K, bits, group_size, zero_point, x dtype, blocks or None for the default ones, source)
+GPU_CASES = ([(*c, None, "CASES") for c in CASES]
+             + [(*c[1:7], jnp.float32, c[7], "BLOCK_CASES") for c in BLOCK_CASES if c[0] == "gpu"])
+
 # (shape, bits, block): tests/gact/test_compress.py, then larger ones for timing
 COMPRESS_CASES = [((3, 1000), 2, 8), ((4096,), 4, 4), ((2, 7, 33), 1, 8), ((300,), 8, 2),
                   ((64, 64), 2, 16)]
-
-
-# ---------------------------------------------------------------- the candidate GPU kernel
-
-def kloop_blocks(M: int, N: int, K: int, group_size: int, bits: int) -> tuple[int, int, int]:
-  """Decode (M <= 16): 16-row blocks and narrow column blocks (more programs than SMs);
-  prefill: 64 x 128 output tiles. Every block is a power of two and >= 16 where it meets a dot."""
-  bm = 16 if M <= 16 else 64
-  bn = next(b for b in ((32, 16) if M <= 16 else (128, 64, 32, 16)) if N % b == 0)
-  bk = next(b for b in (256, 128, 64, 32) if K % b == 0
-            and (b % group_size == 0 or group_size % b == 0))
-  return bm, bn, bk
-
-
-def _kloop_kernel(*refs, bits, zero_point, g, bk, nk, dot_dtype):
-  n_x = 2 if bits == 4 else 1
-  x_refs = refs[:n_x]
-  q_ref, s_ref = refs[n_x], refs[n_x + 1]
-  z_ref = refs[n_x + 2] if zero_point else None
-  o_ref = refs[-1]
-  cb = bk // 2 if bits == 4 else bk      # code (and activation) columns per K block
-  gc = g // 2 if bits == 4 else g        # group size in code columns
-
-  def per_group(ref, k):                 # scales (or zeros) of K block k: [bn, 1] or [bn, bk/g]
-    if g >= bk:
-      return ref[:, pl.ds((k * bk) // g, 1)]
-    return ref[:, pl.ds(pl.multiple_of(k * (bk // g), bk // g), bk // g)]
-
-  def dequant(codes, s, z):              # int32 [bn, cb] -> dot_dtype [bn, cb]
-    w = codes.astype(jnp.float32)
-    if s.shape[1] == 1:
-      w = (w - z if zero_point else w) * s
-    else:
-      bn = w.shape[0]
-      w = w.reshape(bn, s.shape[1], gc)
-      if zero_point:
-        w = w - z[..., None]
-      w = (w * s[..., None]).reshape(bn, cb)
-    return w.astype(dot_dtype)
-
-  def dot_t(a, w):                       # a [bm, c] @ w[bn, c]^T in f32
-    return jax.lax.dot_general(a.astype(dot_dtype), w, (((1,), (1,)), ((), ())),
-                               preferred_element_type=jnp.float32)
-
-  def body(k, acc):
-    s = per_group(s_ref, k)
-    z = per_group(z_ref, k) if zero_point else None
-    cols = pl.ds(pl.multiple_of(k * cb, cb), cb)
-    codes = q_ref[:, cols].astype(jnp.int32)
-    if bits == 8:
-      return acc + dot_t(x_refs[0][:, cols], dequant(codes, s, z))
-    hi, lo = (codes >> 4) & 0xF, codes & 0xF
-    if not zero_point:
-      hi, lo = jnp.where(hi >= 8, hi - 16, hi), jnp.where(lo >= 8, lo - 16, lo)
-    return (acc + dot_t(x_refs[0][:, cols], dequant(hi, s, z))
-            + dot_t(x_refs[1][:, cols], dequant(lo, s, z)))
-
-  acc = jax.lax.fori_loop(0, nk, body, jnp.zeros(o_ref.shape, jnp.float32))
-  o_ref[...] = acc.astype(o_ref.dtype)
-
-
-@functools.partial(jax.jit, static_argnames=("blocks", "dot_f32", "interpret", "num_warps",
-                                             "num_stages"))
-def qmatmul_kloop(x: jnp.ndarray, qw: QuantizedWeight, blocks: tuple[int, int, int] | None = None,
-                  dot_f32: bool = False, interpret: bool = False, num_warps: int = 4,
-                  num_stages: int = 3) -> jnp.ndarray:
-  """x [M, K] @ dequant(qw)^T -> [M, N] in x.dtype, grid (M/bm, N/bn), K reduced in the kernel."""
-  M, K = x.shape
-  N = qw.scale.shape[0]
-  g, bits = qw.group_size, qw.bits
-  bm, bn, bk = blocks or kloop_blocks(M, N, K, g, bits)
-  if K != qw.in_features or N % bn or K % bk or (bk % g and g % bk):
-    raise ValueError(f"blocks {(bm, bn, bk)} do not tile M={M}, N={N}, K={K}, group size {g}")
-  Mp = -(-M // bm) * bm
-  xp = jnp.pad(x, ((0, Mp - M), (0, 0))) if Mp != M else x
-  xs = [xp[:, 0::2], xp[:, 1::2]] if bits == 4 else [xp]
-  kx = xs[0].shape[1]
-  in_specs = [pl.BlockSpec((bm, kx), lambda i, j: (i, 0)) for _ in xs]
-  in_specs += [pl.BlockSpec((bn, qw.q.shape[1]), lambda i, j: (j, 0)),
-               pl.BlockSpec((bn, qw.scale.shape[1]), lambda i, j: (j, 0))]
-  args = [*xs, qw.q, qw.scale]
-  if qw.zero is not None:
-    in_specs.append(pl.BlockSpec((bn, qw.zero.shape[1]), lambda i, j: (j, 0)))
-    args.append(qw.zero)
-  compiler_params = None
-  if not interpret and jax.default_backend() == "gpu":
-    from jax.experimental.pallas import triton as pltriton
-    compiler_params = pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages)
-  dot_dtype = jnp.float32 if dot_f32 else x.dtype
-  out = pl.pallas_call(
-      functools.partial(_kloop_kernel, bits=bits, zero_point=qw.zero is not None, g=g, bk=bk,
-                        nk=K // bk, dot_dtype=dot_dtype),
-      out_shape=jax.ShapeDtypeStruct((Mp, N), x.dtype),
-      grid=(Mp // bm, N // bn),
-      in_specs=in_specs,
-      out_specs=pl.BlockSpec((bm, bn), lambda i, j: (i, j)),
-      interpret=interpret,
-      compiler_params=compiler_params,
-  )(*args)
-  return out[:M]
 
 
 # ---------------------------------------------------------------- helpers
@@ -172,8 +78,10 @@ def qmatmul_kloop(x: jnp.ndarray, qw: QuantizedWeight, blocks: tuple[int, int, i
 class Run:
   def __init__(self, out_dir, budget_s, interpret):
     self.out_dir, self.interpret = out_dir, interpret
+    if out_dir:
+      os.makedirs(out_dir, exist_ok=True)
     self.deadline = time.monotonic() + budget_s
-    self.res = {"jax": jax.__version__, "backend": jax.default_backend(),
+    self.res = {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "backend": jax.default_backend(),
                 "device": str(jax.devices()[0].device_kind), "interpret": interpret}
     self.seen_errors = set()
 
@@ -222,22 +130,27 @@ _ref = jax.jit(qmatmul_reference)
 
 
 def qmatmul_errors(got, x, qw) -> dict:
-  """Against the library reference (the CPU test's comparison and tolerance) and against the
-  exact-f32 product (precision HIGHEST), relative to the largest |output|."""
+  """Against the library reference with the CPU tests' criterion (max |error| <= tol * max
+  |reference|, tol 1e-5 for f32 and 2e-2 for bf16 activations) and against the exact-f32
+  product (precision HIGHEST), both relative to the largest |output|."""
   want = np.asarray(_ref(x, qw), np.float32)
   gold = np.asarray(_gold(x, qw), np.float32)
   got = np.asarray(got, np.float32)
   tol = 1e-5 if x.dtype == jnp.float32 else 2e-2
+  err = float(np.abs(got - want).max())
+  ref_max = float(np.abs(want).max())
   scale = float(np.abs(gold).max()) or 1.0
   return {"finite": bool(np.isfinite(got).all()),
-          "passes_cpu_test_tol": bool(np.allclose(got, want, rtol=tol, atol=tol * 10)),
+          "passes_cpu_test_tol": bool(err <= tol * ref_max),
           "cpu_test_tol": tol,
-          "max_abs_err_vs_ref": float(np.abs(got - want).max()),
+          "max_abs_err_vs_ref": err,
+          "max_rel_err_vs_ref": err / (ref_max or 1.0),
           "max_rel_err_vs_exact": float(np.abs(got - gold).max()) / scale,
           "ref_max_rel_err_vs_exact": float(np.abs(want - gold).max()) / scale}
 
 
 def case_inputs(M, N, K, bits, g, zp, dtype):
+  """The CPU tests' `_case`: the same weights, activations and quantization."""
   w = jax.random.normal(jax.random.key(K + N), (N, K))
   x = jax.random.normal(jax.random.key(M), (M, K)).astype(dtype)
   return x, quantize(w, bits, g, zp)
@@ -245,25 +158,28 @@ def case_inputs(M, N, K, bits, g, zp, dtype):
 
 # ---------------------------------------------------------------- sections
 
-def section_qmatmul_cases(run: Run, name: str, fn, blocks_fn=None):
-  """`blocks_fn(M, N, K, g, bits)`: the blocks `fn` picks itself (else the CASES' blocks)."""
+def section_lib(run: Run):
+  """`qmatmul_pallas(layout="gpu")` on GPU_CASES: the CASES with the default blocks, the gpu
+  BLOCK_CASES with theirs."""
   rows = []
-  for M, N, K, bits, g, zp, dtype, blocks in CASES:
-    if blocks_fn is not None:
-      blocks = blocks_fn(M, N, K, g or K, bits)
-    row = {"M": M, "N": N, "K": K, "bits": bits, "group": g, "zero_point": zp,
-           "dtype": jnp.dtype(dtype).name, "blocks": blocks}
+  for M, N, K, bits, g, zp, dtype, blocks, source in GPU_CASES:
+    row = {"source": source, "M": M, "N": N, "K": K, "bits": bits, "group": g, "zero_point": zp,
+           "dtype": jnp.dtype(dtype).name, "explicit_blocks": blocks is not None}
     try:
       x, qw = case_inputs(M, N, K, bits, g, zp, dtype)
-      row.update(qmatmul_errors(fn(x, qw, blocks), x, qw))
+      row["blocks"] = blocks or default_blocks(M, N, K, qw.group_size, bits, "gpu")
+      got = qmatmul_pallas(x, qw, layout="gpu", blocks=blocks, interpret=run.interpret)
+      row["shape_dtype_ok"] = got.shape == (M, N) and got.dtype == x.dtype
+      row.update(qmatmul_errors(got, x, qw))
     except Exception as e:
       row["error"] = run.error(e)
-    log(name, json.dumps(row))
+    log("lib", json.dumps(row))
     rows.append(row)
-  run.res[name] = rows
-  run.res[name + "_summary"] = {
+  run.res["qmatmul_lib"] = rows
+  run.res["qmatmul_lib_summary"] = {
       "cases": len(rows), "errors": sum("error" in r for r in rows),
-      "pass_cpu_tol": sum(bool(r.get("passes_cpu_test_tol")) for r in rows)}
+      "pass_cpu_tol": sum(bool(r.get("passes_cpu_test_tol")) for r in rows),
+      "shape_dtype_ok": sum(bool(r.get("shape_dtype_ok")) for r in rows)}
   run.save()
 
 
@@ -321,11 +237,8 @@ def section_bench(run: Run, ns, ms, interpret: bool):
   rows = run.res["qmatmul_bench"] = []
   dot = jax.jit(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32).astype(x.dtype))
   reps = dict(reps=3, inner=3) if interpret else dict(reps=7, inner=20)
-  lib = jax.jit(functools.partial(qmatmul_pallas, interpret=interpret))
-  variants = {"kloop_bf16mma": functools.partial(qmatmul_kloop, interpret=interpret),
-              "kloop_f32dot": functools.partial(qmatmul_kloop, dot_f32=True, interpret=interpret),
-              "library": lib}
-  lib_failed = {}
+  lib = functools.partial(qmatmul_pallas, layout="gpu", interpret=interpret)
+  lib_failed = {}   # (bits, decode) -> why: a kernel that failed once is not tried at larger n
   for n in ns:
     w = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     w_kn = w.T.astype(jnp.bfloat16)
@@ -340,58 +253,58 @@ def section_bench(run: Run, ns, ms, interpret: bool):
         t_ref = timeit(_ref, x, qw, **reps)
         row = {"M": m, "K": n, "N": n, "bits": bits, "bf16_dot_us": 1e6 * t_bf16,
                "reference_us": 1e6 * t_ref, "weight_bytes": qw.nbytes,
-               "kloop_blocks": kloop_blocks(m, n, n, qw.group_size, bits)}
-        for name, fn in variants.items():
-          if name == "library" and (bits, m <= 16) in lib_failed:
-            row["library_skipped"] = lib_failed[(bits, m <= 16)]
-            continue
+               "blocks": default_blocks(m, n, n, qw.group_size, bits, "gpu")}
+        key = (bits, m <= 16)
+        if key in lib_failed:
+          row["library_skipped"] = lib_failed[key]
+        else:
           try:
             t0 = time.perf_counter()
-            got = jax.block_until_ready(fn(x, qw))
-            row[f"{name}_first_call_s"] = time.perf_counter() - t0   # compilation, mostly
-            if name == "library" and row[f"{name}_first_call_s"] > 20:   # don't pay that again
-              lib_failed[(bits, m <= 16)] = f"n={n} m={m}: first call took over 20 s"
+            got = jax.block_until_ready(lib(x, qw))
+            row["library_first_call_s"] = time.perf_counter() - t0   # compilation, mostly
             e = qmatmul_errors(got, x, qw)
-            row[f"{name}_max_rel_err_vs_exact"] = e["max_rel_err_vs_exact"]
-            row[f"{name}_passes_cpu_test_tol"] = e["passes_cpu_test_tol"]
-            row[f"{name}_finite"] = e["finite"]
-            t = timeit(fn, x, qw, **reps)
+            row["library_max_rel_err_vs_ref"] = e["max_rel_err_vs_ref"]
+            row["library_max_rel_err_vs_exact"] = e["max_rel_err_vs_exact"]
+            row["library_passes_cpu_test_tol"] = e["passes_cpu_test_tol"]
+            row["library_finite"] = e["finite"]
+            t = timeit(lib, x, qw, **reps)
             moved = qw.nbytes + x.nbytes + 2 * m * n
-            row[f"{name}_us"] = 1e6 * t
-            row[f"{name}_speedup_vs_bf16_dot"] = t_bf16 / t
-            row[f"{name}_speedup_vs_reference"] = t_ref / t
-            row[f"{name}_gbps"] = moved / t / 1e9
+            row["library_us"] = 1e6 * t
+            row["library_speedup_vs_bf16_dot"] = t_bf16 / t
+            row["library_speedup_vs_reference"] = t_ref / t
+            row["library_gbps"] = moved / t / 1e9
           except Exception as ex:
-            row[f"{name}_error"] = run.error(ex)
-            if name == "library":
-              lib_failed[(bits, m <= 16)] = f"failed at n={n} m={m}"
+            row["library_error"] = run.error(ex)
+            lib_failed[key] = f"failed at n={n} m={m}"
         log("bench", json.dumps(row))
         rows.append(row)
         run.save()
 
 
-def section_sweep(run: Run, n, configs_by_m, interpret: bool):
+def section_sweep(run: Run, n, blocks_by_m, interpret: bool):
+  """The library kernel at explicit `blocks`, INT8 and INT4, per-row scales."""
   rows = run.res["qmatmul_sweep"] = []
   reps = dict(reps=3, inner=3) if interpret else dict(reps=7, inner=20)
   w = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   for bits in (8, 4):
     qw = quantize(w, bits)
-    for m, configs in configs_by_m.items():
+    for m, block_list in blocks_by_m.items():
       x = jax.random.normal(jax.random.key(1), (m, n), jnp.bfloat16)
-      for blocks, nw, ns in configs:
+      for blocks in block_list:
         if run.left() < 15:
           run.res["sweep_stopped_early"] = True
           break
-        row = {"M": m, "K": n, "N": n, "bits": bits, "blocks": blocks, "num_warps": nw,
-               "num_stages": ns}
+        row = {"M": m, "K": n, "N": n, "bits": bits, "blocks": blocks,
+               "default_blocks": blocks == default_blocks(m, n, n, qw.group_size, bits, "gpu")}
         try:
-          fn = functools.partial(qmatmul_kloop, blocks=blocks, num_warps=nw, num_stages=ns,
-                                 interpret=interpret)
-          row["max_rel_err_vs_exact"] = qmatmul_errors(fn(x, qw), x, qw)["max_rel_err_vs_exact"]
+          fn = functools.partial(qmatmul_pallas, layout="gpu", blocks=blocks, interpret=interpret)
+          e = qmatmul_errors(fn(x, qw), x, qw)
+          row["max_rel_err_vs_exact"] = e["max_rel_err_vs_exact"]
+          row["passes_cpu_test_tol"] = e["passes_cpu_test_tol"]
           t = timeit(fn, x, qw, **reps)
           row.update(us=1e6 * t, gbps=(qw.nbytes + x.nbytes + 2 * m * n) / t / 1e9)
-        except Exception as e:
-          row["error"] = run.error(e)
+        except Exception as ex:
+          row["error"] = run.error(ex)
         log("sweep", json.dumps(row))
         rows.append(row)
         run.save()
@@ -403,7 +316,7 @@ def main() -> int:
   ap.add_argument("--budget", type=float, default=240.0, help="seconds; later sections shrink")
   ap.add_argument("--interpret", action="store_true", help="interpret mode (CPU check of this script)")
   ap.add_argument("--small", action="store_true", help="small shapes (CPU check of this script)")
-  ap.add_argument("--sections", default="lib,compress,kloop,bench,sweep")
+  ap.add_argument("--sections", default="lib,compress,bench,sweep")
   a = ap.parse_args()
   if jax.default_backend() != "gpu" and not a.interpret:
     print(json.dumps({"error": f"needs a GPU (or --interpret), found {jax.default_backend()}"}))
@@ -414,25 +327,19 @@ def main() -> int:
   sections = a.sections.split(",")
   t0 = time.monotonic()
   if "lib" in sections:
-    section_qmatmul_cases(run, "qmatmul_lib", lambda x, qw, blocks: qmatmul_pallas(
-        x, qw, blocks=blocks, interpret=a.interpret))
+    section_lib(run)
   if "compress" in sections:
     section_act_compress(run, (256, 256) if a.small else (4096, 4096))
-  if "kloop" in sections:   # the CASES' blocks are the library's; the candidate picks its own
-    section_qmatmul_cases(run, "qmatmul_kloop", lambda x, qw, blocks: qmatmul_kloop(
-        x, qw, blocks, interpret=a.interpret), blocks_fn=kloop_blocks)
   if "bench" in sections:
-    section_bench(run, (512,) if a.small else (4096, 8192), (1, 16) if a.small else (1, 8, 16, 128),
-                  a.interpret)
+    section_bench(run, (512,) if a.small else (4096, 8192), (1, 16, 128), a.interpret)
   if "sweep" in sections:
     if a.small:
-      section_sweep(run, 256, {1: [((16, 32, 64), 4, 3)], 32: [((32, 32, 32), 4, 2)]}, a.interpret)
+      section_sweep(run, 256, {1: [(16, 32, 64)], 32: [(32, 32, 32)]}, a.interpret)
     else:
       section_sweep(run, 8192, {
-          1: [((16, 16, 256), 4, 3), ((16, 32, 512), 4, 3), ((16, 64, 256), 4, 3),
-              ((16, 32, 256), 8, 4)],
-          128: [((64, 64, 64), 4, 3), ((128, 128, 64), 8, 3), ((64, 128, 128), 4, 3),
-                ((128, 64, 64), 4, 4)]}, a.interpret)
+          1: [(16, 16, 256), (16, 32, 256), (16, 32, 512), (16, 64, 256), (16, 32, 128)],
+          128: [(64, 128, 256), (64, 64, 64), (128, 128, 64), (64, 128, 128), (128, 64, 64)]},
+          a.interpret)
   run.res["elapsed_s"] = time.monotonic() - t0
   print(run.save())
   return 0
