@@ -31,8 +31,8 @@ def _train_checkpoint(workdir, cfg=CFG, seed=3, step=7):
   loop writes it under workdir/checkpoints."""
   mesh = make_mesh([-1], ["data"])
   with jax.set_mesh(mesh):
-    _, state, _ = init_state(TRAIN, GLM(cfg, rngs=nnx.Rngs(params=seed)), make_optimizer(TRAIN.train),
-                             mesh)
+    model = GLM(cfg, rngs=nnx.Rngs(params=seed))
+    _, state, _ = init_state(TRAIN, model, make_optimizer(TRAIN.train), mesh)
     ckpt = Checkpointer(workdir / "checkpoints", keep=2)
     ckpt.save(step, state, {"step": step})
     ckpt.close()
@@ -133,7 +133,8 @@ def test_missing_corrupt_mismatched_or_quantized_sources_are_clear_errors(workdi
   with pytest.raises(CheckpointError, match="no checkpoint at"):
     S.quantize_checkpoint(tmp_path / "nothing", tmp_path / "q", _abstract(), "int8")
   deeper = GLMConfig(vocab_size=300, num_layers=9, d_model=64, num_heads=4, dropout=0.0)
-  with pytest.raises(CheckpointError, match=r"does not fit this model: .* is \[8, .*\] on disk, \[9, "):
+  with pytest.raises(CheckpointError,
+                     match=r"does not fit this model: .* is \[8, .*\] on disk, \[9, "):
     S.quantize_checkpoint(workdir, tmp_path / "q", _abstract(deeper), "int8")
   with pytest.raises(ConfigError, match="unknown quantization scheme 'int3'"):
     S.quantize_checkpoint(workdir, tmp_path / "q", _abstract(), "int3")
