@@ -35,7 +35,8 @@ def layer_chunked_save_args(tree):
   def one(x):
     if isinstance(x, nnx.Variable):
       axes = tuple(x.get_metadata().get("axes") or ())
-      return x.replace(ocp.SaveArgs(shard_axes=(0,)) if axes[:1] == ("layers",) else ocp.SaveArgs())
+      arg = ocp.SaveArgs(shard_axes=(0,)) if axes[:1] == ("layers",) else ocp.SaveArgs()
+      return x.replace(jax.tree.map(lambda _: arg, x.get_value()))
     return ocp.SaveArgs()
   return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
