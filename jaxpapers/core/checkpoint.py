@@ -25,6 +25,22 @@ def all_finite(tree) -> bool:
   return bool(_leaves_finite(leaves)) if leaves else True
 
 
+def layer_chunked_save_args(tree):
+  """orbax SaveArgs for `tree`: each leaf of an nnx.Variable whose `axes` start with "layers" (a
+  stacked-layer array) is stored one layer per chunk (shard_axes=(0,)), so a reader can fetch
+  w[l] alone without decoding the other layers (`nn.quantize_stream`); other leaves keep orbax's
+  default (one chunk per shard). Values are unchanged; only the storage chunking differs."""
+  from flax import nnx
+
+  def one(x):
+    if isinstance(x, nnx.Variable):
+      axes = tuple(x.get_metadata().get("axes") or ())
+      arg = ocp.SaveArgs(shard_axes=(0,)) if axes[:1] == ("layers",) else ocp.SaveArgs()
+      return x.replace(jax.tree.map(lambda _: arg, x.get_value()))
+    return ocp.SaveArgs()
+  return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
 def _numel(shape) -> int:
   n = 1
   for d in shape:
@@ -51,7 +67,8 @@ class Checkpointer:
   def save(self, step: int, state, meta: dict) -> None:
     if not all_finite(state):
       raise CheckpointError(f"refusing to checkpoint a non-finite state at step {step}")
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(
+        state, save_args=layer_chunked_save_args(state)),
                                                     meta=ocp.args.JsonSave(meta)), force=True)
     self.manager.wait_until_finished()
 

@@ -217,9 +217,11 @@ _MARK = "jaxpapers-quantized-weights"
 
 
 def save_quantized(directory: str | Path, model: nnx.Module, scheme: str | Scheme,
-                   extra: dict | None = None) -> Path:
+                   extra: dict | None = None, max_inflight_bytes: int | None = None) -> Path:
   """Writes the quantized model's weights (INT4 codes packed, as held) with orbax, plus a JSON
-  description; written aside and renamed, so an existing good copy is never half-overwritten."""
+  description; written aside and renamed, so an existing good copy is never half-overwritten.
+  `max_inflight_bytes` (> the largest array) bounds the bytes orbax serializes at once (host
+  memory of the write); the files are the same either way."""
   import orbax.checkpoint as ocp
   if quantization_of(model) is None:
     raise CheckpointError("save_quantized needs a quantized model; call quantize(model, scheme) first")
@@ -238,12 +240,23 @@ def save_quantized(directory: str | Path, model: nnx.Module, scheme: str | Schem
   meta = {"format": _MARK, "scheme": name, "spec": dataclasses.asdict(spec), "kernels": layout,
           **(extra or {})}
   _, state = nnx.split(model)
+  return save_aside(directory, ocp.args.Composite(
+      state=ocp.args.StandardSave(nnx.to_pure_dict(state)), meta=ocp.args.JsonSave(meta)),
+      max_inflight_bytes)
+
+
+def save_aside(directory: Path, items, max_inflight_bytes: int | None = None) -> Path:
+  """Writes the orbax composite `items` to directory.tmp, then renames it to `directory` (an
+  existing good copy is replaced only once the new one is complete). `max_inflight_bytes` bounds
+  what the "state" item serializes at once (orbax's save_concurrent_gb)."""
+  import orbax.checkpoint as ocp
   tmp = directory.with_name(directory.name + ".tmp")
   if tmp.exists():
     shutil.rmtree(tmp)
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
-    ckpt.save(tmp, ocp.args.Composite(state=ocp.args.StandardSave(nnx.to_pure_dict(state)),
-                                      meta=ocp.args.JsonSave(meta)))
+  handlers = {} if max_inflight_bytes is None else {"state": ocp.StandardCheckpointHandler(
+      save_concurrent_gb=max_inflight_bytes / 1e9), "meta": ocp.JsonCheckpointHandler()}
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler(**handlers)) as ckpt:
+    ckpt.save(tmp, items)
   if directory.exists():
     old = directory.with_name(directory.name + ".old")
     directory.rename(old)
