@@ -5,21 +5,18 @@ cache. Generated tokens take GLM-130B's 1-D positions: the [MASK] token's positi
 counting on from the context for [gMASK] (2-D: the mask position plus an intra-block counter)."""
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
+from jaxpapers.glm.model import decode_step
 from jaxpapers.glm.objective import SpecialIds
 from jaxpapers.nn.sampling import sample_logits
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _forward_cached(graphdef, params, tokens, positions, context_len, cache, index):
-  model = nnx.merge(graphdef, params)
-  return model(tokens, positions, context_len, cache=cache, cache_index=index)
+# (cfg, weights, tokens, positions, context_len, cache, index) -> (logits, cache); the cache is
+# donated, so each token updates it in place
+forward_cached = jax.jit(decode_step, static_argnums=0, donate_argnums=5)
 
 
 def _pos(p, b, two_d):
@@ -47,18 +44,18 @@ def generate_blank(model, context: list[int], gen_position: int, ids: SpecialIds
   gen_position: the 1-D position of <sop> (the [MASK] index, or len(context) for [gMASK]);
   counting: positions count on (gMASK) instead of staying at gen_position ([MASK])."""
   two_d = model.cfg.positions == "2d"
-  graphdef, params = nnx.split(model)   # all state: Params and quantized kernels
+  weights = model.decode_weights()   # each layer's arrays on their own (FP or quantized)
   c = len(context)
   cache = model.init_cache(1, c + 1 + max_new_tokens)
   ctx_len = jnp.asarray([c], jnp.int32)
-  _, cache = _forward_cached(graphdef, params, jnp.asarray([context], jnp.int32),
-                             _pos(np.arange(c), np.zeros(c), two_d), ctx_len, cache, 0)
+  _, cache = forward_cached(model.cfg, weights, jnp.asarray([context], jnp.int32),
+                            _pos(np.arange(c), np.zeros(c), two_d), ctx_len, cache, 0)
   key = jax.random.key(seed)
   out, tok = [], ids.sop
   for i in range(max_new_tokens):
     pos, block = generated_position(c, gen_position, i, counting, two_d)
-    logits, cache = _forward_cached(graphdef, params, jnp.asarray([[tok]], jnp.int32),
-                                    _pos([pos], [block], two_d), ctx_len, cache, c + i)
+    logits, cache = forward_cached(model.cfg, weights, jnp.asarray([[tok]], jnp.int32),
+                                   _pos([pos], [block], two_d), ctx_len, cache, c + i)
     key, sub = jax.random.split(key)
     tok = int(sample_logits(logits[:, -1], sub, strategy, top_k, top_p, temperature)[0])
     if tok == ids.eop:

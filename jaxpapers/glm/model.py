@@ -178,9 +178,17 @@ class GLM(nnx.Module):
                   "ln1_scale", "ln1_bias", "ln2_scale", "ln2_bias")
 
   def init_cache(self, batch: int, max_len: int, dtype=jnp.float32):
-    c = self.cfg
-    shape = (c.num_layers, batch, max_len, c.num_heads, c.head_dim)
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+    """The KV cache: one {"k", "v"} of [B, max_len, H, D] per layer (see `decode_step`)."""
+    return init_cache(self.cfg, batch, max_len, dtype)
+
+  def decode_weights(self) -> dict:
+    """The weights as `decode_step` reads them: each layer's parameters as arrays of their own
+    (materialised once here), plus the embedding and the final norm."""
+    stacked = {name: getattr(self, name).get_value() for name in self.LAYER_PARAMS}
+    layers = tuple(jax.tree.map(lambda a: jnp.array(a[l]), stacked)
+                   for l in range(self.cfg.num_layers))
+    return {"embed": self.embed.get_value(), "final_scale": self.final_scale.get_value(),
+            "final_bias": self.final_bias.get_value(), "layers": layers}
 
   def __call__(self, tokens, positions, context_len, *, dropout_key=None, cache=None,
                cache_index=0, layer_wrapper=None, layer_stack=None, return_hidden=False):
@@ -198,20 +206,20 @@ class GLM(nnx.Module):
     over xs (e.g. `jaxpapers.gact.stack.compressed_stack`, micro-batched by `chunk`).
 
     tokens [B,T] int; positions [B,T] (1-D) or [B,2,T] (2-D); context_len [B]: the first
-    context_len tokens attend bidirectionally. With a cache, tokens sit at absolute
-    positions cache_index..cache_index+T-1 of the cache (without one, cache_index is unused).
+    context_len tokens attend bidirectionally. With a cache (`init_cache`), tokens sit at
+    absolute positions cache_index..cache_index+T-1 of the cache (without one, cache_index is
+    unused); that path is `decode_step` on `decode_weights()`, which fast decoding calls
+    directly with the weights unstacked once.
     `return_hidden` (no cache): the last layer's output [B,T,E], before the final norm and the
     head (both in `head_loss`)."""
     cfg = self.cfg
-    B, T = tokens.shape
+    if cache is not None:
+      return decode_step(cfg, self.decode_weights(), tokens, positions, context_len, cache,
+                         cache_index)
     # the shrink on the table the lookup reads, not on its [B,T,E] output: the same gradient
     # (alpha * scatter(g) = scatter(alpha * g)) without a scaled copy of the cotangent
     x = lookup(shrink_gradient(self.embed[...], cfg.emb_grad_shrink), tokens)
     x = constrain(x, "batch", "length", "embed")
-    if cache is not None:        # (without a cache, each layer makes them for its rows)
-      q_index = jnp.arange(T) + cache_index
-      mask = attention_mask_from_context(context_len, q_index, cache["k"].shape[2])
-      rope = rope_for(cfg, positions)
     stacked = {name: getattr(self, name).get_value() for name in self.LAYER_PARAMS}
     layer_keys = (jax.random.split(dropout_key, cfg.num_layers) if dropout_key is not None
                   else jnp.zeros((cfg.num_layers,), jnp.uint32))
@@ -219,37 +227,53 @@ class GLM(nnx.Module):
     def body(h, xs):
       p, idx, key = xs["p"], xs["idx"], xs["key"]
       key = key if dropout_key is not None else None
-      if cache is not None:
-        return _layer(cfg, h, p, idx, rope, mask, key, (xs["k"], xs["v"]), cache_index)
       return _uncached_layer(cfg, h, p, idx, positions, context_len, key), None
 
     xs = {"p": stacked, "idx": jnp.arange(cfg.num_layers), "key": layer_keys}
-    if layer_stack is not None and cache is None:
+    if layer_stack is not None:
       def layer_fn(shared, xs_l, h, part):
         key = xs_l["key"] if dropout_key is not None else None
         return _part_layer(cfg, (xs_l["p"], xs_l["idx"], key), h,
                            (shared["positions"], shared["context_len"]), part)
       h = layer_stack(layer_fn, x, xs, {"positions": positions, "context_len": context_len},
                       jax.vmap(_seed_of)(layer_keys), cfg.layer_chunk)
-      new_kv = None
-    elif layer_wrapper is not None and cache is None:
+    elif layer_wrapper is not None:
       h, _ = jax.lax.scan(_wrapped_body(cfg, layer_wrapper, positions, context_len, dropout_key),
                           x, xs)
-      new_kv = None
     else:
-      if cfg.remat and cache is None:
+      if cfg.remat:
         body = jax.checkpoint(body, prevent_cse=False)
-      if cache is not None:
-        xs["k"], xs["v"] = cache["k"], cache["v"]
-      h, new_kv = jax.lax.scan(body, x, xs)
-    if return_hidden and cache is None:    # [B,T,E] before the final norm (see `head_loss`)
+      h, _ = jax.lax.scan(body, x, xs)
+    if return_hidden:    # [B,T,E] before the final norm (see `head_loss`)
       return h
     h = layer_norm(h, self.final_scale[...], self.final_bias[...])
     logits = jnp.einsum("bte,ve->btv", h, self.embed[...]).astype(jnp.float32)
-    logits = constrain(logits, "batch", "length", "vocab")
-    if cache is None:
-      return logits
-    return logits, {"k": new_kv[0], "v": new_kv[1]}
+    return constrain(logits, "batch", "length", "vocab")
+
+
+def init_cache(cfg: GLMConfig, batch: int, max_len: int, dtype=jnp.float32) -> list[dict]:
+  shape = (batch, max_len, cfg.num_heads, cfg.head_dim)
+  return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+          for _ in range(cfg.num_layers)]
+
+
+def decode_step(cfg: GLMConfig, weights: dict, tokens, positions, context_len, cache: list,
+                cache_index):
+  """(logits [B,T,V], new cache) of tokens at absolute positions cache_index..cache_index+T-1
+  (prefill: the context; decode: one token), each layer run on its own weight arrays
+  (`GLM.decode_weights`) in an unrolled loop. A scan over the stacked [L, ...] weights would
+  slice, i.e. copy, one layer's weights out of the stack per layer and token: at batch 1, where
+  decode is bound by reading the weights, that copy had doubled the bytes moved per token."""
+  x = weights["embed"][tokens]
+  mask = attention_mask_from_context(context_len, jnp.arange(tokens.shape[1]) + cache_index,
+                                     cache[0]["k"].shape[1])
+  rope = rope_for(cfg, positions)
+  new_cache = []
+  for l, p in enumerate(weights["layers"]):
+    x, (k, v) = _layer(cfg, x, p, l, rope, mask, None, (cache[l]["k"], cache[l]["v"]), cache_index)
+    new_cache.append({"k": k, "v": v})
+  h = layer_norm(x, weights["final_scale"], weights["final_bias"])
+  return jnp.einsum("bte,ve->btv", h, weights["embed"]).astype(jnp.float32), new_cache
 
 
 def head_loss(model: GLM, hidden, targets, weights, chunk: int = 0):

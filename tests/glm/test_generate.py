@@ -1,12 +1,10 @@
-"""Generation from Python and from the CLI, on a tiny trained run."""
+"""Generation with the KV cache: determinism, seeds, positions (the CLI: test_trained_run.py)."""
 import numpy as np
 from flax import nnx
 
-from jaxpapers import cli
 from jaxpapers.glm.generate import complete, generate_blank
 from jaxpapers.glm.model import GLM, GLMConfig
 from jaxpapers.glm.objective import SpecialIds
-from jp_testutil import tiny_glm_args
 
 IDS = SpecialIds(pad=0, mask=1, gmask=2, sop=3, eop=4)
 
@@ -21,20 +19,6 @@ def test_greedy_blank_generation_is_deterministic_and_sampling_uses_the_seed():
   s1 = generate_blank(model, ctx, 2, IDS, max_new_tokens=6, strategy="sample", seed=1)
   s2 = generate_blank(model, ctx, 2, IDS, max_new_tokens=6, strategy="sample", seed=1)
   assert s1 == s2
-
-
-def test_cli_generate_after_a_run(capsys, tmp_path, small_corpus):
-  wd = tmp_path / "wd"
-  assert cli.main(tiny_glm_args(small_corpus, wd)) == 0
-  capsys.readouterr()
-  assert cli.main(["generate", "--workdir", str(wd), "--prompt", "Emma was [MASK] happy.",
-                   "--max_new_tokens", "3"]) == 0
-  out = capsys.readouterr().out.strip()
-  assert out.startswith("Emma was") and out.endswith("happy.") and "[MASK]" not in out
-  assert cli.main(["generate", "--workdir", str(wd), "--prompt", "It is a truth",
-                   "--strategy", "top_p", "--max_new_tokens", "3"]) == 0
-  assert cli.main(["generate", "--workdir", str(wd), "--prompt", "x", "--strategy", "beam"]) == 2
-  assert "unknown sampling strategy" in capsys.readouterr().err
 
 
 def test_sampling_depends_on_the_seed():
