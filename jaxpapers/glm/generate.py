@@ -6,6 +6,7 @@ counting on from the context for [gMASK] (2-D: the mask position plus an intra-b
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,8 @@ from flax import nnx
 
 from jaxpapers.glm.objective import SpecialIds
 from jaxpapers.nn.sampling import sample_logits
+
+log = logging.getLogger("jaxpapers")
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -67,12 +70,32 @@ def generate_blank(model, context: list[int], gen_position: int, ids: SpecialIds
   return out
 
 
-def complete(model, tok, text: str, ids: SpecialIds, *, mode: str = "gmask", **kw) -> str:
+def _fit(context: list[int], max_new_tokens: int, max_len: int | None) -> int:
+  """max_new_tokens, lowered (with a warning) so context + <sop> + generated inputs stay within
+  max_len positions; a context that leaves no room is a ValueError."""
+  if max_len is None:
+    return max_new_tokens
+  room = max_len - len(context)
+  if room < 1:
+    raise ValueError(f"the prompt is {len(context)} tokens with its mask token; the model's context "
+                     f"is {max_len} tokens (objective.seq_len): shorten the prompt")
+  if max_new_tokens > room:
+    log.warning("generating at most %d tokens: the prompt leaves %d of the model's %d positions",
+                room, room, max_len)
+  return min(max_new_tokens, room)
+
+
+def complete(model, tok, text: str, ids: SpecialIds, *, mode: str = "gmask",
+             max_new_tokens: int = 32, max_len: int | None = None, **kw) -> str:
   """Text in, text out. mode 'gmask': continue `text`; mode 'mask': fill every [MASK] in `text`
-  in turn (each filled blank becomes context for the next, as GLM-130B's generation script)."""
+  in turn (each filled blank becomes context for the next, as GLM-130B's generation script).
+  max_len (the training seq_len): a prompt longer than it is a ValueError; generation stops
+  there (stated in a warning)."""
   if mode == "gmask":
     context = tok.encode(text).ids + [ids.gmask]
-    return tok.decode(generate_blank(model, context, len(context), ids, counting=True, **kw))
+    n = _fit(context, max_new_tokens, max_len)
+    return tok.decode(generate_blank(model, context, len(context), ids, counting=True,
+                                     max_new_tokens=n, **kw))
   if mode != "mask":
     raise ValueError(f"unknown mode {mode!r}; use gmask or mask")
   if "[MASK]" not in text:
@@ -80,6 +103,7 @@ def complete(model, tok, text: str, ids: SpecialIds, *, mode: str = "gmask", **k
   ids_list = tok.encode(text).ids
   while ids.mask in ids_list:
     m = ids_list.index(ids.mask)
-    filled = generate_blank(model, ids_list, m, ids, **kw)
+    n = _fit(ids_list, max_new_tokens, max_len)
+    filled = generate_blank(model, ids_list, m, ids, max_new_tokens=n, **kw)
     ids_list = ids_list[:m] + filled + ids_list[m + 1:]
   return tok.decode(ids_list)
