@@ -178,7 +178,7 @@ def cmd_generate(fv) -> int:
   import ml_collections
   from jaxpapers.core import workdir as wdlib
   from jaxpapers.glm import experiments as glmexp
-  from jaxpapers.glm.generate import complete
+  from jaxpapers.glm.generate import complete, prompt_context
   from jaxpapers.core.checkpoint import has_checkpoints
   from jaxpapers.core.train import load_params
   _check_generate_flags(fv)
@@ -191,11 +191,15 @@ def cmd_generate(fv) -> int:
   if not has_checkpoints(workdir / "checkpoints"):
     raise CheckpointError(f"{workdir} holds no checkpoint yet: train it first (jaxpapers run)")
   corpus, model = glmexp.build(cfg, workdir)
+  mode = fv.mode or ("mask" if "[MASK]" in fv.prompt else "gmask")
+  try:
+    prompt_context(corpus.tokenizer, fv.prompt, corpus.ids, mode, cfg.objective.seq_len)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   model = load_params(cfg, workdir, model)
   if fv.quantize:
     from jaxpapers.nn.quantized import quantize
     model = quantize(model, fv.quantize)
-  mode = fv.mode or ("mask" if "[MASK]" in fv.prompt else "gmask")
   try:
     out = complete(model, corpus.tokenizer, fv.prompt, corpus.ids, mode=mode,
                    max_new_tokens=fv.max_new_tokens, strategy=fv.strategy, top_k=fv.top_k,

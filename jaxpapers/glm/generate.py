@@ -85,6 +85,13 @@ def _fit(context: list[int], max_new_tokens: int, max_len: int | None) -> int:
   return min(max_new_tokens, room)
 
 
+def prompt_context(tok, text: str, ids: SpecialIds, mode: str, max_len: int | None) -> list[int]:
+  """The context `complete` starts from; ValueError when it leaves no room in max_len."""
+  context = tok.encode(text).ids + ([ids.gmask] if mode == "gmask" else [])
+  _fit(context, 1, max_len)
+  return context
+
+
 def complete(model, tok, text: str, ids: SpecialIds, *, mode: str = "gmask",
              max_new_tokens: int = 32, max_len: int | None = None, **kw) -> str:
   """Text in, text out. mode 'gmask': continue `text`; mode 'mask': fill every [MASK] in `text`
@@ -92,7 +99,7 @@ def complete(model, tok, text: str, ids: SpecialIds, *, mode: str = "gmask",
   max_len (the training seq_len): a prompt longer than it is a ValueError; generation stops
   there (stated in a warning)."""
   if mode == "gmask":
-    context = tok.encode(text).ids + [ids.gmask]
+    context = prompt_context(tok, text, ids, mode, max_len)
     n = _fit(context, max_new_tokens, max_len)
     return tok.decode(generate_blank(model, context, len(context), ids, counting=True,
                                      max_new_tokens=n, **kw))
