@@ -3,6 +3,8 @@
   jaxpapers list
   jaxpapers run glm/pretrain --preset quick --workdir DIR [--config.train.steps=100 ...]
   jaxpapers run --config=experiments/glm/configs/pretrain.py:quick --workdir DIR
+                (a finished run is not run again; --restart: start over when the workdir holds
+                only corrupt checkpoints)
   jaxpapers generate --workdir DIR --prompt "text" [--mode gmask|mask] [--strategy top_p]
                      [--quantize int4_absmax]
   jaxpapers explain --workdir DIR --dataset umls --qtype 2p --anchors A --relations R1,R2

@@ -250,3 +250,23 @@ def test_generation_fits_the_context(caplog):
   assert _fit([1] * 10, 5, 32) == 5
   with pytest.raises(ValueError, match="the prompt is 32 tokens .* context is 32 tokens"):
     _fit([1] * 32, 5, 32)
+
+
+def test_restart_is_needed_to_start_over_past_corrupt_checkpoints(tmp_path):
+  c = ml_collections.ConfigDict(dict(seed=0, train=dict(
+      steps=2, batch=2, lr=1e-2, warmup=0, end_lr_ratio=1.0, weight_decay=0.0, b1=0.9, b2=0.95,
+      eps=1e-8, clip=1.0, grad_accum=1, log_every=1, eval_every=0, ckpt_every=1, keep=3,
+      on_nonfinite="skip", inject_nan_step=-1, tensorboard=False)))
+  (tmp_path / "checkpoints" / "5.corrupt").mkdir(parents=True)
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n')
+  loss = lambda m, b, key: (jnp.mean((m(b["x"]) - b["y"]) ** 2), {})
+  run = lambda: train(cfg=c, workdir=tmp_path, model=_Linear(), loss_fn=loss,
+                      get_batch=lambda s: {"x": np.ones((2, 4), np.float32), "y": np.zeros((2, 1), np.float32)},
+                      mesh=make_mesh((1,), ("data",), jax.devices()[:1]), progress=False)
+  with pytest.raises(CheckpointError, match=r"holds only unusable checkpoints \(5.corrupt\)"):
+    run()
+  with wdlib.fresh_start(True):                                     # jaxpapers run --restart
+    out = run()
+  assert out.resumed_from is None and [h["step"] for h in out.history] == [1, 2]
+  assert [r["loss"] for r in metrics.read_metrics(tmp_path)] == [h["loss"] for h in out.history]
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2", "5.corrupt"]
