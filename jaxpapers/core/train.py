@@ -58,9 +58,9 @@ def validate_train(c: ml_collections.ConfigDict, key: str = "train") -> None:
 
 
 def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """AdamW with linear warmup + cosine decay and global-norm clipping; no weight decay on biases
-  and norms (clip = 0: no clipping). The schedule follows optax's update count, which a skipped (non-finite) step does
-  not advance."""
+  """AdamW with linear warmup + cosine decay and global-norm clipping (clip = 0: none); no weight
+  decay on biases and norms. The schedule follows optax's update count, which a skipped
+  (non-finite) step does not advance."""
   warmup = int(t.warmup * t.steps) if t.warmup < 1 else int(t.warmup)
   sched = optax.warmup_cosine_decay_schedule(0.0, t.lr, max(warmup, 1), max(t.steps, warmup + 1),
                                              end_value=t.lr * t.end_lr_ratio)

@@ -72,29 +72,29 @@ def check_rerun(workdir: str | Path, config: dict, write: bool = True) -> str:
   from jaxpapers.core.errors import ConfigError
   workdir = Path(workdir)
   path = workdir / "config.json"
-  if path.exists() and (workdir / "checkpoints").is_dir():
-    old = read_json(path)
+  old = read_json(path) if path.exists() else None
+  if old is not None and (workdir / "checkpoints").is_dir():
     fixed = [k for k in differing_keys(old, config) if k.split(".")[0] in FIXED_SECTIONS]
     if fixed:
       raise ConfigError(f"{workdir} holds a run whose {fixed[0]} differs ({len(fixed)} key(s): "
                         f"{', '.join(fixed[:4])}); use a new --workdir")
-    done = finished_config(workdir)
-    if done is not None:
-      changed = differing_keys(done, config)
-      if not changed:
-        return "finished"
-      if changed != ["train.steps"] or config["train"]["steps"] <= done["train"]["steps"]:
-        raise ConfigError(f"{workdir} holds a finished run whose config differs in "
-                          f"{', '.join(changed[:4])}; it is kept as it is: use a new --workdir "
-                          "(only a larger --config.train.steps continues a finished run)")
-    changed = differing_keys(old, config)
-    if changed and write:
-      n = 1
-      while (workdir / f"config.{n}.json").exists():
-        n += 1
-      atomic_write_text(workdir / f"config.{n}.json", path.read_text())
-      log.warning("config changed in %s; the previous one is kept as config.%d.json",
-                  ", ".join(changed[:4]), n)
+  done = finished_config(workdir)
+  if done is not None:
+    changed = differing_keys(done, config)
+    if not changed:
+      return "finished"
+    if changed != ["train.steps"] or config["train"]["steps"] <= done["train"]["steps"]:
+      raise ConfigError(f"{workdir} holds a finished run whose config differs in "
+                        f"{', '.join(changed[:4])}; it is kept as it is: use a new --workdir "
+                        "(only a larger --config.train.steps continues a finished run)")
+  changed = differing_keys(old, config) if old is not None else []
+  if changed and write:
+    n = 1
+    while (workdir / f"config.{n}.json").exists():
+      n += 1
+    atomic_write_text(workdir / f"config.{n}.json", path.read_text())
+    log.warning("config changed in %s; the previous one is kept as config.%d.json",
+                ", ".join(changed[:4]), n)
   if write:
     atomic_write_json(path, config, indent=2, sort_keys=True)
   return "run"
