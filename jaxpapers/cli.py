@@ -3,6 +3,8 @@
   jaxpapers list
   jaxpapers run glm/pretrain --preset quick --workdir DIR [--config.train.steps=100 ...]
   jaxpapers run --config=experiments/glm/configs/pretrain.py:quick --workdir DIR
+                (a finished run is not run again; --restart: start over when the workdir holds
+                only corrupt checkpoints)
   jaxpapers generate --workdir DIR --prompt "text" [--mode gmask|mask] [--strategy top_p]
                      [--quantize int4_absmax]
   jaxpapers explain --workdir DIR --dataset umls --qtype 2p --anchors A --relations R1,R2
@@ -12,7 +14,10 @@ Errors caused by input print one line and exit with code 2.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -20,7 +25,7 @@ from pathlib import Path
 
 from absl import flags
 
-from jaxpapers.core.errors import ConfigError, JaxpapersError, WorkdirError
+from jaxpapers.core.errors import CheckpointError, ConfigError, JaxpapersError, WorkdirError
 
 USAGE = __doc__
 
@@ -31,6 +36,8 @@ def _flags() -> flags.FlagValues:
   flags.DEFINE_string("preset", None, "config preset, e.g. quick", flag_values=fv)
   flags.DEFINE_string("config", None, "FILE[:ARG] config file and its get_config argument", flag_values=fv)
   flags.DEFINE_string("coordinator", None, "host:port of the jax.distributed coordinator", flag_values=fv)
+  flags.DEFINE_bool("restart", False, "run: start from step 0 although the workdir holds only "
+                    "unusable (*.corrupt) checkpoints (they are kept)", flag_values=fv)
   flags.DEFINE_integer("num_processes", None, "number of processes (jax.distributed)", flag_values=fv)
   flags.DEFINE_integer("process_id", None, "this process's index (jax.distributed)", flag_values=fv)
   flags.DEFINE_string("prompt", None, "generate: the prompt ([MASK] marks a blank)", flag_values=fv)
@@ -126,55 +133,80 @@ def _load(fv, positional, overrides):
 
 def cmd_run(fv, positional, overrides) -> int:
   from jaxpapers.core import config as cfglib
+  from jaxpapers.core import workdir as wdlib
   from jaxpapers.core.distributed import maybe_initialize
   exp, cfg = _load(fv, positional, overrides)
-  exp.validate(cfg)
-  workdir = _check_workdir(fv.workdir)
+  if not fv.workdir:
+    raise WorkdirError("--workdir is required")
   maybe_initialize(fv.coordinator, fv.num_processes, fv.process_id)
+  exp.validate(cfg)                  # everything checkable before a file is written
+  workdir = _check_workdir(fv.workdir)
   import jax
-  import json
-  previous = workdir / "config.json"
-  if previous.exists() and (workdir / "checkpoints").is_dir():
-    # resuming: what defines the model and its data must not change
-    old = json.loads(previous.read_text())
-    fixed = [k for k in cfglib.differing_keys(old, json.loads(cfglib.to_json(cfg)))
-             if k.split(".")[0] in ("experiment", "seed", "model", "data", "objective", "mesh")]
-    if fixed:
-      raise ConfigError(f"{workdir} holds a run whose {fixed[0]} differs ({len(fixed)} key(s): "
-                        f"{', '.join(fixed[:4])}); use a new --workdir")
-  if jax.process_index() == 0:
-    previous.write_text(cfglib.to_json(cfg) + "\n")
-  command = "jaxpapers " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-  exp.function()(cfg, str(workdir), command)
-  if jax.process_index() == 0:
+  lead = jax.process_index() == 0
+  with (wdlib.Lock(workdir) if lead else contextlib.nullcontext()), wdlib.fresh_start(fv.restart):
+    new = json.loads(cfglib.to_json(cfg))
+    if wdlib.check_rerun(workdir, new, write=lead) == "finished":
+      if lead:
+        print(f"{workdir} holds this run, finished; nothing to do. Report: {workdir / 'REPORT.md'}")
+      return 0
+    command = "jaxpapers " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    exp.function()(cfg, str(workdir), command)
+    if lead:
+      wdlib.mark_finished(workdir, new)
+  if lead:
     print(workdir / "REPORT.md")
   return 0
 
 
-def cmd_generate(fv) -> int:
-  import json
-  import ml_collections
-  from jaxpapers.glm import experiments as glmexp
-  from jaxpapers.glm.generate import complete
-  from jaxpapers.core.train import load_params
+def _check_generate_flags(fv) -> None:
   if not fv.prompt:
     raise ConfigError("--prompt is required")
+  if fv.mode not in (None, "gmask", "mask"):
+    raise ConfigError(f"--mode must be gmask or mask, got {fv.mode!r}")
+  if fv.strategy not in ("greedy", "sample", "top_k", "top_p"):
+    raise ConfigError(f"unknown sampling strategy {fv.strategy!r}; use greedy, sample, top_k or top_p")
+  if fv.max_new_tokens < 1:
+    raise ConfigError(f"--max_new_tokens must be a positive int, got {fv.max_new_tokens}")
+  if not (math.isfinite(fv.temperature) and fv.temperature > 0):
+    raise ConfigError(f"--temperature must be a positive finite number, got {fv.temperature} "
+                      "(--strategy greedy gives the deterministic output)")
+  if not 0.0 < fv.top_p <= 1.0:
+    raise ConfigError(f"--top_p must be in (0, 1], got {fv.top_p}")
+  if fv.top_k < 1:
+    raise ConfigError(f"--top_k must be a positive int, got {fv.top_k}")
+
+
+def cmd_generate(fv) -> int:
+  import ml_collections
+  from jaxpapers.core import workdir as wdlib
+  from jaxpapers.glm import experiments as glmexp
+  from jaxpapers.glm.generate import complete, prompt_context
+  from jaxpapers.core.checkpoint import has_checkpoints
+  from jaxpapers.core.train import load_params
+  _check_generate_flags(fv)
   workdir = Path(fv.workdir or "")
   if not (workdir / "config.json").is_file():
     raise WorkdirError(f"{workdir} holds no config.json of a glm/pretrain run")
-  cfg = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  cfg = ml_collections.ConfigDict(wdlib.read_json(workdir / "config.json"))
   if cfg.get("experiment") != "glm/pretrain":
     raise ConfigError(f"{workdir} is a {cfg.get('experiment')!r} run; generate needs glm/pretrain")
+  if not has_checkpoints(workdir / "checkpoints"):
+    raise CheckpointError(f"{workdir} holds no checkpoint yet: train it first (jaxpapers run)")
   corpus, model = glmexp.build(cfg, workdir)
+  mode = fv.mode or ("mask" if "[MASK]" in fv.prompt else "gmask")
+  try:
+    prompt_context(corpus.tokenizer, fv.prompt, corpus.ids, mode, cfg.objective.seq_len)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   model = load_params(cfg, workdir, model)
   if fv.quantize:
     from jaxpapers.nn.quantized import quantize
     model = quantize(model, fv.quantize)
-  mode = fv.mode or ("mask" if "[MASK]" in fv.prompt else "gmask")
   try:
     out = complete(model, corpus.tokenizer, fv.prompt, corpus.ids, mode=mode,
                    max_new_tokens=fv.max_new_tokens, strategy=fv.strategy, top_k=fv.top_k,
-                   top_p=fv.top_p, temperature=fv.temperature, seed=fv.seed)
+                   top_p=fv.top_p, temperature=fv.temperature, seed=fv.seed,
+                   max_len=cfg.objective.seq_len)
   except (ValueError, TypeError) as e:
     raise ConfigError(str(e).splitlines()[0]) from None
   print(out)

@@ -1,17 +1,108 @@
 """orbax checkpoints of the whole train state (params, optimizer, step, RNG) plus the
-data-iterator position; restore falls back past a corrupt latest checkpoint."""
+data-iterator position, each array with a CRC-32 of its bytes; restore verifies them and falls
+back past a corrupt latest checkpoint (set aside as `<step>.corrupt`)."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import zlib
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxpapers.core.errors import CheckpointError
 
 log = logging.getLogger("jaxpapers")
+
+# Exceptions that mean "these bytes do not decode": a damaged or incomplete checkpoint. Anything
+# else (MemoryError, an I/O error, ...) says nothing about the checkpoint and sets nothing aside.
+_FORMAT_ERRORS = (ValueError, KeyError, IndexError, TypeError, EOFError, FileNotFoundError,
+                  NotADirectoryError, IsADirectoryError, zlib.error)
+# tensorstore reports every failure as a ValueError; these words mark the ones that are not about
+# the bytes ("OS error" is how it quotes errno; a missing file is a format error).
+_NOT_FORMAT = ("PERMISSION_DENIED", "UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED",
+               "CANCELLED", "ABORTED", "OS error")
+
+
+def is_corruption(e: BaseException) -> bool:
+  """Whether a restore failure means the checkpoint's bytes are bad (decode/format errors)."""
+  if not isinstance(e, _FORMAT_ERRORS):
+    return False
+  msg = str(e)
+  return not any(w in msg for w in _NOT_FORMAT) or "No such file" in msg
+
+
+def _run_draining(coro):
+  """orbax's `_run_sync_via_new_loop`, except that when the coroutine fails, the loop first runs
+  the reads still in flight to their end before it is closed. orbax closes it at once; tensorstore
+  then completes those reads into the closed loop and prints one 'RuntimeError: Event loop is
+  closed' traceback for each, after the restore error has been handled."""
+  loop = asyncio.new_event_loop()
+  try:
+    asyncio.set_event_loop(loop)
+    try:
+      return loop.run_until_complete(coro)
+    except BaseException:
+      pending = asyncio.all_tasks(loop)
+      if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+      raise
+  finally:
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+@contextlib.contextmanager
+def _draining_restores():
+  """Routes orbax's synchronous runs through `_run_draining` (orbax 0.12's private hook; left
+  alone if a later orbax lacks it), and quiets orbax's own error log meanwhile."""
+  from orbax.checkpoint._src import asyncio_utils
+  original = getattr(asyncio_utils, "_run_sync_via_new_loop", None)
+  if original is None:
+    yield
+    return
+  absl = logging.getLogger("absl")   # orbax logs each failure again as an ERROR; we report it
+  level = absl.level
+  asyncio_utils._run_sync_via_new_loop = _run_draining
+  absl.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    asyncio_utils._run_sync_via_new_loop = original
+    absl.setLevel(level)
+
+
+def _leaf_bytes(x) -> np.ndarray:
+  """The bytes of a leaf this process holds: the whole array, or (an array spread over several
+  processes) its addressable shards of replica 0 in index order."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    shards = sorted((s for s in x.addressable_shards if s.replica_id == 0),
+                    key=lambda s: [sl.start or 0 for sl in s.index])
+    parts = [np.ascontiguousarray(jax.device_get(s.data)).reshape(-1).view(np.uint8) for s in shards]
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+  return np.ascontiguousarray(jax.device_get(x)).reshape(-1).view(np.uint8)
+
+
+def checksums(tree) -> dict[str, str]:
+  """{leaf path: CRC-32 of the leaf's bytes}; with several processes, of each process's part,
+  gathered, so every process sees (and judges) the same table."""
+  items = jax.tree_util.tree_flatten_with_path(tree)[0]
+  crcs = np.array([zlib.crc32(_leaf_bytes(x)) for _, x in items], np.uint32)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    crcs = np.asarray(multihost_utils.process_allgather(crcs)).T   # [leaves, processes]
+  return {jax.tree_util.keystr(p): "-".join(f"{int(c):08x}" for c in np.atleast_1d(v))
+          for (p, _), v in zip(items, crcs)}
+
+
+def has_checkpoints(directory: str | Path) -> bool:
+  """Whether `directory` holds a step directory (without creating anything)."""
+  d = Path(directory)
+  return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
 
 
 @jax.jit
@@ -52,14 +143,24 @@ class Checkpointer:
   """Keeps the last `keep` checkpoints under `directory`; writes are atomic (orbax renames a
   finished temporary directory), so a killed run never leaves a half-written 'latest'."""
 
-  def __init__(self, directory: str | Path, keep: int = 3):
+  def __init__(self, directory: str | Path, keep: int = 3, create: bool = True):
     self.directory = Path(directory).absolute()
-    self.manager = ocp.CheckpointManager(
+    self.keep, self.create = keep, create
+    self.manager = self._manager()
+
+  def _manager(self):
+    return ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+        options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=self.create,
                                              enable_async_checkpointing=False),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
+
+  def corrupt(self) -> list[str]:
+    """Names of the checkpoints set aside as unusable."""
+    if not self.directory.is_dir():
+      return []
+    return sorted(p.name for p in self.directory.iterdir() if ".corrupt" in p.name)
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -67,24 +168,34 @@ class Checkpointer:
   def save(self, step: int, state, meta: dict) -> None:
     if not all_finite(state):
       raise CheckpointError(f"refusing to checkpoint a non-finite state at step {step}")
+    meta = dict(meta, checksums=checksums(state))
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(
         state, save_args=layer_chunked_save_args(state)),
                                                     meta=ocp.args.JsonSave(meta)), force=True)
     self.manager.wait_until_finished()
 
-  def restore_latest(self, abstract_state):
-    """(state, meta) of the newest checkpoint that restores, or None when there is none.
+  def restore_latest(self, abstract_state, allow_fresh: bool = False):
+    """(state, meta) of the newest checkpoint that restores and verifies, or None when there is
+    none.
 
-    `abstract_state` holds jax.ShapeDtypeStruct leaves with the target shardings. A checkpoint
-    that fails to restore is reported and skipped; if all fail, CheckpointError."""
+    `abstract_state` holds jax.ShapeDtypeStruct leaves with the target shardings. A corrupt
+    checkpoint (bytes that do not decode, a checksum that differs, non-finite values) is
+    reported, set aside as `<step>.corrupt` and skipped; if all are corrupt, CheckpointError.
+    Any other failure (out of memory, an I/O error) is a CheckpointError that sets nothing
+    aside. With only set-aside checkpoints left, CheckpointError unless `allow_fresh`."""
     steps = self.steps()
     if not steps:
+      if self.corrupt() and not allow_fresh:
+        raise CheckpointError(
+            f"{self.directory} holds only unusable checkpoints ({', '.join(self.corrupt())}); "
+            "rerun with --restart to train from step 0 (they are kept)")
       return None
     errors = []
     want = sorted(tuple(x.shape) for x in jax.tree.leaves(abstract_state))
     for step in reversed(steps):
       try:
-        saved = self.manager.item_metadata(step)["state"]
+        with _draining_restores():
+          saved = self.manager.item_metadata(step)["state"]
         have = sorted(tuple(x.shape) for x in jax.tree.leaves(getattr(saved, "tree", saved)))
       except Exception:  # unreadable metadata: a corrupt checkpoint, handled below
         have = None
@@ -94,24 +205,51 @@ class Checkpointer:
             f"or optimizer ({len(have)} arrays, {sum(map(_numel, have)):,} values; this config has "
             f"{len(want)}, {sum(map(_numel, want)):,}); use a new --workdir or the run's own config")
       try:
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-      except Exception as e:  # orbax raises many types for truncated / missing files
-        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        log.warning("checkpoint at step %d in %s is unreadable (%s); trying an older one",
-                    step, self.directory, msg)
-        errors.append((step, msg))
-        self._set_aside(step)
-        continue
-      if not all_finite(out["state"]):
-        log.warning("checkpoint at step %d holds non-finite values; trying an older one", step)
-        errors.append((step, "non-finite values"))
-        self._set_aside(step)
-        continue
-      return out["state"], dict(out["meta"])
-    raise CheckpointError(f"no usable checkpoint in {self.directory} (unreadable ones moved to "
-                          "*.corrupt): " +
+        with _draining_restores():
+          out = self.manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        problem = self._verify(out)
+      except Exception as e:  # noqa: BLE001 - sorted into corruption or not just below
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        if not is_corruption(e):
+          self._reset()
+          raise CheckpointError(
+              f"could not read the checkpoint at step {step} in {self.directory} "
+              f"({type(e).__name__}: {msg}); not a sign of corruption, so nothing was set aside: "
+              "fix the cause and rerun") from None
+        problem = f"unreadable: {msg}"
+      if problem is None:
+        return out["state"], {k: v for k, v in out["meta"].items() if k != "checksums"}
+      log.warning("checkpoint at step %d in %s is %s; trying an older one", step, self.directory,
+                  problem)
+      errors.append((step, problem))
+      self._set_aside(step)
+    raise CheckpointError(f"no usable checkpoint in {self.directory} (corrupt ones moved to "
+                          "*.corrupt; --restart trains from step 0): " +
                           "; ".join(f"step {s}: {m}" for s, m in errors))
+
+  @staticmethod
+  def _verify(out) -> str | None:
+    """Why a restored checkpoint is unusable, or None."""
+    meta = out["meta"]
+    want = meta.get("checksums") if isinstance(meta, dict) else None
+    if want is not None:
+      have = checksums(out["state"])
+      bad = [k for k in have if want.get(k) != have[k]]
+      if bad or set(want) != set(have):
+        return (f"corrupt: the checksum of {bad[0] if bad else 'its array list'} differs from "
+                f"the one saved ({len(bad)} array(s))")
+    if not all_finite(out["state"]):
+      return "corrupt: it holds non-finite values"
+    return None
+
+  def _reset(self) -> None:
+    """A fresh manager: one whose restore failed may hold a broken event loop or thread pool."""
+    try:
+      self.manager.close()
+    except Exception:  # noqa: BLE001
+      pass
+    self.manager = self._manager()
 
   def _set_aside(self, step: int) -> None:
     """Renames an unusable checkpoint to <step>.corrupt (kept for inspection, never reused);
@@ -127,7 +265,7 @@ class Checkpointer:
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f"jaxpapers_set_aside_{step}")
-    self.manager.reload()
+    self._reset()
 
   def close(self):
     self.manager.close()

@@ -19,16 +19,35 @@ def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections
     raise ConfigError(f"config file not found: {path}")
   spec = importlib.util.spec_from_file_location(f"_jaxpapers_cfg_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # noqa: BLE001 - the user's file: any failure is one line
+    raise ConfigError(f"config file {path} fails to import: {_where(e, path)}") from None
   if not hasattr(module, "get_config"):
     raise ConfigError(f"{path} defines no get_config(arg)")
   presets = getattr(module, "PRESETS", None)
   if presets is not None and arg not in presets:
     raise ConfigError(f"unknown preset {arg!r} for {path.name}; choose one of {list(presets)}")
-  cfg = module.get_config(arg)
+  try:
+    cfg = module.get_config(arg)
+  except Exception as e:  # noqa: BLE001
+    raise ConfigError(f"{path}: get_config({arg!r}) raised {_where(e, path)}") from None
   if not isinstance(cfg, ml_collections.ConfigDict):
     raise ConfigError(f"{path}: get_config must return an ml_collections.ConfigDict")
   return cfg
+
+
+def _where(e: Exception, path: Path) -> str:
+  """'SyntaxError at line 3: invalid syntax': the exception and the line of `path` it came from."""
+  line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) else None
+  if line is None:
+    tb = e.__traceback__
+    while tb is not None:
+      if Path(tb.tb_frame.f_code.co_filename) == path:
+        line = tb.tb_lineno
+      tb = tb.tb_next
+  msg = (e.msg if isinstance(e, SyntaxError) else " ".join(str(e).split()))[:200]
+  return f"{type(e).__name__}{f' at line {line}' if line else ''}: {msg}"
 
 
 def _parse_value(text: str, current: Any, key: str) -> Any:

@@ -18,14 +18,14 @@ class MetricWriter:
       from tensorboardX import SummaryWriter
       self.tb = SummaryWriter(str(Path(workdir) / "tb"))
 
-  def write(self, step: int, metrics: dict) -> None:
+  def write(self, step: int, metrics: dict, tensorboard: bool = True) -> None:
     if not self.active:
       return
     row = {"step": int(step)}
     for k, v in metrics.items():
       v = float(v)
       row[k] = v if math.isfinite(v) else str(v)
-      if self.tb is not None:
+      if self.tb is not None and tensorboard:
         self.tb.add_scalar(k, v, step)
     with self.path.open("a") as f:
       f.write(json.dumps(row) + "\n")
@@ -36,7 +36,26 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str | Path) -> list[dict]:
+  """The rows of metrics.jsonl; a last line cut short by a killed run is ignored."""
   path = Path(workdir) / "metrics.jsonl"
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  rows = []
+  for line in path.read_text().splitlines():
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return rows
+
+
+def keep_up_to(workdir: str | Path, step: int) -> list[dict]:
+  """Drops the rows after `step` from metrics.jsonl (those a killed run logged past the checkpoint
+  it is resumed from, which the resumed run logs again) and returns the rows kept: after a resume
+  the file holds each step once (process 0 rewrites it atomically)."""
+  rows = [r for r in read_metrics(workdir) if r.get("step", 0) <= step]
+  path = Path(workdir) / "metrics.jsonl"
+  if jax.process_index() == 0 and path.exists():
+    from jaxpapers.core.workdir import atomic_write_text
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+  return rows

@@ -9,6 +9,8 @@ from typing import Sequence
 
 import jax
 
+from jaxpapers.core.workdir import atomic_write_json, atomic_write_text
+
 
 @dataclass
 class Row:
@@ -36,9 +38,7 @@ def fmt(x, digits: int = 4) -> str:
 
 
 def write_json(path: Path, obj) -> None:
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
-  tmp.replace(path)
+  atomic_write_json(path, obj, indent=2, sort_keys=True, default=float)
 
 
 def write_report(workdir: str | Path, report: Report, results: dict) -> Path:
@@ -56,7 +56,7 @@ def write_report(workdir: str | Path, report: Report, results: dict) -> Path:
   for png, caption in report.plots:
     lines += ["", f"![{caption}]({png})", "", f"*{caption}*"]
   lines += ["", "Every figure above is in `results.json` of this workdir.", ""]
-  path.write_text("\n".join(lines))
+  atomic_write_text(path, "\n".join(lines))
   return path
 
 

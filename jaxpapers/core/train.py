@@ -19,7 +19,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from jaxpapers.core.checkpoint import Checkpointer
+from jaxpapers.core.checkpoint import Checkpointer, has_checkpoints
 from jaxpapers.core.errors import NonFiniteError
 from jaxpapers.core.mesh import global_array, logical_to_spec, state_shardings
 from jaxpapers.core.metrics import MetricWriter
@@ -39,17 +39,36 @@ class TrainState:
   rng: jax.Array         # uint32 key data of the run's base key
 
 
+def validate_train(c: ml_collections.ConfigDict, key: str = "train") -> None:
+  """The optimizer and guard settings of c[key] (ConfigError naming the key): finite positive
+  lr, 0 <= b1, b2 < 1, finite eps > 0, clip >= 0 (0: no clipping), weight_decay >= 0,
+  max_consecutive_skips >= 1 when set."""
+  from jaxpapers.core.config import check
+  finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+  check(c, f"{key}.lr", lambda v: finite(v) and v > 0, "a finite positive number")
+  for b in ("b1", "b2"):
+    check(c, f"{key}.{b}", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
+  check(c, f"{key}.eps", lambda v: finite(v) and v > 0, "a finite positive number")
+  check(c, f"{key}.clip", lambda v: finite(v) and v >= 0,
+        "a finite number >= 0 (the global gradient norm; 0 disables clipping)")
+  check(c, f"{key}.weight_decay", lambda v: finite(v) and v >= 0, "a finite number >= 0")
+  if "max_consecutive_skips" in c[key]:
+    check(c, f"{key}.max_consecutive_skips", lambda v: isinstance(v, int) and v >= 1,
+          "a positive int")
+
+
 def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """AdamW with linear warmup + cosine decay and global-norm clipping; no weight decay on biases
-  and norms. The schedule follows optax's update count, which a skipped (non-finite) step does
-  not advance."""
+  """AdamW with linear warmup + cosine decay and global-norm clipping (clip = 0: none); no weight
+  decay on biases and norms. The schedule follows optax's update count, which a skipped
+  (non-finite) step does not advance."""
   warmup = int(t.warmup * t.steps) if t.warmup < 1 else int(t.warmup)
   sched = optax.warmup_cosine_decay_schedule(0.0, t.lr, max(warmup, 1), max(t.steps, warmup + 1),
                                              end_value=t.lr * t.end_lr_ratio)
   def decay_mask(params):   # the `decay` metadata of each nnx.Param (see jaxpapers.nn.param)
     return jax.tree.map(lambda v: bool(getattr(v, "decay", jnp.ndim(v) > 1)), params,
                         is_leaf=lambda x: isinstance(x, nnx.Variable))
-  return optax.chain(optax.clip_by_global_norm(t.clip),
+  clip = optax.clip_by_global_norm(t.clip) if t.clip > 0 else optax.identity()  # clip=0: none
+  return optax.chain(clip,
                      optax.adamw(sched, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay,
                                  mask=decay_mask))
 
@@ -143,11 +162,13 @@ def load_params(cfg, workdir, model: nnx.Module, mesh=None) -> nnx.Module:
                           "into the FP model, then quantize(model, scheme), or use load_quantized")
   for d in (Path(workdir), Path(workdir) / "checkpoints"):
     check_not_quantized_checkpoint(d)
+  if not has_checkpoints(f"{workdir}/checkpoints"):   # and create nothing in workdir
+    raise CheckpointError(f"no checkpoint in {workdir}/checkpoints: train the run first")
   mesh = mesh or make_mesh([-1], ["data"])
   with jax.set_mesh(mesh):
     graphdef, state, shard = init_state(cfg, model, make_optimizer(cfg.train), mesh)
-    restored = Checkpointer(f"{workdir}/checkpoints", keep=cfg.train.keep).restore_latest(
-        abstract_like(state, shard))
+    restored = Checkpointer(f"{workdir}/checkpoints", keep=cfg.train.keep,
+                            create=False).restore_latest(abstract_like(state, shard))
   if restored is None:
     raise CheckpointError(f"no checkpoint in {workdir}/checkpoints")
   return nnx.merge(graphdef, restored[0].params)
@@ -171,20 +192,33 @@ def _batch_shardings(batch: dict, mesh, batch_logical: dict[str, tuple]) -> dict
           for k in batch}
 
 
+def _history_row(row: dict) -> dict:
+  return {k: float(v) for k, v in row.items()} | {"step": int(row["step"])}
+
+
 def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn: LossFn,
           get_batch: Callable[[int], dict], mesh, batch_logical: dict[str, tuple] | None = None,
           eval_fn: Callable[[nnx.Module, int], dict] | None = None,
-          progress: bool = True) -> TrainOutcome:
+          progress: bool = True, restart: bool = False) -> TrainOutcome:
   """Trains `model` for cfg.train.steps steps, resuming from the latest checkpoint in workdir.
 
   cfg.train: steps, batch, lr, warmup, end_lr_ratio, weight_decay, b1, b2, eps, clip,
   grad_accum, log_every, eval_every, ckpt_every, keep, on_nonfinite ('skip'|'stop'),
-  inject_nan_step (-1 = never)."""
+  max_consecutive_skips (default 5: that many skipped steps in a row stop the run),
+  inject_nan_step (-1 = never). restart (or `jaxpapers run --restart`): start from step 0 when
+  the workdir holds only unusable checkpoints.
+
+  Every step's training row goes to metrics.jsonl (TensorBoard every log_every steps); on resume
+  the rows past the checkpoint are dropped, so `history` (and a report made from it) covers the
+  whole run, each step once, as an uninterrupted run's does."""
+  from jaxpapers.core.metrics import keep_up_to
+  from jaxpapers.core.workdir import fresh_start_allowed
   t = cfg.train
+  validate_train(cfg)
+  max_skips = t.get("max_consecutive_skips", 5)
   batch_logical = batch_logical or {}
   tx = make_optimizer(t)
   Path(workdir).mkdir(parents=True, exist_ok=True)
-  writer = MetricWriter(workdir, tensorboard=t.get("tensorboard", True))
   ckpt = Checkpointer(f"{workdir}/checkpoints", keep=t.keep) if t.ckpt_every > 0 else None
 
   with jax.set_mesh(mesh):
@@ -192,7 +226,8 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
     params = state.params
     resumed_from = None
     if ckpt is not None:
-      restored = ckpt.restore_latest(abstract_like(state, state_shard))
+      restored = ckpt.restore_latest(abstract_like(state, state_shard),
+                                     allow_fresh=restart or fresh_start_allowed())
       if restored is not None:
         state, meta = restored
         resumed_from = int(meta["step"])
@@ -204,7 +239,9 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
                       donate_argnums=0)
     names = leaf_names(params)
     start = int(state.step)
-    history, step_times, skipped = [], [], []
+    history = [_history_row(r) for r in keep_up_to(workdir, start) if "loss" in r]
+    writer = MetricWriter(workdir, tensorboard=t.get("tensorboard", True))
+    run_of_skips = 0
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train",
                disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
     b_shard = None
@@ -218,8 +255,12 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
       state, m = step_fn(state, batch, poison)
       m = jax.device_get(m)
       dt = time.perf_counter() - t0
-      if step >= start + 2:  # the first steps include compilation
-        step_times.append(dt)
+      row = {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
+      row.update(step_time=dt, cold=float(step < start + 2))  # cold: includes compilation
+      writer.write(step + 1, row, tensorboard=(step + 1) % t.log_every == 0 or step + 1 == t.steps)
+      history.append({"step": step + 1, **row})
+      if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
       if not m["finite"]:
         bad = [n for n, ok in zip(names, m["grad_leaf_finite"]) if not ok]
         what = f"gradient leaf {bad[0]}" if bad else ("loss" if not np.isfinite(m["loss"]) else "updated parameters")
@@ -227,13 +268,14 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
           raise NonFiniteError(f"non-finite {what} at step {step} (loss={m['loss']}); stopped, "
                                f"parameters of step {step} kept, nothing checkpointed")
         log.warning("non-finite %s at step %d (loss=%s): batch skipped", what, step, m["loss"])
-        skipped.append(step)
-      row = {k: float(v) for k, v in m.items() if np.ndim(v) == 0 and k != "finite"}
-      row["step_time"] = dt
-      if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
-        writer.write(step + 1, row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}")
-      history.append({"step": step + 1, **row})
+        run_of_skips += 1
+        if run_of_skips >= max_skips:
+          raise NonFiniteError(
+              f"{run_of_skips} steps in a row ({step - run_of_skips + 1} to {step}) were non-finite "
+              f"(last: {what}) and skipped; stopped (train.max_consecutive_skips={max_skips}): "
+              "lower the learning rate or check the data")
+      else:
+        run_of_skips = 0
       last = step + 1 == t.steps
       if eval_fn is not None and t.eval_every > 0 and ((step + 1) % t.eval_every == 0) and not last:
         writer.write(step + 1, {f"eval/{k}": v for k, v in
@@ -244,5 +286,7 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
   writer.close()
   if ckpt is not None:
     ckpt.close()
-  return TrainOutcome(state=state, graphdef=graphdef, history=history, step_times=step_times,
-                      skipped_steps=skipped, resumed_from=resumed_from)
+  return TrainOutcome(state=state, graphdef=graphdef, history=history,
+                      step_times=[h["step_time"] for h in history if not h.get("cold", 1.0)],
+                      skipped_steps=[h["step"] - 1 for h in history if not h.get("finite", 1.0)],
+                      resumed_from=resumed_from)

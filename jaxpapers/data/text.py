@@ -16,14 +16,20 @@ SPECIAL_TOKENS = ("<pad>", "[MASK]", "[gMASK]", "<sop>", "<eop>")
 _DOC_SEP = re.compile(r"^=== (.+?) ===$", re.MULTILINE)
 
 
+def check_corpus(name_or_path: str) -> None:
+  """DataError unless `name_or_path` names an embedded corpus or an existing file (cheap)."""
+  if name_or_path not in EMBEDDED and not Path(name_or_path).is_file():
+    raise DataError(f"corpus file not found: {name_or_path} (use one of {sorted(EMBEDDED)} or a "
+                    ".txt/.txt.xz path)")
+
+
 def load_corpus(name_or_path: str) -> str:
   """Text of an embedded corpus (`austen`) or of a .txt / .txt.xz file."""
   if name_or_path in EMBEDDED:
     data = resources.files("jaxpapers.data").joinpath("assets", EMBEDDED[name_or_path]).read_bytes()
     return lzma.decompress(data).decode("utf-8")
+  check_corpus(name_or_path)
   path = Path(name_or_path)
-  if not path.is_file():
-    raise DataError(f"corpus file not found: {path} (use one of {sorted(EMBEDDED)} or a .txt/.txt.xz path)")
   try:
     raw = path.read_bytes()
     if path.suffix == ".xz":

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from jaxpapers.core.errors import DataError
+from jaxpapers.core.workdir import atomic_write_text, read_json
 from jaxpapers.data import text as textdata
 from jaxpapers.glm.objective import SpecialIds
 
@@ -43,9 +44,8 @@ def prepare(corpus: str, vocab_size: int, val_fraction: float, workdir: str | Pa
   tok_path, cache, key_path = workdir / "tokenizer.json", workdir / "tokens.npz", workdir / "data.json"
   key = {"corpus": corpus if corpus in textdata.EMBEDDED else str(Path(corpus).resolve()),
          "vocab_size": vocab_size, "val_fraction": val_fraction}
-  if key_path.exists() and json.loads(key_path.read_text()) != key:
-    raise DataError(f"{workdir} holds data prepared as {json.loads(key_path.read_text())}, not "
-                    f"{key}; use a new --workdir")
+  if key_path.exists() and (have := read_json(key_path)) != key:
+    raise DataError(f"{workdir} holds data prepared as {have}, not {key}; use a new --workdir")
   if jax.process_index() == 0 and not (tok_path.exists() and cache.exists() and key_path.exists()):
     tok = textdata.train_tokenizer(train_text, vocab_size)
     train, val = textdata.encode(tok, train_text), textdata.encode(tok, val_text)
@@ -56,7 +56,7 @@ def prepare(corpus: str, vocab_size: int, val_fraction: float, workdir: str | Pa
       np.savez(f, train=train, val=val)
     os.replace(str(cache) + suffix, cache)
     os.replace(str(tok_path) + suffix, tok_path)
-    key_path.write_text(json.dumps(key))
+    atomic_write_text(key_path, json.dumps(key))
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("jaxpapers_glm_data")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from jaxpapers.core import config as cfglib
 from jaxpapers.core.flops import measure_matmul_flops
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.core.report import Report, Row, fmt, plot_curves, write_report
-from jaxpapers.core.train import train
+from jaxpapers.core.train import train, validate_train
+from jaxpapers.data import text as textdata
 from jaxpapers.data.text import unigram_entropy
 from jaxpapers.glm import data as glmdata
 from jaxpapers.glm import evaluate as ev
@@ -52,11 +54,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
   cfglib.check(c, "objective.seq_len", lambda v: v >= 16, "at least 16")
   cfglib.check(c, "data.vocab_size", lambda v: v >= 300, "at least 300 (256 bytes + specials)")
   cfglib.check(c, "data.val_fraction", lambda v: 0.0 < v < 0.5, "in (0, 0.5)")
-  cfglib.check(c, "train.lr", lambda v: v > 0, "positive")
+  validate_train(c)
   cfglib.check(c, "train.on_nonfinite", lambda v: v in ("skip", "stop"), "'skip' or 'stop'")
   cfglib.check(c, "train.batch", lambda v: v % c.train.grad_accum == 0, "divisible by train.grad_accum")
   cfglib.check(c, "generate.strategy", lambda v: v in ("greedy", "sample", "top_k", "top_p"),
                "one of greedy, sample, top_k, top_p")
+  cfglib.check(c, "generate.temperature", lambda v: math.isfinite(v) and v > 0, "a finite positive number")
+  # the inputs a run reads and the devices it needs, before anything is written
+  make_mesh(c.mesh.shape, c.mesh.axes)
+  textdata.check_corpus(c.data.corpus)
 
 
 def model_config(c: ml_collections.ConfigDict, vocab_size: int) -> GLMConfig:
@@ -119,7 +125,7 @@ def pretrain(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
     mode = "mask" if "[MASK]" in prompt else "gmask"
     out = complete(trained, corpus.tokenizer, prompt, corpus.ids, mode=mode,
                    max_new_tokens=g.max_new_tokens, strategy=g.strategy, top_k=g.top_k,
-                   top_p=g.top_p, temperature=g.temperature, seed=c.seed)
+                   top_p=g.top_p, temperature=g.temperature, seed=c.seed, max_len=o.seq_len)
     samples.append((mode, prompt, out))
   results["samples"] = [{"mode": m, "prompt": p, "output": s} for m, p, s in samples]
   _report(workdir, command, c, results, outcome)

@@ -5,6 +5,8 @@ cache. Generated tokens take GLM-130B's 1-D positions: the [MASK] token's positi
 counting on from the context for [gMASK] (2-D: the mask position plus an intra-block counter)."""
 from __future__ import annotations
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,8 @@ import numpy as np
 from jaxpapers.glm.model import decode_step
 from jaxpapers.glm.objective import SpecialIds
 from jaxpapers.nn.sampling import sample_logits
+
+log = logging.getLogger("jaxpapers")
 
 
 # (cfg, weights, tokens, positions, context_len, cache, index) -> (logits, cache); the cache is
@@ -64,12 +68,39 @@ def generate_blank(model, context: list[int], gen_position: int, ids: SpecialIds
   return out
 
 
-def complete(model, tok, text: str, ids: SpecialIds, *, mode: str = "gmask", **kw) -> str:
+def _fit(context: list[int], max_new_tokens: int, max_len: int | None) -> int:
+  """max_new_tokens, lowered (with a warning) so context + <sop> + generated inputs stay within
+  max_len positions; a context that leaves no room is a ValueError."""
+  if max_len is None:
+    return max_new_tokens
+  room = max_len - len(context)
+  if room < 1:
+    raise ValueError(f"the prompt is {len(context)} tokens with its mask token; the model's context "
+                     f"is {max_len} tokens (objective.seq_len): shorten the prompt")
+  if max_new_tokens > room:
+    log.warning("generating at most %d tokens: the prompt leaves %d of the model's %d positions",
+                room, room, max_len)
+  return min(max_new_tokens, room)
+
+
+def prompt_context(tok, text: str, ids: SpecialIds, mode: str, max_len: int | None) -> list[int]:
+  """The context `complete` starts from; ValueError when it leaves no room in max_len."""
+  context = tok.encode(text).ids + ([ids.gmask] if mode == "gmask" else [])
+  _fit(context, 1, max_len)
+  return context
+
+
+def complete(model, tok, text: str, ids: SpecialIds, *, mode: str = "gmask",
+             max_new_tokens: int = 32, max_len: int | None = None, **kw) -> str:
   """Text in, text out. mode 'gmask': continue `text`; mode 'mask': fill every [MASK] in `text`
-  in turn (each filled blank becomes context for the next, as GLM-130B's generation script)."""
+  in turn (each filled blank becomes context for the next, as GLM-130B's generation script).
+  max_len (the training seq_len): a prompt longer than it is a ValueError; generation stops
+  there (stated in a warning)."""
   if mode == "gmask":
-    context = tok.encode(text).ids + [ids.gmask]
-    return tok.decode(generate_blank(model, context, len(context), ids, counting=True, **kw))
+    context = prompt_context(tok, text, ids, mode, max_len)
+    n = _fit(context, max_new_tokens, max_len)
+    return tok.decode(generate_blank(model, context, len(context), ids, counting=True,
+                                     max_new_tokens=n, **kw))
   if mode != "mask":
     raise ValueError(f"unknown mode {mode!r}; use gmask or mask")
   if "[MASK]" not in text:
@@ -77,6 +108,7 @@ def complete(model, tok, text: str, ids: SpecialIds, *, mode: str = "gmask", **k
   ids_list = tok.encode(text).ids
   while ids.mask in ids_list:
     m = ids_list.index(ids.mask)
-    filled = generate_blank(model, ids_list, m, ids, **kw)
+    n = _fit(ids_list, max_new_tokens, max_len)
+    filled = generate_blank(model, ids_list, m, ids, max_new_tokens=n, **kw)
     ids_list = ids_list[:m] + filled + ids_list[m + 1:]
   return tok.decode(ids_list)

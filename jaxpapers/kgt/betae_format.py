@@ -73,7 +73,131 @@ class _Unpickler(pickle.Unpickler):
     raise DataError(f"{self.where}: refusing a persistent id (not a BetaE pickle)")
 
 
+@dataclasses.dataclass(frozen=True)
+class Limits:
+  """What a BetaE pickle may hold, checked by `scan_pickle` before it is unpickled. The real
+  FB15k-237 / NELL files are far inside: a few hundred MB, nesting about 6 deep, every tuple held
+  once. The attack they stop is sharing: a few bytes of pickle that reference one nested tuple
+  twice per level build 2^depth elements for every later hash, sort and check to walk."""
+  max_bytes: int = 4 << 30
+  max_depth: int = 16          # containers within containers
+  max_elements: int = 500_000_000   # counted as the loader walks them: a shared one each time
+  max_expansion: float = 8.0   # elements walked per element stored
+
+
+LIMITS = Limits()
+_ATOMS = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING",
+          "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "NONE",
+          "NEWTRUE", "NEWFALSE", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8",
+          "FLOAT", "BINFLOAT"}
+
+
+class _Node:
+  """A container on the scan's stack: its depth and its elements counted as walked."""
+  __slots__ = ("depth", "size", "used")
+
+  def __init__(self, children=()):
+    self.depth, self.size, self.used = 1, 1, False
+    self.add(children)
+
+  def add(self, children):
+    if self.used:   # a pickler fills a container before it places it anywhere
+      raise ValueError("a container is filled after it is used")
+    for c in children:
+      if isinstance(c, _Node):
+        c.used = True
+        self.depth, self.size = max(self.depth, c.depth + 1), self.size + c.size
+      else:
+        self.size += 1
+
+
+def scan_pickle(path: Path, limits: Limits = LIMITS) -> None:
+  """Checks `path` against `limits` from its opcodes alone (linear in its size, nothing built):
+  DataError when it is too large, nested too deeply, holds too many elements, or shares
+  them more than `max_expansion`-fold."""
+  import pickletools
+  size = path.stat().st_size
+  if size > limits.max_bytes:
+    raise DataError(f"{path}: {size:,} bytes, more than the {limits.max_bytes:,} a BetaE pickle "
+                    "may have (betae_format.LIMITS)")
+  stack, memo, stored, mark = [], {}, 0, object()
+
+  def pop_mark():
+    i = len(stack) - 1 - stack[::-1].index(mark)
+    items = stack[i + 1:]
+    del stack[i:]
+    return items
+
+  def push(node):
+    if node.depth > limits.max_depth:
+      raise DataError(f"{path}: containers nested more than {limits.max_depth} deep; not a BetaE "
+                      "pickle (betae_format.LIMITS)")
+    if node.size > limits.max_elements or node.size > limits.max_expansion * max(stored, 1e5):
+      raise DataError(f"{path}: {stored:,} stored elements that unfold to {node.size:,} (limits: "
+                      f"{limits.max_elements:,}, {limits.max_expansion:g}x sharing); not a BetaE "
+                      "pickle (betae_format.LIMITS)")
+    stack.append(node)
+
+  try:
+    with open(path, "rb") as f:
+      for op, arg, _ in pickletools.genops(f):
+        name = op.name
+        stored += 1
+        if name in _ATOMS:
+          stack.append(1)
+        elif name in ("EMPTY_TUPLE", "EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"):
+          push(_Node())
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+          n = int(name[-1])
+          items = stack[-n:]
+          del stack[-n:]
+          push(_Node(items))
+        elif name in ("TUPLE", "LIST", "DICT", "FROZENSET"):
+          push(_Node(pop_mark()))
+        elif name in ("APPEND", "SETITEM"):
+          items = stack[-(1 if name == "APPEND" else 2):]
+          del stack[-len(items):]
+          stack[-1].add(items)
+          push(stack.pop())
+        elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
+          items = pop_mark()
+          stack[-1].add(items)
+          push(stack.pop())
+        elif name == "MARK":
+          stack.append(mark)
+        elif name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+          memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+          stack.append(memo[arg])
+        elif name in ("GLOBAL", "STACK_GLOBAL"):
+          if name == "STACK_GLOBAL":
+            del stack[-2:]
+          stack.append(1)
+        elif name in ("REDUCE", "NEWOBJ"):   # defaultdict(set): the call's arguments, then items
+          args = stack.pop()
+          stack.pop()
+          push(_Node([args]))
+        elif name == "BUILD":
+          stack.pop()
+        elif name == "POP":
+          stack.pop()
+        elif name == "POP_MARK":
+          pop_mark()
+        elif name == "DUP":
+          stack.append(stack[-1])
+        elif name in ("PROTO", "FRAME", "STOP"):
+          stored -= 1
+        else:
+          raise DataError(f"{path}: pickle opcode {name} has no place in a BetaE pickle")
+  except DataError:
+    raise
+  except Exception as e:  # noqa: BLE001 - malformed opcodes, a stack that does not add up
+    msg = " ".join(str(e).split())[:200]
+    raise DataError(f"{path}: not a readable pickle ({type(e).__name__}: {msg})") from None
+
+
 def _unpickle(path: Path):
+  scan_pickle(path)
   try:
     with open(path, "rb") as f:
       return _Unpickler(f, str(path)).load()

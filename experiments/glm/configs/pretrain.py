@@ -23,7 +23,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train = dict(steps=3000, batch=32, lr=1e-3, warmup=0.03, end_lr_ratio=0.1,
                  weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, clip=1.0, grad_accum=1,
                  log_every=10, eval_every=500, ckpt_every=500, keep=3,
-                 on_nonfinite="skip", inject_nan_step=-1, tensorboard=True)
+                 on_nonfinite="skip", max_consecutive_skips=5,  # then the run stops
+                 inject_nan_step=-1, tensorboard=True)
   c.eval = dict(batch=32, ppl_samples=256, blank_samples=128, last_word_samples=256)
   c.generate = dict(max_new_tokens=40, strategy="greedy", top_k=40, top_p=0.9, temperature=0.8,
                     prompts=("It is a truth universally acknowledged, that",

@@ -1,0 +1,181 @@
+"""A run's workdir: atomic file writes, JSON reads that fail in one line, the lock that keeps a
+second run out, and whether the run there has finished."""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+from jaxpapers.core.errors import WorkdirError
+
+log = logging.getLogger("jaxpapers")
+
+LOCK = ".lock"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+  """Writes `text` to a temporary file beside `path`, flushes it, then renames it over `path`:
+  a reader sees the old file or the new one, never a truncated one."""
+  path = Path(path)
+  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | Path, obj, **kw) -> None:
+  atomic_write_text(path, json.dumps(obj, **kw) + "\n")
+
+
+def read_json(path: str | Path):
+  """The JSON in `path`; a truncated or malformed file is one WorkdirError naming it."""
+  path = Path(path)
+  try:
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise WorkdirError(f"{path} is not valid JSON ({e.__class__.__name__} at {getattr(e, 'pos', '?')}: "
+                       "truncated or edited?); restore it or use a new --workdir") from None
+
+
+FINISHED = "finished.json"
+
+
+def finished_config(workdir: str | Path) -> dict | None:
+  """The config of the run that finished in workdir (written by `mark_finished` once its report
+  is out), or None when none has."""
+  path = Path(workdir) / FINISHED
+  return read_json(path)["config"] if path.is_file() else None
+
+
+def mark_finished(workdir: str | Path, config: dict) -> None:
+  atomic_write_json(Path(workdir) / FINISHED, {"config": config, "report": "REPORT.md"}, indent=1)
+
+
+# top-level config sections that define the model and its data: a resumed run must keep them
+FIXED_SECTIONS = ("experiment", "seed", "model", "data", "objective", "mesh")
+
+
+def check_rerun(workdir: str | Path, config: dict, write: bool = True) -> str:
+  """Decides what a run of `config` in workdir does, and (write=True) records its config.json.
+
+  'finished': the same config already finished there: nothing to do. 'run': train (fresh, or
+  resuming). ConfigError when it would change what a resumed run's model or data are, or change
+  a finished run (only a larger train.steps continues one). A config that changes other keys of
+  a resumed run is recorded, the previous one kept as config.<n>.json. Written atomically."""
+  from jaxpapers.core.config import differing_keys
+  from jaxpapers.core.errors import ConfigError
+  workdir = Path(workdir)
+  path = workdir / "config.json"
+  old = read_json(path) if path.exists() else None
+  if old is not None and (workdir / "checkpoints").is_dir():
+    fixed = [k for k in differing_keys(old, config) if k.split(".")[0] in FIXED_SECTIONS]
+    if fixed:
+      raise ConfigError(f"{workdir} holds a run whose {fixed[0]} differs ({len(fixed)} key(s): "
+                        f"{', '.join(fixed[:4])}); use a new --workdir")
+  done = finished_config(workdir)
+  if done is not None:
+    changed = differing_keys(done, config)
+    if not changed:
+      return "finished"
+    if changed != ["train.steps"] or config["train"]["steps"] <= done["train"]["steps"]:
+      raise ConfigError(f"{workdir} holds a finished run whose config differs in "
+                        f"{', '.join(changed[:4])}; it is kept as it is: use a new --workdir "
+                        "(only a larger --config.train.steps continues a finished run)")
+  changed = differing_keys(old, config) if old is not None else []
+  if changed and write:
+    n = 1
+    while (workdir / f"config.{n}.json").exists():
+      n += 1
+    atomic_write_text(workdir / f"config.{n}.json", path.read_text())
+    log.warning("config changed in %s; the previous one is kept as config.%d.json",
+                ", ".join(changed[:4]), n)
+  if write:
+    atomic_write_json(path, config, indent=2, sort_keys=True)
+  return "run"
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:   # exists, owned by someone else
+    return True
+  return True
+
+
+class Lock:
+  """An exclusive lock on a workdir: the file `.lock` holds the holder's pid and host. Created
+  atomically (a hard link of a finished temporary file), so it never holds a partial record. A
+  lock left by a dead process on this host is taken over with a warning; a live holder, or one
+  on another host, makes `acquire` raise WorkdirError."""
+
+  def __init__(self, workdir: str | Path):
+    self.path = Path(workdir) / LOCK
+    self.held = False
+
+  def acquire(self) -> "Lock":
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    tmp = self.path.with_name(f"{LOCK}.{me['pid']}")
+    tmp.write_text(json.dumps(me))
+    try:
+      for _ in range(2):
+        try:
+          os.link(tmp, self.path)
+          self.held = True
+          return self
+        except FileExistsError:
+          pass
+        try:
+          holder = json.loads(self.path.read_text())
+          pid, host = int(holder["pid"]), str(holder["host"])
+        except FileNotFoundError:   # released meanwhile: try again
+          continue
+        except (ValueError, KeyError, TypeError):
+          raise WorkdirError(f"{self.path} is not a lock this program wrote; if no run uses "
+                             f"{self.path.parent}, delete it") from None
+        if host != me["host"] or _alive(pid):
+          raise WorkdirError(f"{self.path.parent} is in use by another run (pid {pid} on {host}); "
+                             f"wait for it, or delete {self.path} if that process is gone")
+        log.warning("taking over the stale lock %s of pid %d on %s (no longer running)",
+                    self.path, pid, host)
+        self.path.unlink(missing_ok=True)
+      raise WorkdirError(f"could not lock {self.path.parent}: another run took the lock meanwhile")
+    finally:
+      tmp.unlink(missing_ok=True)
+
+  def release(self) -> None:
+    if self.held:
+      self.path.unlink(missing_ok=True)
+      self.held = False
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()
+
+
+_fresh_start = contextvars.ContextVar("jaxpapers_fresh_start", default=False)
+
+
+def fresh_start_allowed() -> bool:
+  """Whether the user asked (`jaxpapers run --restart`) to start from step 0 although the
+  workdir holds only unusable (`*.corrupt`) checkpoints."""
+  return _fresh_start.get()
+
+
+@contextlib.contextmanager
+def fresh_start(allowed: bool):
+  """`fresh_start_allowed()` is `allowed` inside the block."""
+  token = _fresh_start.set(bool(allowed))
+  try:
+    yield
+  finally:
+    _fresh_start.reset(token)

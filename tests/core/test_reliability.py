@@ -1,0 +1,272 @@
+"""Runs you can trust (issue 17), the parts that need no training run: checkpoint checksums and
+the corrupt/not-corrupt split, the workdir lock, atomic files, metrics history on resume, the
+cap on consecutive skipped steps, and one line (exit 2) for each bad config, config file and
+generation argument."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxpapers import cli
+from jaxpapers.core import config as cfglib
+from jaxpapers.core import metrics, workdir as wdlib
+from jaxpapers.core.checkpoint import Checkpointer, is_corruption
+from jaxpapers.core.errors import CheckpointError, NonFiniteError, WorkdirError
+from jaxpapers.core.mesh import make_mesh
+from jaxpapers.core.train import train
+from jaxpapers.glm.generate import _fit
+from jaxpapers.registry import experiments_root
+from jp_testutil import tiny_glm_args
+
+
+def _one_line_error(capsys, argv, expected):
+  code = cli.main(argv)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2, err
+  assert err[-1].startswith("error: ") and expected in err[-1], err
+  assert not any("Traceback" in line for line in err), err
+  return err[-1]
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+def _state():
+  rng = np.random.default_rng(0)
+  # random bits do not compress: zstd stores them as they are, so a flip decodes to wrong values
+  return {"w": jnp.asarray(rng.integers(0, 2**32, (64, 64), dtype=np.uint32)),
+          "b": jnp.asarray(rng.standard_normal(64), jnp.float32), "step": jnp.int32(3)}
+
+
+def _abstract(state):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def _saved(tmp_path, steps=(1, 2)):
+  ck = Checkpointer(tmp_path / "ck", keep=5)
+  state = _state()
+  for s in steps:
+    ck.save(s, jax.tree.map(lambda x: x + s, state), {"step": s, "data_position": s})
+  return ck, state
+
+
+def test_a_flipped_block_of_array_bytes_is_corruption(tmp_path, caplog):
+  """64 bytes flipped inside the data file of step 2, size unchanged: tensorstore still decodes
+  it (to wrong, finite values); the checksum catches it and restore falls back to step 1."""
+  ck, state = _saved(tmp_path)
+  data = max((f for f in (tmp_path / "ck" / "2").rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+  raw = bytearray(data.read_bytes())
+  assert len(raw) > 64 * 64 * 4          # the 64x64 uint32 array is stored uncompressed here
+  mid = len(raw) // 2
+  raw[mid:mid + 64] = bytes(b ^ 0xA5 for b in raw[mid:mid + 64])
+  data.write_bytes(bytes(raw))
+  restored, meta = ck.restore_latest(_abstract(state))
+  assert meta == {"step": 1, "data_position": 1}
+  np.testing.assert_array_equal(restored["w"], state["w"] + 1)
+  assert "checksum of ['w'] differs" in caplog.text
+  assert (tmp_path / "ck" / "2.corrupt").is_dir() and ck.steps() == [1]
+
+
+@pytest.mark.parametrize("error", [MemoryError(), OSError(5, "Input/output error"),
+                                   ValueError("UNAVAILABLE: [OS error 5: Input/output error]")])
+def test_a_failure_that_is_not_corruption_renames_nothing(tmp_path, error):
+  ck, state = _saved(tmp_path)
+
+  def fail(*a, **k):
+    raise error
+  ck.manager.restore = fail
+  with pytest.raises(CheckpointError, match=r"could not read the checkpoint at step 2 .* not a "
+                                            r"sign of corruption, so nothing was set aside"):
+    ck.restore_latest(_abstract(state))
+  assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["1", "2"]
+  assert ck.restore_latest(_abstract(state))[1]["step"] == 2      # a fresh manager reads it
+
+
+def test_corruption_means_format_errors_only():
+  assert is_corruption(ValueError("OUT_OF_RANGE: Error reading \"w/.zarray\""))
+  assert is_corruption(json.JSONDecodeError("Expecting value", "x", 0))
+  assert is_corruption(FileNotFoundError(2, "No such file or directory"))
+  assert not is_corruption(ValueError("PERMISSION_DENIED: Error opening file"))
+  assert not is_corruption(MemoryError())
+  assert not is_corruption(OSError(28, "No space left on device"))
+  assert not is_corruption(RuntimeError("Event loop is closed"))
+
+
+def test_only_corrupt_checkpoints_left_refuses_a_fresh_start(tmp_path):
+  ck, state = _saved(tmp_path, steps=(1,))
+  for f in (tmp_path / "ck" / "1").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"x")
+  with pytest.raises(CheckpointError, match="no usable checkpoint .*--restart"):
+    ck.restore_latest(_abstract(state))
+  with pytest.raises(CheckpointError, match=r"holds only unusable checkpoints \(1.corrupt\); "
+                                            "rerun with --restart"):
+    ck.restore_latest(_abstract(state))
+  assert ck.restore_latest(_abstract(state), allow_fresh=True) is None
+  assert (tmp_path / "ck" / "1.corrupt").is_dir()                  # kept
+
+
+# --- workdir: lock, atomic files, metrics history ----------------------------------------------
+
+def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path, caplog):
+  with wdlib.Lock(tmp_path) as lock:
+    rec = json.loads((tmp_path / ".lock").read_text())
+    assert rec["pid"] == os.getpid() and rec["host"]
+    with pytest.raises(WorkdirError, match=rf"in use by another run \(pid {os.getpid()} on "):
+      wdlib.Lock(tmp_path).acquire()
+  assert not (tmp_path / ".lock").exists() and not lock.held
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  (tmp_path / ".lock").write_text(json.dumps({"pid": dead.pid, "host": rec["host"]}))
+  with wdlib.Lock(tmp_path):
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+  assert f"taking over the stale lock {tmp_path / '.lock'} of pid {dead.pid}" in caplog.text
+
+
+def test_truncated_json_is_one_error(tmp_path):
+  (tmp_path / "config.json").write_text('{"experiment": "glm/pre')
+  with pytest.raises(WorkdirError, match=r"config.json is not valid JSON .*truncated"):
+    wdlib.read_json(tmp_path / "config.json")
+  wdlib.atomic_write_json(tmp_path / "config.json", {"a": 1})
+  assert wdlib.read_json(tmp_path / "config.json") == {"a": 1}
+  assert [p.name for p in tmp_path.iterdir()] == ["config.json"]    # no temporary left
+
+
+def test_resume_drops_the_rows_logged_past_the_checkpoint(tmp_path):
+  rows = [{"step": s, "loss": 10.0 - s} for s in range(1, 7)] + [{"step": 3, "eval/ppl": 5.0}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 7, "lo')
+  kept = metrics.keep_up_to(tmp_path, 4)
+  assert [(r["step"], "loss" in r) for r in kept] == [(1, True), (2, True), (3, True), (4, True), (3, False)]
+  assert metrics.read_metrics(tmp_path) == kept                   # the file itself was rewritten
+
+
+# --- non-finite: a cap on consecutive skipped steps --------------------------------------------
+
+class _Linear(nnx.Module):
+  def __init__(self):
+    self.w = nnx.Param(jnp.ones((4, 1)))
+
+  def __call__(self, x):
+    return x @ self.w[...]
+
+
+def test_consecutive_skipped_steps_stop_the_run(tmp_path):
+  """lr = 1e30 (finite, positive: valid) blows the parameters up on the first update; every
+  later step is non-finite and skipped, and the 3rd in a row stops the run."""
+  c = ml_collections.ConfigDict(dict(seed=0, train=dict(
+      steps=12, batch=2, lr=1e30, warmup=0, end_lr_ratio=1.0, weight_decay=0.0, b1=0.9, b2=0.95,
+      eps=1e-8, clip=1.0, grad_accum=1, log_every=1, eval_every=0, ckpt_every=0, keep=1,
+      on_nonfinite="skip", max_consecutive_skips=3, inject_nan_step=-1, tensorboard=False)))
+  loss = lambda m, b, key: (jnp.mean((m(b["x"]) - b["y"]) ** 2), {})
+  batch = lambda step: {"x": np.ones((2, 4), np.float32), "y": np.zeros((2, 1), np.float32)}
+  with pytest.raises(NonFiniteError, match=r"3 steps in a row \(2 to 4\) were non-finite .* "
+                                           r"stopped \(train.max_consecutive_skips=3\)"):
+    train(cfg=c, workdir=tmp_path, model=_Linear(), loss_fn=loss, get_batch=batch,
+          mesh=make_mesh((1,), ("data",), jax.devices()[:1]), progress=False)
+  rows = metrics.read_metrics(tmp_path)
+  assert [r["finite"] for r in rows] == [1.0, 1.0, 0.0, 0.0, 0.0]   # step 0 has lr 0 (warmup)
+
+
+# --- one line and exit 2 -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.train.lr=inf", "--config.train.lr must be a finite positive number, got inf"),
+    ("--config.train.lr=0", "--config.train.lr must be a finite positive number, got 0.0"),
+    ("--config.train.clip=-1", "--config.train.clip must be a finite number >= 0 (the global "
+                               "gradient norm; 0 disables clipping), got -1.0"),
+    ("--config.train.b2=5", "--config.train.b2 must be in [0, 1), got 5.0"),
+    ("--config.train.b1=-0.1", "--config.train.b1 must be in [0, 1), got -0.1"),
+    ("--config.train.max_consecutive_skips=0", "--config.train.max_consecutive_skips must be a positive int"),
+    ("--config.mesh.shape=(3, 1)", "--config.mesh.shape (3, 1) needs 3 devices"),
+])
+def test_bad_values_fail_before_anything_is_written(capsys, tmp_path, small_corpus, override, message):
+  _one_line_error(capsys, tiny_glm_args(small_corpus, tmp_path / "wd", override), message)
+  assert not (tmp_path / "wd").exists()
+
+
+def test_missing_corpus_writes_nothing(capsys, tmp_path):
+  _one_line_error(capsys, tiny_glm_args(tmp_path / "nope.txt", tmp_path / "wd"), "corpus file not found")
+  assert not (tmp_path / "wd").exists()
+
+
+@pytest.mark.parametrize("body, message", [
+    ("def get_config(arg):\n  return {\n", "fails to import: SyntaxError at line 2"),
+    ("import no_such_module_xyz\n", "fails to import: ModuleNotFoundError at line 1"),
+    ("def get_config(arg):\n  raise KeyError(arg)\n",
+     "get_config('quick') raised KeyError at line 2: 'quick'"),
+])
+def test_config_files_that_fail_are_one_line(capsys, tmp_path, body, message):
+  f = tmp_path / "cfg.py"
+  f.write_text(body)
+  _one_line_error(capsys, ["run", f"--config={f}:quick", "--workdir", str(tmp_path / "wd")], message)
+
+
+def test_truncated_config_json_of_a_workdir(capsys, tmp_path, small_corpus):
+  wd = tmp_path / "wd"
+  (wd / "checkpoints").mkdir(parents=True)
+  (wd / "config.json").write_text('{"experiment": "glm/pret')
+  _one_line_error(capsys, tiny_glm_args(small_corpus, wd), "config.json is not valid JSON")
+  _one_line_error(capsys, ["generate", "--workdir", str(wd), "--prompt", "x"], "config.json is not valid JSON")
+  (wd / "config.json").write_text(cfglib.to_json(_cfg(small_corpus)))
+  (wd / "data.json").write_text('{"corpus": ')
+  _one_line_error(capsys, tiny_glm_args(small_corpus, wd), "data.json is not valid JSON")
+
+
+def _cfg(corpus):
+  c = cfglib.load_config_file(experiments_root() / "glm/configs/pretrain.py", "tiny")
+  c.data.corpus = str(corpus)
+  return c
+
+
+def test_generate_without_a_checkpoint_creates_nothing(capsys, tmp_path, small_corpus):
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  (wd / "config.json").write_text(cfglib.to_json(_cfg(small_corpus)))
+  _one_line_error(capsys, ["generate", "--workdir", str(wd), "--prompt", "x"], "holds no checkpoint yet")
+  assert sorted(p.name for p in wd.iterdir()) == ["config.json"]
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--max_new_tokens=-3", "--max_new_tokens must be a positive int, got -3"),
+    ("--temperature=0", "--temperature must be a positive finite number, got 0.0"),
+    ("--temperature=nan", "--temperature must be a positive finite number, got nan"),
+    ("--top_p=0", "--top_p must be in (0, 1], got 0.0"),
+    ("--top_k=0", "--top_k must be a positive int, got 0"),
+    ("--mode=blank", "--mode must be gmask or mask, got 'blank'"),
+])
+def test_bad_generation_arguments(capsys, tmp_path, flag, message):
+  _one_line_error(capsys, ["generate", "--workdir", str(tmp_path), "--prompt", "x", flag], message)
+
+
+def test_generation_fits_the_context(caplog):
+  assert _fit([1] * 10, 40, None) == 40
+  assert _fit([1] * 10, 40, 32) == 22 and "generating at most 22 tokens" in caplog.text
+  assert _fit([1] * 10, 5, 32) == 5
+  with pytest.raises(ValueError, match="the prompt is 32 tokens .* context is 32 tokens"):
+    _fit([1] * 32, 5, 32)
+
+
+def test_restart_is_needed_to_start_over_past_corrupt_checkpoints(tmp_path):
+  c = ml_collections.ConfigDict(dict(seed=0, train=dict(
+      steps=2, batch=2, lr=1e-2, warmup=0, end_lr_ratio=1.0, weight_decay=0.0, b1=0.9, b2=0.95,
+      eps=1e-8, clip=1.0, grad_accum=1, log_every=1, eval_every=0, ckpt_every=1, keep=3,
+      on_nonfinite="skip", inject_nan_step=-1, tensorboard=False)))
+  (tmp_path / "checkpoints" / "5.corrupt").mkdir(parents=True)
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n')
+  loss = lambda m, b, key: (jnp.mean((m(b["x"]) - b["y"]) ** 2), {})
+  run = lambda: train(cfg=c, workdir=tmp_path, model=_Linear(), loss_fn=loss,
+                      get_batch=lambda s: {"x": np.ones((2, 4), np.float32), "y": np.zeros((2, 1), np.float32)},
+                      mesh=make_mesh((1,), ("data",), jax.devices()[:1]), progress=False)
+  with pytest.raises(CheckpointError, match=r"holds only unusable checkpoints \(5.corrupt\)"):
+    run()
+  with wdlib.fresh_start(True):                                     # jaxpapers run --restart
+    out = run()
+  assert out.resumed_from is None and [h["step"] for h in out.history] == [1, 2]
+  assert [r["loss"] for r in metrics.read_metrics(tmp_path)] == [h["loss"] for h in out.history]
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2", "5.corrupt"]

@@ -1,0 +1,141 @@
+"""Runs you can trust (issue 17), end to end through the `jaxpapers` command in subprocesses:
+a finished run reruns as a no-op, a killed run resumes into the same report, a second run on a
+locked workdir and a workdir whose checkpoints are all unreadable each get one line and exit 2.
+One uninterrupted 150-step tiny run is shared by the module."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jaxpapers import cli
+from jp_testutil import REPO, tiny_glm_args
+
+# test_train's SIGKILL test's arguments (the session's compilation cache serves both); evaluation
+# every 25 steps, not every 3 (no effect on what is compiled)
+ARGS = ("--config.train.ckpt_every=25", "--config.train.log_every=25", "--config.train.eval_every=25",
+        "--config.train.steps=150")
+
+
+def _popen(args):
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  return subprocess.Popen([sys.executable, "-m", "jaxpapers.cli", *args], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _run(args, timeout=600):
+  p = _popen(args)
+  out, err = p.communicate(timeout=timeout)
+  return p.returncode, out, err
+
+
+def _one_line(code, err, expected):
+  lines = err.strip().splitlines()
+  assert code == 2, err[-3000:]
+  assert lines[-1].startswith("error: ") and expected in lines[-1], err[-3000:]
+  assert not any("Traceback" in l or "Event loop is closed" in l for l in lines), err[-3000:]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, small_corpus):
+  wd = tmp_path_factory.mktemp("finished") / "wd"
+  code, out, err = _run(tiny_glm_args(small_corpus, wd, *ARGS))
+  assert code == 0, err[-3000:]
+  return wd
+
+
+def _copy(finished, tmp_path) -> Path:
+  wd = tmp_path / "wd"
+  shutil.copytree(finished, wd)
+  return wd
+
+
+def _rows(wd):   # the training rows (eval rows carry eval/... keys)
+  return [r for r in map(json.loads, (wd / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_rerunning_a_finished_run_changes_nothing(capsys, tmp_path, finished, small_corpus):
+  wd = _copy(finished, tmp_path)
+  before = {p.name: p.read_bytes() for p in wd.iterdir() if p.is_file()}
+  assert cli.main(tiny_glm_args(small_corpus, wd, *ARGS)) == 0
+  assert f"holds this run, finished; nothing to do. Report: {wd / 'REPORT.md'}" in capsys.readouterr().out
+  assert cli.main(tiny_glm_args(small_corpus, wd, *ARGS, "--config.train.lr=0.01")) == 2
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert "holds a finished run whose config differs in train.lr" in err
+  assert {p.name: p.read_bytes() for p in wd.iterdir() if p.is_file()} == before
+
+
+def test_killed_and_resumed_run_reports_as_the_uninterrupted_one(tmp_path, finished, small_corpus):
+  """SIGKILL after the checkpoint at step 50 (the run has logged further), rerun: it takes over
+  the dead run's lock, resumes, and results.json's training figures, the loss plot's data and
+  metrics.jsonl equal the uninterrupted run's."""
+  wd = tmp_path / "wd"
+  run = _popen(tiny_glm_args(small_corpus, wd, *ARGS))
+  ckdir = wd / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and run.poll() is None:
+    if ckdir.exists() and any(p.name.isdigit() and int(p.name) >= 50 for p in ckdir.iterdir()):
+      break
+    time.sleep(0.02)
+  assert run.poll() is None, "the run finished before it could be killed"
+  run.send_signal(signal.SIGKILL)
+  run.communicate()
+  killed_at = max(int(p.name) for p in ckdir.iterdir() if p.name.isdigit())
+  assert killed_at < 150 and (wd / ".lock").exists() and not (wd / "results.json").exists()
+  with (wd / "metrics.jsonl").open("a") as f:
+    f.write('{"step": 99, "lo')                                       # cut short by the kill
+  code, out, err = _run(tiny_glm_args(small_corpus, wd, *ARGS))
+  assert code == 0, err[-3000:]
+  assert "taking over the stale lock" in err and "resumed from the checkpoint" in err
+  assert not (wd / ".lock").exists()
+  ref, got = (json.loads((d / "results.json").read_text()) for d in (finished, wd))
+  assert got["resumed_from"] >= killed_at
+  for key in ("final_loss", "skipped_steps", "steps", "val_loss", "val_ppl"):
+    assert got[key] == ref[key], key
+  assert [r["step"] for r in _rows(wd)] == list(range(1, 151))         # each step once
+  assert [r["loss"] for r in _rows(wd)] == [r["loss"] for r in _rows(finished)]
+  evals = lambda d: [r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+                     if "loss" not in r]
+  assert evals(wd) == evals(finished)                                 # eval rows once each too
+
+
+def test_a_second_run_on_a_locked_workdir(capsys, tmp_path, small_corpus):
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  holder = subprocess.Popen(["sleep", "120"])
+  try:
+    (wd / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+    code = cli.main(tiny_glm_args(small_corpus, wd, *ARGS))
+    _one_line(code, capsys.readouterr().err,
+              f"is in use by another run (pid {holder.pid} on {socket.gethostname()})")
+    assert sorted(p.name for p in wd.iterdir()) == [".lock"]         # nothing written
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_unreadable_checkpoints_stop_the_run_then_need_restart(capsys, tmp_path, finished, small_corpus):
+  wd = _copy(finished, tmp_path)
+  for f in (wd / "checkpoints").rglob("*"):
+    if f.is_file() and f.parent.name == "d":                          # every array data file
+      with f.open("r+b") as h:
+        h.truncate(7)
+  code, out, err = _run(tiny_glm_args(small_corpus, wd, *ARGS[:-1], "--config.train.steps=160"))
+  _one_line(code, err, "no usable checkpoint in")
+  assert sorted(p.name for p in (wd / "checkpoints").iterdir()) == ["100.corrupt", "125.corrupt", "150.corrupt"]
+  code = cli.main(tiny_glm_args(small_corpus, wd, *ARGS[:-1], "--config.train.steps=160"))
+  _one_line(code, capsys.readouterr().err, "holds only unusable checkpoints (100.corrupt, 125.corrupt, 150.corrupt); "
+                       "rerun with --restart")
+
+
+def test_generate_refuses_a_prompt_longer_than_the_context(capsys, finished):
+  prompt = " ".join(["It is a truth universally acknowledged"] * 10)
+  assert cli.main(["generate", "--workdir", str(finished), "--prompt", prompt]) == 2
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert "the model's context is 32 tokens (objective.seq_len): shorten the prompt" in err
