@@ -25,7 +25,7 @@ from jaxpapers.glm.experiments import BATCH_AXES, model_config
 from jaxpapers.glm.model import GLM
 from jaxpapers.glm.objective import BatchSampler, SpecialIds
 from jaxpapers.registry import experiments_root
-from jp_testutil import REPO, tiny_glm_args
+from jp_testutil import REPO, assert_close_scaled, tiny_glm_args
 
 IDS = SpecialIds(pad=0, mask=1, gmask=2, sop=3, eop=4)
 
@@ -69,7 +69,10 @@ def test_eight_devices_equal_one(tmp_path):
   out1 = _train(c, sampler, model1, tmp_path / "b", make_mesh((1, 1), ("data", "model"), jax.devices()[:1]))
   a = jax.device_get(out8.state.params)
   b = jax.device_get(out1.state.params)
-  chex.assert_trees_all_close(a, b, rtol=1e-5, atol=1e-5)
+  # scaled to the parameters' magnitude (O(1)), not each leaf's: AdamW moves every entry by about
+  # lr per step, so a bias whose gradient is rounding noise differs by O(lr * noise) while its
+  # leaf's max is itself only O(steps * lr)
+  assert_close_scaled(a, b, 1e-5, per_leaf=False)
   losses8 = [h["loss"] for h in out8.history]
   losses1 = [h["loss"] for h in out1.history]
   np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
@@ -204,7 +207,7 @@ def test_gradient_accumulation_equals_the_full_batch_gradient():
   (loss, aux), g = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch, None),
                                       has_aux=True)(params)
   expected = jax.tree.map(lambda p, g: p - g, params, g)
-  chex.assert_trees_all_close(new.params, expected, rtol=1e-5, atol=1e-6)
+  assert_close_scaled(new.params, expected, 1e-5)
   np.testing.assert_allclose(m["loss"], loss, rtol=1e-6)
   assert float(m["tokens"]) == float(aux["tokens"])
 
