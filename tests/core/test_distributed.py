@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from jp_testutil import REPO, tiny_glm_args
+from jp_testutil import REPO, SUBPROCESS_XLA_FLAGS, tiny_glm_args
 
 
 def _free_port() -> int:
@@ -31,14 +31,16 @@ def test_two_processes_equal_one(tmp_path, small_corpus):
             "--config.generate.prompts=()"]
   # the one-process run compiles other programs than the pair (2 local devices, not 1), so the
   # three processes start together rather than one after the other
-  env1 = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+  env1 = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {SUBPROCESS_XLA_FLAGS}",
+              JAX_PLATFORMS="cpu")
   log_one = tmp_path / "one.log"       # a file, not a pipe: nobody reads it while the pair runs
   with open(log_one, "w") as f:
     one = subprocess.Popen([sys.executable, "-m", "jaxpapers.cli",
                             *tiny_glm_args(small_corpus, tmp_path / "one", *common)],
                            env=env1, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
   port = _free_port()
-  env2 = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  env2 = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {SUBPROCESS_XLA_FLAGS}",
+              JAX_PLATFORMS="cpu")
   procs = [subprocess.Popen([sys.executable, "-m", "jaxpapers.cli",
                              *tiny_glm_args(small_corpus, tmp_path / "two", *common),
                              f"--coordinator=127.0.0.1:{port}", "--num_processes=2",

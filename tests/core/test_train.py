@@ -25,7 +25,7 @@ from jaxpapers.glm.experiments import BATCH_AXES, model_config
 from jaxpapers.glm.model import GLM
 from jaxpapers.glm.objective import BatchSampler, SpecialIds
 from jaxpapers.registry import experiments_root
-from jp_testutil import REPO, assert_close_scaled, tiny_glm_args
+from jp_testutil import REPO, SUBPROCESS_XLA_FLAGS, assert_close_scaled, tiny_glm_args
 
 IDS = SpecialIds(pad=0, mask=1, gmask=2, sop=3, eop=4)
 
@@ -149,7 +149,7 @@ def test_no_usable_checkpoint_is_an_error(tmp_path):
 
 
 def _cli(args, **kw):
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=SUBPROCESS_XLA_FLAGS, JAX_PLATFORMS="cpu")
   return subprocess.Popen([sys.executable, "-m", "jaxpapers.cli", *args], env=env, cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
