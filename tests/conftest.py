@@ -34,9 +34,52 @@ def small_corpus(tmp_path_factory) -> Path:
   return path
 
 
+# XLA flags of the CLI subprocesses whose tests compare runs with each other (resumed vs
+# uninterrupted, two processes vs one), not against code compiled in the test process: without
+# the backend's (LLVM's) code optimisation a cold tiny GLM run compiles in 10 s instead of 25 s
+# (measured on this CPU). Both sides of every comparison get the same flags, so what they test
+# (bitwise resume, equal losses) is unchanged; only the machine code is less optimised.
+SUBPROCESS_XLA_FLAGS = "--xla_backend_optimization_level=0"
+
+
 def tiny_glm_args(corpus: Path, workdir: Path, *extra: str) -> list[str]:
   return ["run", "glm/pretrain", "--preset", "tiny", "--workdir", str(workdir),
           f"--config.data.corpus={corpus}", *extra]
+
+
+def assert_close_scaled(actual, reference, rel: float, *, per_leaf: bool = True,
+                        err_msg: str = "") -> None:
+  """Each array (each leaf of a pytree): max|actual - reference| <= rel * max|reference|, the max
+  over that leaf, or with per_leaf=False over the whole tree.
+
+  For arrays computed in two summation orders or layouts (micro-batched or whole, sharded or
+  not, chunked, scanned, a kernel or its reference): float rounding moves every element by a few
+  ulps of the magnitudes summed into it, so the error is bounded relative to the array's
+  magnitude, not to each element's (an entry that is a cancellation of large terms can lose
+  every significant digit). The bound is the array's own scale, so it is never looser than
+  `rel` for the largest entries; a wrong part, row or shard moves entries by O(max|ref|).
+  per_leaf=False is for trees whose leaves' errors do not scale with the leaf: parameters after
+  Adam steps, where every entry moves by about lr per step whatever its gradient's size (a
+  rounding difference in a near-zero gradient changes its normalised update by O(lr)).
+  """
+  import jax
+  import numpy as np
+  a_leaves, a_def = jax.tree.flatten(actual)
+  r_leaves, r_def = jax.tree.flatten(reference)
+  assert a_def == r_def, f"{err_msg} tree structures differ: {a_def} vs {r_def}"
+  tree_scale = max((float(np.abs(np.asarray(r, np.float64)).max()) for r in r_leaves
+                    if np.size(r)), default=0.0)
+  for i, (a, r) in enumerate(zip(a_leaves, r_leaves)):
+    a = np.asarray(a, np.float64)
+    r = np.asarray(r, np.float64)
+    assert a.shape == r.shape, f"{err_msg} leaf {i}: shapes {a.shape} vs {r.shape}"
+    if a.size == 0:
+      continue
+    assert np.isfinite(a).all() and np.isfinite(r).all(), f"{err_msg} leaf {i}: non-finite values"
+    err, scale = np.abs(a - r).max(), (np.abs(r).max() if per_leaf else tree_scale)
+    assert err <= rel * scale, (f"{err_msg} leaf {i} {r.shape}: max|a - r| = {err:.3g} > "
+                                f"{rel:g} * max|r| = {rel * scale:.3g} (at "
+                                f"{np.unravel_index(np.abs(a - r).argmax(), r.shape)})")
 
 
 sys.modules.setdefault("jp_testutil", sys.modules[__name__])

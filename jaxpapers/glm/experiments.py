@@ -42,8 +42,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
                "such that d_model / num_heads is even (a multiple of 4 for 2-D positions: RoPE rotates pairs)")
   cfglib.check(c, "model.ffn_dim", lambda v: isinstance(v, int) and v >= 0, "a non-negative int (0: 8/3 d_model)")
   cfglib.check(c, "objective.span_lambda", lambda v: v > 0, "positive")
-  for key in ("eval.ppl_samples", "eval.blank_samples", "eval.last_word_samples", "train.keep",
-              "generate.max_new_tokens", "generate.top_k"):
+  for key in ("eval.ppl_samples", "eval.blank_samples", "eval.last_word_samples", "eval.peak_matmul_n",
+              "train.keep", "generate.max_new_tokens", "generate.top_k"):
     cfglib.check(c, key, pos_int, "a positive int")
   cfglib.check(c, "train.warmup", lambda v: v >= 0, "non-negative (a fraction of steps if < 1, else steps)")
   cfglib.check(c, "generate.top_p", lambda v: 0.0 < v <= 1.0, "in (0, 1]")
@@ -96,10 +96,10 @@ def pretrain(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
     return ev.summarize(ev.evaluate(m, ppl_b, corpus.ids.eop), ev.evaluate(m, blank_b, corpus.ids.eop),
                         ev.evaluate(m, last_b, corpus.ids.eop) if last_b else None)
 
-  peak_before = measure_matmul_flops()
+  peak_before = measure_matmul_flops(e.peak_matmul_n)
   outcome = train(cfg=c, workdir=workdir, model=model, loss_fn=ev.loss_fn, get_batch=sampler,
                   mesh=mesh, batch_logical=BATCH_AXES, eval_fn=run_eval)
-  peak = (peak_before + measure_matmul_flops()) / 2   # the machine's rate drifts; bracket the run
+  peak = (peak_before + measure_matmul_flops(e.peak_matmul_n)) / 2   # the rate drifts; bracket the run
   trained = outcome.model()
   results = run_eval(trained)
   H = unigram_entropy(corpus.train, corpus.vocab_size)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from jp_testutil import REPO, tiny_glm_args
+from jp_testutil import REPO, SUBPROCESS_XLA_FLAGS, tiny_glm_args
 
 
 def _free_port() -> int:
@@ -25,14 +25,22 @@ def _losses(workdir):
 
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path, small_corpus):
-  common = ["--config.train.steps=6", "--config.train.ckpt_every=3", "--config.mesh.shape=(2, 1)"]
-  env1 = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-  one = subprocess.run([sys.executable, "-m", "jaxpapers.cli",
-                        *tiny_glm_args(small_corpus, tmp_path / "one", *common)],
-                       env=env1, cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert one.returncode == 0, one.stderr[-3000:]
+  # no generation prompts: samples are not compared here, and each prompt compiles a prefill and
+  # a decode step in each of the three processes
+  common = ["--config.train.steps=6", "--config.train.ckpt_every=3", "--config.mesh.shape=(2, 1)",
+            "--config.generate.prompts=()"]
+  # the one-process run compiles other programs than the pair (2 local devices, not 1), so the
+  # three processes start together rather than one after the other
+  env1 = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {SUBPROCESS_XLA_FLAGS}",
+              JAX_PLATFORMS="cpu")
+  log_one = tmp_path / "one.log"       # a file, not a pipe: nobody reads it while the pair runs
+  with open(log_one, "w") as f:
+    one = subprocess.Popen([sys.executable, "-m", "jaxpapers.cli",
+                            *tiny_glm_args(small_corpus, tmp_path / "one", *common)],
+                           env=env1, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
   port = _free_port()
-  env2 = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  env2 = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {SUBPROCESS_XLA_FLAGS}",
+              JAX_PLATFORMS="cpu")
   procs = [subprocess.Popen([sys.executable, "-m", "jaxpapers.cli",
                              *tiny_glm_args(small_corpus, tmp_path / "two", *common),
                              f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
@@ -40,6 +48,7 @@ def test_two_processes_equal_one(tmp_path, small_corpus):
                             env=env2, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True) for i in range(2)]
   outs = [p.communicate(timeout=600)[0] for p in procs]
+  assert one.wait(timeout=600) == 0, log_one.read_text()[-3000:]
   assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
   r1 = json.loads((tmp_path / "one" / "results.json").read_text())
   r2 = json.loads((tmp_path / "two" / "results.json").read_text())

@@ -25,7 +25,7 @@ from jaxpapers.glm.experiments import BATCH_AXES, model_config
 from jaxpapers.glm.model import GLM
 from jaxpapers.glm.objective import BatchSampler, SpecialIds
 from jaxpapers.registry import experiments_root
-from jp_testutil import REPO, tiny_glm_args
+from jp_testutil import REPO, SUBPROCESS_XLA_FLAGS, assert_close_scaled, tiny_glm_args
 
 IDS = SpecialIds(pad=0, mask=1, gmask=2, sop=3, eop=4)
 
@@ -69,7 +69,10 @@ def test_eight_devices_equal_one(tmp_path):
   out1 = _train(c, sampler, model1, tmp_path / "b", make_mesh((1, 1), ("data", "model"), jax.devices()[:1]))
   a = jax.device_get(out8.state.params)
   b = jax.device_get(out1.state.params)
-  chex.assert_trees_all_close(a, b, rtol=1e-5, atol=1e-5)
+  # scaled to the parameters' magnitude (O(1)), not each leaf's: AdamW moves every entry by about
+  # lr per step, so a bias whose gradient is rounding noise differs by O(lr * noise) while its
+  # leaf's max is itself only O(steps * lr)
+  assert_close_scaled(a, b, 1e-5, per_leaf=False)
   losses8 = [h["loss"] for h in out8.history]
   losses1 = [h["loss"] for h in out1.history]
   np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
@@ -146,7 +149,7 @@ def test_no_usable_checkpoint_is_an_error(tmp_path):
 
 
 def _cli(args, **kw):
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=SUBPROCESS_XLA_FLAGS, JAX_PLATFORMS="cpu")
   return subprocess.Popen([sys.executable, "-m", "jaxpapers.cli", *args], env=env, cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
@@ -160,7 +163,11 @@ def _final_params(workdir):
 
 
 def test_sigkill_and_resume_is_bitwise_equal(tmp_path, small_corpus):
-  steps = ["--config.train.steps=150", "--config.train.ckpt_every=25", "--config.train.log_every=25"]
+  # no generation prompts: samples are not what this test is about, and each prompt compiles a
+  # prefill and a decode step; the kill comes after the step-20 checkpoint, 40 steps, 4
+  # checkpoints, the final evaluation and the report before the run would end
+  steps = ["--config.train.steps=60", "--config.train.ckpt_every=10", "--config.train.log_every=10",
+           "--config.generate.prompts=()"]
   ref = _cli(tiny_glm_args(small_corpus, tmp_path / "ref", *steps))
   assert ref.wait(timeout=600) == 0, ref.stdout.read()
   run = _cli(tiny_glm_args(small_corpus, tmp_path / "run", *steps))
@@ -168,21 +175,21 @@ def test_sigkill_and_resume_is_bitwise_equal(tmp_path, small_corpus):
   deadline = time.time() + 300
   while time.time() < deadline and run.poll() is None:
     done = [int(p.name) for p in ckdir.glob("*") if p.name.isdigit()] if ckdir.exists() else []
-    if done and max(done) >= 50:
+    if done and max(done) >= 20:
       break
     time.sleep(0.05)
   assert run.poll() is None, "the run finished before it could be killed; make it longer"
   run.send_signal(signal.SIGKILL)
   run.wait()
   killed_at = max(int(p.name) for p in ckdir.glob("*") if p.name.isdigit())
-  assert killed_at < 150
+  assert killed_at < 60
   resumed = _cli(tiny_glm_args(small_corpus, tmp_path / "run", *steps))
   out = resumed.stdout.read()
   assert resumed.wait(timeout=600) == 0, out
   assert "resumed from the checkpoint" in out
   s_ref, p_ref = _final_params(tmp_path / "ref")
   s_run, p_run = _final_params(tmp_path / "run")
-  assert s_ref == s_run == 150
+  assert s_ref == s_run == 60
   chex.assert_trees_all_equal(p_ref, p_run)   # bitwise
   assert json.loads((tmp_path / "run" / "results.json").read_text())["resumed_from"] >= killed_at
 
@@ -204,7 +211,7 @@ def test_gradient_accumulation_equals_the_full_batch_gradient():
   (loss, aux), g = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch, None),
                                       has_aux=True)(params)
   expected = jax.tree.map(lambda p, g: p - g, params, g)
-  chex.assert_trees_all_close(new.params, expected, rtol=1e-5, atol=1e-6)
+  assert_close_scaled(new.params, expected, 1e-5)
   np.testing.assert_allclose(m["loss"], loss, rtol=1e-6)
   assert float(m["tokens"]) == float(aux["tokens"])
 

@@ -7,12 +7,15 @@ import pytest
 from jaxpapers.cli import main
 
 
-def test_memory_experiment_writes_the_named_results(tmp_path):
+def test_memory_experiment_writes_the_named_results(tmp_path, small_corpus):
   wd = tmp_path / "g"
   # the transformer family at L0, L2.2 and remat (CNN and GNN: tests/gact/test_compress.py,
-  # test_gnn_family.py); the max-batch search stops at the memory batch (each probe compiles)
+  # test_gnn_family.py); the max-batch search stops at the memory batch (each probe compiles a
+  # whole train step). Two layers (an allocation over layers still has a choice to make) and the
+  # small corpus (a faster tokenizer).
   assert main(["run", "gact/memory", "--preset", "tiny", "--workdir", str(wd),
                "--config.families=('transformer',)", "--config.levels=('L0','L2.2','remat')",
+               f"--config.data.corpus={small_corpus}", "--config.model.num_layers=2",
                "--config.max_batch_limit=8"]) == 0
   r = json.loads((wd / "results.json").read_text())
   for key in ("memory_ratio_L2.2", "residual_ratio_L2.2", "max_batch_ratio_L2.2",

@@ -8,6 +8,7 @@ from flax import nnx
 
 from jaxpapers.glm.model import GLM, GLMConfig, _layer, rope_for, head_loss
 from jaxpapers.glm.objective import SpecialIds, gmask_sample
+from jp_testutil import assert_close_scaled
 
 
 def tiny(**kw):
@@ -62,7 +63,7 @@ def test_deepnorm_layer_matches_reference():
   g = m @ p["w_in"][:, 1] + p["b_in"][1]
   ffn = (u * 0.5 * g * (1 + np.vectorize(math.erf)(g / math.sqrt(2)))) @ p["w_out"] + p["b_out"]
   want = alpha * m + ffn
-  np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, atol=2e-4)
+  assert_close_scaled(np.asarray(got), want, 2e-4)
 
 
 def test_deepnorm_init_gains():
@@ -98,7 +99,7 @@ def _kv_cache_matches_full(positions):
   _, cache = model(tokens[:, :c], p(0, c), jnp.asarray([c]), cache=cache, cache_index=0)
   for i in range(c, 16):
     logits, cache = model(tokens[:, i:i + 1], p(i, i + 1), jnp.asarray([c]), cache=cache, cache_index=i)
-    np.testing.assert_allclose(np.asarray(logits[0, 0]), np.asarray(full[0, i]), rtol=1e-4, atol=1e-4)
+    assert_close_scaled(np.asarray(logits[0, 0]), np.asarray(full[0, i]), 1e-4)
 
 
 def test_kv_cache_decoding_equals_full_recomputation():
@@ -136,7 +137,7 @@ def test_model_shrinks_only_the_input_embedding_gradient():
 
   g0, g01, g1 = embed_grad(0.0), embed_grad(0.1), embed_grad(1.0)
   assert np.abs(g1 - g0).max() > 1e-3
-  np.testing.assert_allclose(g01, 0.1 * (g1 - g0) + g0, rtol=1e-4, atol=1e-6)
+  assert_close_scaled(g01, 0.1 * (g1 - g0) + g0, 1e-4)
 
 
 def test_output_layer_is_the_transposed_input_embedding():
@@ -169,12 +170,10 @@ def test_micro_batched_layers_and_head_equal_the_full_batch():
   ref_l, ref_g = _loss_and_grads(tiny(remat=True), tokens, pos, ctx, 0, w)
   got_l, got_g = _loss_and_grads(tiny(remat=True, layer_chunk=2), tokens, pos, ctx, 2, w)
   np.testing.assert_allclose(float(got_l), float(ref_l), rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
-                                                       atol=1e-6), nnx.state(got_g), nnx.state(ref_g))
+  assert_close_scaled(nnx.state(got_g), nnx.state(ref_g), 1e-5)
   m = tiny(remat=True)
   full = m(tokens, pos, ctx)
   want = -jnp.take_along_axis(jax.nn.log_softmax(full, -1), tokens[..., None], -1)[..., 0]
   np.testing.assert_allclose(float(head_loss(m, m(tokens, pos, ctx, return_hidden=True), tokens, w)),
                              float((want * w).sum()), rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(tiny(remat=True, layer_chunk=2)(tokens, pos, ctx)),
-                             np.asarray(full), rtol=1e-5, atol=1e-6)
+  assert_close_scaled(tiny(remat=True, layer_chunk=2)(tokens, pos, ctx), full, 1e-5)

@@ -12,6 +12,7 @@ from jaxpapers.kgt import evaluate as E
 from jaxpapers.kgt import graph as G
 from jaxpapers.kgt import model as M
 from jaxpapers.kgt import predict as PR
+from jp_testutil import assert_close_scaled
 
 V = G.Vocab(num_entities=10, num_relations=4)   # tokens: entities 0-9, relations 10-13, [MASK] 14
 
@@ -60,11 +61,11 @@ def test_padding_never_changes_real_nodes():
     outs.append(np.asarray(h[:n]))
   # equal up to float32 summation order (other shapes tile the matmuls differently); a padding
   # node reaching a real one would move them by O(0.1)
-  np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+  assert_close_scaled(outs[0], outs[1], 1e-5)
   # and a graph alone gives what it gives inside the batch
   b = G.batch(graphs[:1], len(graphs[0].tokens) + 1, 30, 2)
   alone = encode(state, b.nodes["tokens"], b.nodes["types"], b.senders, b.receivers)[:len(graphs[0].tokens)]
-  np.testing.assert_allclose(alone, outs[0][:len(graphs[0].tokens)], rtol=1e-5, atol=1e-6)
+  assert_close_scaled(alone, outs[0][:len(graphs[0].tokens)], 1e-5)
 
 
 def test_top2_gate_and_moe_equal_per_token_reference():
@@ -84,7 +85,7 @@ def test_top2_gate_and_moe_equal_per_token_reference():
     p /= p.sum()
     ref = sum(pj * (np.maximum(x[i] @ moe.w1[...][e] + moe.b1[...][e], 0) @ moe.w2[...][e] + moe.b2[...][e])
               for pj, e in zip(p, top))
-    np.testing.assert_allclose(y[i], ref, rtol=1e-5, atol=1e-5)
+    assert_close_scaled(y[i], ref, 1e-5)
 
 
 def test_answer_loss_removes_other_answers_from_the_denominator():
@@ -139,7 +140,7 @@ def test_experts_sharded_over_8_devices_equal_one_device():
     assert w1.get_value().sharding.spec[0] == "expert"
     assert len(w1.get_value().addressable_shards) == 8 and w1.get_value().addressable_shards[0].data.shape[0] == 1
     eight = f(sharded, *args)
-  np.testing.assert_allclose(eight, one, rtol=1e-5, atol=1e-5)
+  assert_close_scaled(eight, one, 1e-5)
 
 
 def test_six_layers_let_every_target_see_every_anchor():
@@ -174,4 +175,4 @@ def test_batched_scores_equal_each_query_alone():
   qs = [Q.unflatten("pi", [1 + i, 2], [0, 2, i % 4]) for i in range(5)]
   together = p.scores("pi", qs)
   for q, row in zip(qs, together):
-    np.testing.assert_allclose(p.scores("pi", [q])[0], row, rtol=1e-5, atol=1e-7)
+    assert_close_scaled(p.scores("pi", [q])[0], row, 1e-5)

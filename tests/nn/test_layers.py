@@ -11,6 +11,7 @@ from jaxpapers.nn.embedding import shrink_gradient
 from jaxpapers.nn.mlp import geglu
 from jaxpapers.nn.rope import apply_rope
 from jaxpapers.nn.sampling import sample_logits
+from jp_testutil import assert_close_scaled
 
 
 def test_rope_is_rotate_half_rotation():
@@ -28,7 +29,7 @@ def test_rope_is_rotate_half_rotation():
         a, c = x[b, t, :, i], x[b, t, :, i + D // 2]
         want[b, t, :, i] = a * math.cos(th) - c * math.sin(th)
         want[b, t, :, i + D // 2] = c * math.cos(th) + a * math.sin(th)
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert_close_scaled(got, want, 1e-5)
 
 
 def test_rope_scores_depend_on_relative_position_only():
@@ -56,7 +57,7 @@ def test_layer_scaled_softmax_matches_formula():
     s = np.einsum("bqhd,bkhd->bhqk", q.astype(np.float64), k) / math.sqrt(8)
     s = np.where(mask[:, None], s, -np.inf)
     want = np.einsum("bhqk,bkhd->bqhd", _softmax(s), v)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert_close_scaled(got, want, 1e-5)
 
 
 def test_layer_scaled_softmax_runs_softmax_in_fp32_for_bf16_inputs():
@@ -82,7 +83,7 @@ def test_geglu_gate_is_second_half():
   gelu = 0.5 * g * (1 + np.vectorize(math.erf)(g / math.sqrt(2)))
   want = (u * gelu) @ w_out + b_out
   got = geglu(*map(jnp.asarray, (x, w_in, b_in, w_out, b_out)))
-  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+  assert_close_scaled(got, want, 1e-5)
 
 
 def test_embedding_gradient_shrink():

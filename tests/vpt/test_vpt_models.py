@@ -13,6 +13,7 @@ from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.vpt.learners import fit, initial_policy_carry, make_policy_act, pseudo_label
 from jaxpapers.vpt.models import MOTION_SCALE, InverseDynamicsModel, NetConfig, Policy, tile_motion, to_tiles
+from jp_testutil import assert_close_scaled
 
 NET = NetConfig(window=6, stem_channels=8, tile_features=4, channels=(8,), d_model=16, heads=2, layers=2)
 
@@ -67,7 +68,7 @@ def test_acting_cache_matches_running_the_policy_on_the_window():
   expected = pol(x[:, 3:9])[:, -1].argmax(-1)          # the last `window` frames
   np.testing.assert_array_equal(a, expected)
   cache = carry[1]
-  np.testing.assert_allclose(cache, pol.embed(x[:, 3:9]), atol=1e-5)
+  assert_close_scaled(cache, pol.embed(x[:, 3:9]), 1e-5)
 
 
 def test_bad_frames_fail_clearly():

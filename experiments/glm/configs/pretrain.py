@@ -25,7 +25,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                  log_every=10, eval_every=500, ckpt_every=500, keep=3,
                  on_nonfinite="skip", max_consecutive_skips=5,  # then the run stops
                  inject_nan_step=-1, tensorboard=True)
-  c.eval = dict(batch=32, ppl_samples=256, blank_samples=128, last_word_samples=256)
+  c.eval = dict(batch=32, ppl_samples=256, blank_samples=128, last_word_samples=256,
+                peak_matmul_n=2048)             # MFU: against an n x n x n matmul's FLOP/s
   c.generate = dict(max_new_tokens=40, strategy="greedy", top_k=40, top_p=0.9, temperature=0.8,
                     prompts=("It is a truth universally acknowledged, that",
                              "Emma was very [MASK] to see Mr. Knightley."))
@@ -41,6 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.objective.update(seq_len=32)
     c.train.update(steps=6, batch=8, lr=3e-3, warmup=1, log_every=1, eval_every=3, ckpt_every=2,
                    tensorboard=False)
-    c.eval.update(batch=8, ppl_samples=8, blank_samples=8, last_word_samples=8)
+    c.eval.update(batch=8, ppl_samples=8, blank_samples=8, last_word_samples=8,
+                  peak_matmul_n=256)            # 2048 cost seconds per run, a tiny run's whole budget
     c.generate.update(max_new_tokens=4)
   return c
