@@ -1,12 +1,5 @@
-"""The train loop: sharding over 8 devices, the non-finite guard, checkpoints and resume."""
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
+"""The train loop: sharding over 8 devices, the non-finite guard, checkpoints and resume (the
+kill-and-resume of a real run through the CLI: test_workdir.py)."""
 import chex
 import jax
 import numpy as np
@@ -25,7 +18,7 @@ from jaxpapers.glm.experiments import BATCH_AXES, model_config
 from jaxpapers.glm.model import GLM
 from jaxpapers.glm.objective import BatchSampler, SpecialIds
 from jaxpapers.registry import experiments_root
-from jp_testutil import REPO, SUBPROCESS_XLA_FLAGS, assert_close_scaled, tiny_glm_args
+from jp_testutil import assert_close_scaled
 
 IDS = SpecialIds(pad=0, mask=1, gmask=2, sop=3, eop=4)
 
@@ -146,52 +139,6 @@ def test_no_usable_checkpoint_is_an_error(tmp_path):
   with pytest.raises(CheckpointError, match="no usable checkpoint"):
     _, _, fresh = _setup()
     _train(c, sampler, fresh, tmp_path, mesh)
-
-
-def _cli(args, **kw):
-  env = dict(os.environ, XLA_FLAGS=SUBPROCESS_XLA_FLAGS, JAX_PLATFORMS="cpu")
-  return subprocess.Popen([sys.executable, "-m", "jaxpapers.cli", *args], env=env, cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-
-
-def _final_params(workdir):
-  ck = Checkpointer(Path(workdir) / "checkpoints", keep=10)
-  step = ck.steps()[-1]
-  out = ck.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                         meta=ocp.args.JsonRestore()))
-  return step, out["state"]
-
-
-def test_sigkill_and_resume_is_bitwise_equal(tmp_path, small_corpus):
-  # no generation prompts: samples are not what this test is about, and each prompt compiles a
-  # prefill and a decode step; the kill comes after the step-20 checkpoint, 40 steps, 4
-  # checkpoints, the final evaluation and the report before the run would end
-  steps = ["--config.train.steps=60", "--config.train.ckpt_every=10", "--config.train.log_every=10",
-           "--config.generate.prompts=()"]
-  ref = _cli(tiny_glm_args(small_corpus, tmp_path / "ref", *steps))
-  assert ref.wait(timeout=600) == 0, ref.stdout.read()
-  run = _cli(tiny_glm_args(small_corpus, tmp_path / "run", *steps))
-  ckdir = tmp_path / "run" / "checkpoints"
-  deadline = time.time() + 300
-  while time.time() < deadline and run.poll() is None:
-    done = [int(p.name) for p in ckdir.glob("*") if p.name.isdigit()] if ckdir.exists() else []
-    if done and max(done) >= 20:
-      break
-    time.sleep(0.05)
-  assert run.poll() is None, "the run finished before it could be killed; make it longer"
-  run.send_signal(signal.SIGKILL)
-  run.wait()
-  killed_at = max(int(p.name) for p in ckdir.glob("*") if p.name.isdigit())
-  assert killed_at < 60
-  resumed = _cli(tiny_glm_args(small_corpus, tmp_path / "run", *steps))
-  out = resumed.stdout.read()
-  assert resumed.wait(timeout=600) == 0, out
-  assert "resumed from the checkpoint" in out
-  s_ref, p_ref = _final_params(tmp_path / "ref")
-  s_run, p_run = _final_params(tmp_path / "run")
-  assert s_ref == s_run == 60
-  chex.assert_trees_all_equal(p_ref, p_run)   # bitwise
-  assert json.loads((tmp_path / "run" / "results.json").read_text())["resumed_from"] >= killed_at
 
 
 def test_gradient_accumulation_equals_the_full_batch_gradient():

@@ -1,7 +1,8 @@
 """Runs you can trust (issue 17), end to end through the `jaxpapers` command in subprocesses:
 a finished run reruns as a no-op, a killed run resumes into the same report, a second run on a
 locked workdir and a workdir whose checkpoints are all unreadable each get one line and exit 2.
-One uninterrupted 150-step tiny run is shared by the module."""
+One uninterrupted 60-step tiny run is shared by the module; the killed-and-resumed run ends
+bitwise equal to it, with the same report."""
 import json
 import os
 import shutil
@@ -14,17 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from jaxpapers import cli
-from jp_testutil import REPO, tiny_glm_args
+import chex
+import orbax.checkpoint as ocp
 
-# test_train's SIGKILL test's arguments (the session's compilation cache serves both); evaluation
-# every 25 steps, not every 3 (no effect on what is compiled)
-ARGS = ("--config.train.ckpt_every=25", "--config.train.log_every=25", "--config.train.eval_every=25",
-        "--config.train.steps=150")
+from jaxpapers import cli
+from jaxpapers.core.checkpoint import Checkpointer
+from jp_testutil import REPO, SUBPROCESS_XLA_FLAGS, tiny_glm_args
+
+# evaluation every 10 steps, not every 3; no generation prompts (each compiles a prefill and a
+# decode step, and samples are not what these tests are about)
+ARGS = ("--config.train.ckpt_every=10", "--config.train.log_every=10", "--config.train.eval_every=10",
+        "--config.generate.prompts=()", "--config.train.steps=60")
 
 
 def _popen(args):
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=SUBPROCESS_XLA_FLAGS, JAX_PLATFORMS="cpu")
   return subprocess.Popen([sys.executable, "-m", "jaxpapers.cli", *args], env=env, cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -56,6 +61,14 @@ def _copy(finished, tmp_path) -> Path:
   return wd
 
 
+def _final_state(workdir):
+  ck = Checkpointer(Path(workdir) / "checkpoints", keep=10)
+  step = ck.steps()[-1]
+  out = ck.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                         meta=ocp.args.JsonRestore()))
+  return step, out["state"]
+
+
 def _rows(wd):   # the training rows (eval rows carry eval/... keys)
   return [r for r in map(json.loads, (wd / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
 
@@ -72,33 +85,37 @@ def test_rerunning_a_finished_run_changes_nothing(capsys, tmp_path, finished, sm
 
 
 def test_killed_and_resumed_run_reports_as_the_uninterrupted_one(tmp_path, finished, small_corpus):
-  """SIGKILL after the checkpoint at step 50 (the run has logged further), rerun: it takes over
-  the dead run's lock, resumes, and results.json's training figures, the loss plot's data and
+  """SIGKILL after the checkpoint at step 20 (the run has logged further), rerun: it takes over
+  the dead run's lock, resumes, ends with parameters, optimizer state, step and RNG bitwise equal
+  to the uninterrupted run's, and results.json's training figures, the loss plot's data and
   metrics.jsonl equal the uninterrupted run's."""
   wd = tmp_path / "wd"
   run = _popen(tiny_glm_args(small_corpus, wd, *ARGS))
   ckdir = wd / "checkpoints"
   deadline = time.time() + 300
   while time.time() < deadline and run.poll() is None:
-    if ckdir.exists() and any(p.name.isdigit() and int(p.name) >= 50 for p in ckdir.iterdir()):
+    if ckdir.exists() and any(p.name.isdigit() and int(p.name) >= 20 for p in ckdir.iterdir()):
       break
     time.sleep(0.02)
   assert run.poll() is None, "the run finished before it could be killed"
   run.send_signal(signal.SIGKILL)
   run.communicate()
   killed_at = max(int(p.name) for p in ckdir.iterdir() if p.name.isdigit())
-  assert killed_at < 150 and (wd / ".lock").exists() and not (wd / "results.json").exists()
+  assert killed_at < 60 and (wd / ".lock").exists() and not (wd / "results.json").exists()
   with (wd / "metrics.jsonl").open("a") as f:
-    f.write('{"step": 99, "lo')                                       # cut short by the kill
+    f.write('{"step": 39, "lo')                                       # cut short by the kill
   code, out, err = _run(tiny_glm_args(small_corpus, wd, *ARGS))
   assert code == 0, err[-3000:]
   assert "taking over the stale lock" in err and "resumed from the checkpoint" in err
   assert not (wd / ".lock").exists()
   ref, got = (json.loads((d / "results.json").read_text()) for d in (finished, wd))
   assert got["resumed_from"] >= killed_at
+  (s_ref, st_ref), (s_run, st_run) = _final_state(finished), _final_state(wd)
+  assert s_ref == s_run == 60
+  chex.assert_trees_all_equal(st_ref, st_run)                        # bitwise
   for key in ("final_loss", "skipped_steps", "steps", "val_loss", "val_ppl"):
     assert got[key] == ref[key], key
-  assert [r["step"] for r in _rows(wd)] == list(range(1, 151))         # each step once
+  assert [r["step"] for r in _rows(wd)] == list(range(1, 61))          # each step once
   assert [r["loss"] for r in _rows(wd)] == [r["loss"] for r in _rows(finished)]
   evals = lambda d: [r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
                      if "loss" not in r]
@@ -126,11 +143,11 @@ def test_unreadable_checkpoints_stop_the_run_then_need_restart(capsys, tmp_path,
     if f.is_file() and f.parent.name == "d":                          # every array data file
       with f.open("r+b") as h:
         h.truncate(7)
-  code, out, err = _run(tiny_glm_args(small_corpus, wd, *ARGS[:-1], "--config.train.steps=160"))
+  code, out, err = _run(tiny_glm_args(small_corpus, wd, *ARGS[:-1], "--config.train.steps=70"))
   _one_line(code, err, "no usable checkpoint in")
-  assert sorted(p.name for p in (wd / "checkpoints").iterdir()) == ["100.corrupt", "125.corrupt", "150.corrupt"]
-  code = cli.main(tiny_glm_args(small_corpus, wd, *ARGS[:-1], "--config.train.steps=160"))
-  _one_line(code, capsys.readouterr().err, "holds only unusable checkpoints (100.corrupt, 125.corrupt, 150.corrupt); "
+  assert sorted(p.name for p in (wd / "checkpoints").iterdir()) == ["40.corrupt", "50.corrupt", "60.corrupt"]
+  code = cli.main(tiny_glm_args(small_corpus, wd, *ARGS[:-1], "--config.train.steps=70"))
+  _one_line(code, capsys.readouterr().err, "holds only unusable checkpoints (40.corrupt, 50.corrupt, 60.corrupt); "
                        "rerun with --restart")
 
 
