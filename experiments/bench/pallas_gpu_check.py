@@ -35,7 +35,6 @@ import argparse
 import functools
 import json
 import os
-import statistics
 import sys
 import time
 import traceback
@@ -47,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pallas_kernels.act_compress import compress_pallas, compress_ref, decompress_ref, unpack_bits
+from jaxpapers.core.flops import median_time_pipelined as timeit
 from pallas_kernels.int_quant import dequantize, qmatmul_reference, quantize
 from pallas_kernels.quant_matmul import default_blocks, qmatmul_pallas
 
@@ -104,20 +104,6 @@ class Run:
       traceback.print_exception(e, file=sys.stderr)
       print("-----", file=sys.stderr, flush=True)
     return msg[:3000]
-
-
-def timeit(fn, *args, reps=7, inner=20) -> float:
-  """Seconds per call: median over `reps` of the mean of `inner` back-to-back calls."""
-  jax.block_until_ready(fn(*args))
-  jax.block_until_ready(fn(*args))
-  ts = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    for _ in range(inner):
-      r = fn(*args)
-    jax.block_until_ready(r)
-    ts.append((time.perf_counter() - t) / inner)
-  return statistics.median(ts)
 
 
 def log(*a):

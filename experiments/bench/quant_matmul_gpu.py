@@ -27,9 +27,7 @@ import argparse
 import functools
 import importlib.util
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -37,6 +35,7 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
+from jaxpapers.core.flops import median_time_pipelined as timeit
 from pallas_kernels.int_quant import qmatmul_reference, quantize
 from pallas_kernels.quant_matmul import default_blocks, qmatmul_pallas
 
@@ -50,20 +49,6 @@ def _test_module():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
-
-
-def timeit(fn, *args, reps=7, inner=20) -> float:
-  """Seconds per call: median over `reps` of the mean of `inner` back-to-back calls."""
-  jax.block_until_ready(fn(*args))
-  jax.block_until_ready(fn(*args))
-  ts = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    for _ in range(inner):
-      r = fn(*args)
-    jax.block_until_ready(r)
-    ts.append((time.perf_counter() - t) / inner)
-  return statistics.median(ts)
 
 
 def copy_gbps(small: bool, reps: dict) -> float:

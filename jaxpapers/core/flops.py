@@ -19,6 +19,21 @@ def median_time(fn, *args, reps: int = 7) -> float:
   return statistics.median(times)
 
 
+def median_time_pipelined(fn, *args, reps: int = 7, inner: int = 20) -> float:
+  """Seconds per call: median over `reps` of the mean of `inner` back-to-back calls (after two
+  warm-up calls), so an accelerator's per-call dispatch overlaps with its work."""
+  jax.block_until_ready(fn(*args))
+  jax.block_until_ready(fn(*args))
+  ts = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    for _ in range(inner):
+      r = fn(*args)
+    jax.block_until_ready(r)
+    ts.append((time.perf_counter() - t) / inner)
+  return statistics.median(ts)
+
+
 def measure_matmul_flops(n: int = 2048, reps: int = 8, dtype=jnp.float32) -> float:
   """FLOP/s of an n x n x n matmul, from the median of `reps` timings: the same statistic as the
   median step time it is divided into, so that machine noise affects both alike."""
