@@ -31,11 +31,17 @@ from pallas_kernels.int_quant import QuantizedWeight
 LAYOUTS = ("gpu", "tpu")
 
 
+# TPU: the f32 temporaries of one block (dequantized weights, activations, products) stay within
+# this, a share of the 16 MiB of VMEM Mosaic scopes by default
+TPU_BLOCK_BYTES = 8 * 2**20
+
+
 def default_blocks(M: int, N: int, K: int, group_size: int, bits: int,
                    layout: str) -> tuple[int, int, int]:
   """(bm, bn, bk). GPU: powers of two, 16-row blocks and narrow column blocks for decode (more
   programs than SMs), 64 x 128 tiles for prefill. TPU: bn and bk multiples of 128 (256 for INT4,
-  whose codes and activation halves are bk/2 wide) or the whole dimension."""
+  whose codes and activation halves are bk/2 wide) or the whole dimension, bn lowered until a
+  block's f32 working set (about 4 arrays of bn x bk/2 for INT4) fits TPU_BLOCK_BYTES."""
   fits = lambda b: K % b == 0 and (b % group_size == 0 or group_size % b == 0)
   if layout == "gpu":
     bm = 16 if M <= 16 else 64
@@ -43,19 +49,24 @@ def default_blocks(M: int, N: int, K: int, group_size: int, bits: int,
     bk = next((b for b in (256, 128, 64, 32) if fits(b)), K)
     return bm, bn, bk
   bm = 16 if M <= 16 else 128
-  bn = next((b for b in (512, 256, 128) if N % b == 0), N)
   step = 256 if bits == 4 else 128
   bk = next((b for b in (2048, 1024, 512, 256, 128) if b % step == 0 and fits(b)), K)
+  cols = bk // 2 if bits == 4 else bk
+  bn = next((b for b in (512, 256, 128) if N % b == 0 and 4 * 4 * b * cols <= TPU_BLOCK_BYTES),
+            next((b for b in (128, 256, 512) if N % b == 0), N))
   return bm, bn, bk
 
 
 def check_blocks(M: int, N: int, K: int, g: int, bits: int, blocks, layout: str) -> None:
   bm, bn, bk = blocks
   bad = N % bn or K % bk or (bk % g and g % bk) or (bits == 4 and (bk % 2 or min(g, bk) % 2))
+  cols = bk // 2 if bits == 4 else bk
+  if layout == "gpu" and not bad:   # Triton loads blocks whose sides are powers of two
+    pow2 = lambda v: v > 0 and v & (v - 1) == 0
+    bad = not (pow2(bm) and pow2(bn) and pow2(cols) and pow2(max(1, min(g, bk) // (2 if bits == 4 else 1))))
   if layout == "tpu" and not bad:   # the (8, 128) rule: lane dims x128 or whole, sublanes x8
     lane = lambda b, whole: b % 128 == 0 or b == whole
-    half = 2 if bits == 4 else 1
-    bad = bm % 8 or not lane(bn, N) or not lane(bk // half, K // half) or (bn % 32 and bn != N)
+    bad = bm % 8 or not lane(bn, N) or not lane(cols, K // (2 if bits == 4 else 1))
   if bad:
     raise ConfigError(f"blocks (bm={bm}, bn={bn}, bk={bk}) do not tile N={N}, K={K} with group "
                       f"size {g} on the {layout} layout")

@@ -73,6 +73,21 @@ def check_cache_dir(path: pathlib.Path) -> None:
                        f"{stat.S_IMODE(st.st_mode):o}); chmod go-w it or set JAXPAPERS_CACHE")
 
 
+def _make_private_dirs(path: pathlib.Path) -> None:
+  """Creates the missing folders of `path` with mode 0700 each, whatever the umask (mkdir's
+  mode applies to the last folder only; a 0775 parent would then be refused)."""
+  missing = []
+  while not path.exists():
+    missing.append(path)
+    path = path.parent
+  for d in reversed(missing):
+    try:
+      d.mkdir(mode=0o700)
+    except FileExistsError:
+      pass
+    d.chmod(0o700)
+
+
 def _cpu_id() -> bytes:
   """The instruction-set flags of this CPU (the build uses -march=native, so a cache shared by
   machines with different CPUs must not hand one's binary to another)."""
@@ -105,7 +120,7 @@ def _build() -> pathlib.Path:
   lib = cache / f"quant_matmul_cpu-{key}.so"
   if lib.exists():
     return lib
-  cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+  _make_private_dirs(cache)
   check_cache_dir(cache)
   with tempfile.TemporaryDirectory(dir=cache) as tmp:   # build aside, then rename: atomic
     out = pathlib.Path(tmp) / lib.name

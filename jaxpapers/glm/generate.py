@@ -42,13 +42,15 @@ def generated_position(context_len: int, gen_position: int, i: int, counting: bo
 def generate_blank(model, context: list[int], gen_position: int, ids: SpecialIds, *,
                    max_new_tokens: int = 32, strategy: str = "greedy", top_k: int = 0,
                    top_p: float = 1.0, temperature: float = 1.0, seed: int = 0,
-                   counting: bool = False) -> list[int]:
+                   counting: bool = False, weights: dict | None = None) -> list[int]:
   """Tokens generated after <sop> for a context holding [MASK] or ending in [gMASK].
 
   gen_position: the 1-D position of <sop> (the [MASK] index, or len(context) for [gMASK]);
-  counting: positions count on (gMASK) instead of staying at gen_position ([MASK])."""
+  counting: positions count on (gMASK) instead of staying at gen_position ([MASK]);
+  weights: `model.decode_weights()` when the caller already holds them (made here otherwise)."""
   two_d = model.cfg.positions == "2d"
-  weights = model.decode_weights()   # each layer's arrays on their own (FP or quantized)
+  if weights is None:   # each layer's arrays on their own (FP or quantized), copied once
+    weights = model.decode_weights()
   c = len(context)
   cache = model.init_cache(1, c + 1 + max_new_tokens)
   ctx_len = jnp.asarray([c], jnp.int32)
@@ -106,6 +108,7 @@ def complete(model, tok, text: str, ids: SpecialIds, *, mode: str = "gmask",
   if "[MASK]" not in text:
     raise ValueError("mode 'mask' needs at least one [MASK] in the prompt")
   ids_list = tok.encode(text).ids
+  kw.setdefault("weights", model.decode_weights())   # once for all the blanks
   while ids.mask in ids_list:
     m = ids_list.index(ids.mask)
     n = _fit(ids_list, max_new_tokens, max_len)

@@ -208,8 +208,9 @@ class GLM(nnx.Module):
     tokens [B,T] int; positions [B,T] (1-D) or [B,2,T] (2-D); context_len [B]: the first
     context_len tokens attend bidirectionally. With a cache (`init_cache`), tokens sit at
     absolute positions cache_index..cache_index+T-1 of the cache (without one, cache_index is
-    unused); that path is `decode_step` on `decode_weights()`, which fast decoding calls
-    directly with the weights unstacked once.
+    unused); that path is `decode_step` on `decode_weights()`, which copies every layer out of
+    the stack on each call: for decoding, take `decode_weights()` once and call `decode_step`
+    (`glm.generate.forward_cached`), as generation does.
     `return_hidden` (no cache): the last layer's output [B,T,E], before the final norm and the
     head (both in `head_loss`)."""
     cfg = self.cfg

@@ -104,20 +104,35 @@ EXPORT_CASES = CASES + [(1, 4096, 4096, 4, None, False, jnp.bfloat16),
 @pytest.mark.parametrize("platform, layout", [("cuda", "gpu"), ("tpu", "tpu")])
 def test_kernel_lowers_for_gpu_and_tpu(platform, layout):
   import functools
-  f = jax.jit(functools.partial(qmatmul_pallas, layout=layout))
   triton = jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
-  for M, N, K, bits, g, zp, dtype in EXPORT_CASES:
+  cases = [(*c, None) for c in EXPORT_CASES] + [
+      (M, N, K, bits, g, zp, jnp.float32, blocks)
+      for lay, M, N, K, bits, g, zp, blocks in BLOCK_CASES if lay == layout]
+  for M, N, K, bits, g, zp, dtype, blocks in cases:
     qw = jax.eval_shape(lambda: quantize(jnp.zeros((N, K)), bits, g, zp))
-    exported = jax.export.export(f, platforms=[platform], disabled_checks=[triton])(
-        jax.ShapeDtypeStruct((M, K), dtype), qw)
+    f = jax.jit(functools.partial(qmatmul_pallas, layout=layout, blocks=blocks))
+    exported = jax.export.export(f, platforms=[platform],
+                                 disabled_checks=[triton])(jax.ShapeDtypeStruct((M, K), dtype), qw)
     text = exported.mlir_module()
     assert ("triton" in text) if platform == "cuda" else ("tpu_custom_call" in text), (M, N, K)
 
 
-def test_tpu_blocks_that_break_the_8_128_rule_are_refused():
+def test_blocks_a_backend_cannot_load_are_refused():
+  """TPU: the (8, 128) rule; GPU: Triton's power-of-two block sides."""
   x, qw = _case(4, 256, 512, 4, None, False, jnp.float32)
   with pytest.raises(ConfigError, match="do not tile"):
     qmatmul_pallas(x, qw, layout="tpu", blocks=(8, 64, 256), interpret=True)
+  x, qw = _case(4, 96, 512, 8, None, False, jnp.float32)
+  with pytest.raises(ConfigError, match="do not tile"):
+    qmatmul_pallas(x, qw, layout="gpu", blocks=(16, 96, 128), interpret=True)
+
+
+def test_tpu_default_blocks_bound_the_working_set():
+  """GLM's FFN width 5504 = 43 x 128 has no 256-multiple divisor: INT4 takes all of K in one
+  block, so the column block shrinks until the f32 working set fits."""
+  from pallas_kernels.quant_matmul import TPU_BLOCK_BYTES, default_blocks
+  bm, bn, bk = default_blocks(1, 2048, 5504, 5504, 4, "tpu")
+  assert bk == 5504 and 4 * 4 * bn * (bk // 2) <= TPU_BLOCK_BYTES and bn % 128 == 0
 
 
 def test_bad_inputs_are_clear_errors():

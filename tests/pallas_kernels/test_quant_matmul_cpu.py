@@ -73,16 +73,17 @@ from pallas_kernels import quant_matmul_cpu
 from pallas_kernels.int_quant import quantize
 
 tiny = np.float32(1e-39)                       # a float32 denormal (the smallest normal is 1.2e-38)
-scale = jax.jit(lambda x: x * jnp.float32(1.0))
-def survives():
-  return bool(tiny * np.float32(1.0) != 0) and float(scale(jnp.float32(tiny))) != 0.0
-before = survives()
+scale = jax.jit(lambda x, y: x * y)        # both operands at run time: nothing to fold
+survives = lambda: bool(tiny * np.float32(1.0) != 0)     # the host FP environment (MXCSR)
+compiled = lambda: float(scale(jnp.float32(tiny), jnp.float32(1.0)))   # XLA's own setting
+before, jit_before = survives(), compiled()
 assert quant_matmul_cpu.available(), quant_matmul_cpu.reason()
 qw = quantize(jnp.ones((8, 16)), 4)
 jax.block_until_ready(jax.jit(quant_matmul_cpu.qmatmul_ffi)(jnp.ones((1, 16)), qw))
 after, in_thread = survives(), []
 t = threading.Thread(target=lambda: in_thread.append(survives()))
 t.start(); t.join()
+assert compiled() == jit_before           # XLA's compiled code behaves as before the load
 print(before, after, in_thread[0])
 """
 
@@ -90,7 +91,8 @@ print(before, after, in_thread[0])
 @needs_cxx
 def test_loading_and_running_the_kernel_keeps_denormals(tmp_path):
   """-ffast-math's crtfastmath.o would set FTZ/DAZ at load time (issue: 1e-39 * 1 became 0 in
-  the whole process); a fresh process, with a fresh cache so the library is built and loaded."""
+  the whole process); a fresh process, with a fresh cache so the library is built and loaded.
+  (XLA's CPU executables flush denormals by their own setting, before and after alike.)"""
   import os
   import subprocess
   import sys
@@ -124,6 +126,21 @@ def test_a_group_or_world_writable_cache_is_refused(fresh_kernel_state, mode):
   ffi.chmod(mode)
   with pytest.raises(quant_matmul_cpu.CacheError, match="writable by group or others"):
     quant_matmul_cpu.available()
+
+
+def test_the_cache_folders_it_creates_are_private_whatever_the_umask(fresh_kernel_state):
+  """mkdir's mode applies to the last folder only: under umask 002 the cache root would be 0775
+  and then refused by the very check that guards it."""
+  import os
+  import stat
+  old = os.umask(0o002)
+  try:
+    quant_matmul_cpu._make_private_dirs(fresh_kernel_state / "ffi")
+  finally:
+    os.umask(old)
+  for d in (fresh_kernel_state, fresh_kernel_state / "ffi"):
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+  quant_matmul_cpu.check_cache_dir(fresh_kernel_state / "ffi")
 
 
 def test_a_cache_owned_by_another_user_is_refused(fresh_kernel_state, monkeypatch):
