@@ -236,6 +236,13 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
       "model_params": int(sum(np.size(x) for x in jax.tree.leaves(nnx.state(fp, nnx.Param)))),
   }
   r.update(decode_benchmark(c))
+  if c.decode.rss_children:
+    from jaxpapers.glm.decode_memory import measure_decode_rss
+    d = c.decode
+    log.info("decode memory as process RSS: one child process per scheme")
+    r.update(measure_decode_rss(wd / "decode_rss", {k: d[k] for k in (
+        "vocab_size", "num_layers", "d_model", "num_heads")}, prompt_len=d.prompt_len,
+        new_tokens=min(d.new_tokens, 8), seed=d.seed))
   from jaxpapers.glm.quantize_memory import measure_quantize_peak_rss
   log.info("streaming quantization of a %d-layer d_model %d GLM in a child process",
            c.stream.num_layers, c.stream.d_model)
@@ -287,6 +294,14 @@ def _report(wd: Path, command: str, c, r: dict) -> None:
           f"{r['decode_peak_mem_ratio_int4']:.3f}", "met" if r["decode_peak_mem_ratio_int4"] <= 0.25 else "not met",
           f"XLA compiled memory of one step; INT4 temporaries {r['decode_temp_bytes_int4'] / 2**20:.2f} MiB "
           f"vs the largest FP32 kernel {r['largest_fp32_kernel_bytes'] / 2**20:.0f} MiB"),
+      *([Row("decode peak memory as process RSS, INT4 / FP32", "—",
+             f"{r['decode_peak_rss_ratio_int4']:.3f}", "n/a",
+             "one child process per scheme, RSS sampled during prefill and decode: FP32 "
+             f"{r['decode_rss']['fp32']['peak_rss_bytes'] / 2**20:.0f} MiB, INT4 "
+             f"{r['decode_rss']['int4_absmax']['peak_rss_bytes'] / 2**20:.0f} MiB, of which "
+             f"{r['decode_rss']['int4_absmax']['ready_rss_bytes'] / 2**20 - r['decode_rss']['int4_absmax']['weight_bytes'] / 2**20:.0f} MiB "
+             "are not weights (interpreter, jax, compiled steps); XLA's compiled figure is the row above")]
+        if "decode_rss" in r else []),
       Row("quantizing from the FP checkpoint: peak RSS / FP32 weight bytes",
           "goal ≤ 0.35 (the release loads the FP model first: > 260 GB for 130B)",
           f"{r['quantize_peak_rss_ratio']:.3f}",

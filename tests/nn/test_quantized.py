@@ -118,6 +118,22 @@ def test_decode_step_copies_no_layer_weights():
   assert mem_q["argument_bytes"] < 0.3 * mem_fp["argument_bytes"]
 
 
+def test_decode_memory_child_reports_rss_of_its_decode(tmp_path):
+  """The decode-memory child's body, run in this process: RSS before decoding at least covers
+  the weights it holds, and the peak during decoding is at least that."""
+  import json as json_
+  from jaxpapers.glm import decode_memory
+  report = tmp_path / "r.json"
+  model = dict(vocab_size=300, num_layers=2, d_model=64, num_heads=4)
+  assert decode_memory.main(["--model", json_.dumps(model), "--scheme", "int4_absmax",
+                             "--prompt-len", "3", "--new-tokens", "2", "--report", str(report)]) == 0
+  r = json_.loads(report.read_text())
+  assert r["peak_rss_bytes"] >= r["ready_rss_bytes"] > r["weight_bytes"] > 0
+  assert r["seconds_per_token"] > 0
+  assert decode_memory.main(["--model", json_.dumps(model), "--scheme", "int3",
+                             "--report", str(report)]) == 2
+
+
 def test_quantize_holds_the_fp_model_plus_about_one_layer():
   """Sampled after every layer: live arrays never exceed the FP model + codes + one FP layer."""
   cfg = GLMConfig(vocab_size=300, num_layers=8, d_model=256, num_heads=8, dropout=0.0)

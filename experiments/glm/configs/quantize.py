@@ -29,7 +29,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Decode benchmark model (random weights): 6 layers at d_model 2048 = 1.2 GB of FP32 weights,
   # more than this machine's caches, so batch-1 decode is bound by reading weights.
   c.decode = dict(d_model=2048, num_layers=6, num_heads=16, vocab_size=1024, prompt_len=16,
-                  new_tokens=16, repeats=3, seed=0)
+                  new_tokens=16, repeats=3, seed=0,
+                  rss_children=True)   # decode memory as process RSS, a child per scheme (~1 min)
   # Streaming quantization (from the FP checkpoint, one layer at a time, in a child process):
   # 64 layers of d_model 1024, 3.3 GB of FP32 weights, so one layer is 1.5% of the model and the
   # interpreter's own ~0.3 GB is under a tenth of it; about 1.5 minutes on 2 cores. (At 48 layers,
@@ -38,6 +39,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "tiny":
     c.group_size = 32
     c.decode.update(d_model=128, num_layers=2, num_heads=4, vocab_size=512, prompt_len=4,
-                    new_tokens=3, repeats=1)
+                    new_tokens=3, repeats=1, rss_children=False)   # (tested in-process)
     c.stream.update(d_model=64, num_layers=4, num_heads=4, vocab_size=256)
   return c
