@@ -30,7 +30,7 @@ class Experiment:
 EXPERIMENTS = {e.name: e for e in [
     Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/configs/pretrain.py", 3.8,
                "GLM-130B blank-infilling pretraining on Austen; ppl, last-word, blank-infill, MFU"),
-    Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/configs/quantize.py", 8.8,
+    Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/configs/quantize.py", 7.2,
                "GLM-130B INT8/INT4 weight quantization: ppl per scheme, CPU decode speed and memory, streaming quantization RSS"),
     Experiment("gact/memory", "jaxpapers.gact.experiments:run", "gact/configs/memory.py", 32.7,
                "GACT levels L0-L2.2 on a GLM stack, a ResNet and a jraph GCN: activation memory, max batch, quality, step time"),
