@@ -26,7 +26,7 @@ def _child(args) -> dict:
   import numpy as np
   from flax import nnx
 
-  from jaxpapers.core.memory import PeakRSS, rss_bytes
+  from jaxpapers.core.memory import PeakRSS, rss_bytes, trim_heap
   from jaxpapers.glm.model import GLM, GLMConfig
   from jaxpapers.glm.quantize_experiment import decode_seconds
   from jaxpapers.nn import quantized as Q
@@ -40,22 +40,13 @@ def _child(args) -> dict:
   jax.block_until_ready(weights)
   del model
   gc.collect()
-  _trim()
+  trim_heap()   # so `ready` does not count the FP model
   prompt = np.random.default_rng(args.seed).integers(0, cfg.vocab_size, args.prompt_len)
   ready = rss_bytes()
   with PeakRSS() as m:
     seconds = decode_seconds(cfg, weights, prompt, args.new_tokens)
   return {"scheme": args.scheme, "ready_rss_bytes": ready, "peak_rss_bytes": m.peak,
           "weight_bytes": read_bytes, "seconds_per_token": seconds}
-
-
-def _trim() -> None:
-  """Hands freed heap pages back to the OS (glibc), so `ready` does not count the FP model."""
-  import ctypes
-  try:
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-  except (OSError, AttributeError):
-    pass
 
 
 def measure_decode_rss(workdir: str | Path, model: dict, schemes=("fp32", "int4_absmax"),
@@ -102,6 +93,6 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
   # large blocks from their own mmap, returned when freed (process-wide: only in the child)
-  from jaxpapers.nn.quantize_stream import return_freed_memory_to_os
+  from jaxpapers.core.memory import return_freed_memory_to_os
   return_freed_memory_to_os()
   sys.exit(main())

@@ -39,6 +39,7 @@ from flax import nnx
 
 from jaxpapers.core.checkpoint import layer_chunked_save_args
 from jaxpapers.core.errors import CheckpointError, ConfigError, JaxpapersError
+from jaxpapers.core.memory import return_freed_memory_to_os, trim_heap
 from jaxpapers.nn import quantized as Q
 
 FP_MARK = "jaxpapers-fp-params"
@@ -206,11 +207,7 @@ def _release_pass_memory() -> None:
   48-layer GLM of glm.quantize_memory: peak RSS 843 -> 784 MB in process)."""
   Q._quantize_layer.clear_cache()
   _put.clear_cache()
-  import ctypes
-  try:
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-  except (OSError, AttributeError):
-    pass
+  trim_heap()
 
 
 @functools.partial(jax.jit, donate_argnums=0)
@@ -320,20 +317,6 @@ def peak_rss_self() -> int:
   except (OSError, ValueError, IndexError):
     pass
   return 0
-
-
-def return_freed_memory_to_os(threshold: int = 1 << 20) -> bool:
-  """Makes glibc serve every allocation of `threshold` bytes or more with its own mmap, returned
-  to the OS when freed. By default glibc raises that threshold to the size of the first large
-  block freed (up to 32 MiB), after which an FP layer's buffers and XLA's temporaries come from
-  heaps that keep freed pages resident: measured on a 32-layer d_model-1024 GLM (1.65 GB FP32),
-  the streaming child peaked at 0.59 of the FP32 bytes by default and 0.46 with this. Process-
-  wide, so only the command line (a process of its own) calls it. False where there is no glibc."""
-  import ctypes
-  try:
-    return bool(ctypes.CDLL("libc.so.6").mallopt(-3, threshold))   # -3: M_MMAP_THRESHOLD
-  except (OSError, AttributeError):
-    return False
 
 
 def _factory(spec: str):
