@@ -21,5 +21,10 @@ def maybe_initialize(coordinator: str | None = None, num_processes: int | None =
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                              process_id=process_id)
+  # the first collective sets up gloo's context, which times out after 30 s if a process is late:
+  # do it now, while every process is here (initialize returns once all have registered), not at
+  # the first barrier of an experiment, which one process may reach long after the others
+  from jax.experimental import multihost_utils
+  multihost_utils.sync_global_devices("jaxpapers_start")
   _initialized = True
   return True
