@@ -7,6 +7,9 @@
                 only corrupt checkpoints)
   jaxpapers generate --workdir DIR --prompt "text" [--mode gmask|mask] [--strategy top_p]
                      [--quantize int4_absmax]
+  jaxpapers generate --workdir DIR --prompt "a sneaker moving left slowly" [--fps 8]
+                     [--model inherited|scratch|one_stage] [--num 4] [--out video.gif]
+                     (cogvideo/t2v: a GIF and a frame strip of generated videos)
   jaxpapers explain --workdir DIR --dataset umls --qtype 2p --anchors A --relations R1,R2
                     (kgt/queries: the reasoning path, predicted entities at the variable nodes)
 
@@ -50,6 +53,13 @@ def _flags() -> flags.FlagValues:
   flags.DEFINE_integer("seed", 0, "generate: sampling seed", flag_values=fv)
   flags.DEFINE_string("quantize", None, "generate: quantize the weights first (int8, int4_absmax, "
                       "int4_zeropoint, int4_group; GLM-130B §5)", flag_values=fv)
+  flags.DEFINE_integer("fps", 8, "generate (cogvideo): frame rate of the video (8: key frames at 4 "
+                       "fps + interpolation; 4: key frames only)", flag_values=fv)
+  flags.DEFINE_string("model", "inherited", "generate (cogvideo): inherited, scratch or one_stage",
+                      flag_values=fv)
+  flags.DEFINE_integer("num", 1, "generate (cogvideo): videos to sample", flag_values=fv)
+  flags.DEFINE_string("out", None, "generate (cogvideo): GIF path (default: WORKDIR/generated.gif)",
+                      flag_values=fv)
   flags.DEFINE_string("dataset", None, "explain: a dataset of the kgt/queries run", flag_values=fv)
   flags.DEFINE_string("qtype", None, "explain: query type (1p 2p 3p 2i 3i ip pi 2u up)", flag_values=fv)
   flags.DEFINE_list("anchors", [], "explain: anchor entity names, depth-first order", flag_values=fv)
@@ -176,7 +186,33 @@ def _check_generate_flags(fv) -> None:
     raise ConfigError(f"--top_k must be a positive int, got {fv.top_k}")
 
 
+def _experiment_of(workdir: Path) -> str | None:
+  from jaxpapers.core import workdir as wdlib
+  if not (workdir / "config.json").is_file():
+    return None
+  return wdlib.read_json(workdir / "config.json").get("experiment")
+
+
+def cmd_generate_video(fv) -> int:
+  from jaxpapers.cogvideo.experiments import generate_videos
+  from jaxpapers.cogvideo.report import save_gif, save_strips
+  if fv.prompt is None:
+    raise ConfigError("--prompt (the caption) is required")
+  videos = generate_videos(fv.workdir, fv.prompt, fv.fps, fv.model, fv.num, fv.seed)
+  out = Path(fv.out or Path(fv.workdir) / "generated.gif")
+  if out.suffix.lower() != ".gif":
+    raise ConfigError(f"--out must name a .gif file, got {str(out)!r}")
+  rows = [(f"{fv.model} {i}", v) for i, v in enumerate(videos)]
+  save_gif(out, rows, per_row=min(4, len(rows)))
+  save_strips(out.with_suffix(".png"), rows)
+  print(f"{out} and {out.with_suffix('.png')}: {len(videos)} video(s) of {videos.shape[1]} frames at "
+        f"{fv.fps} fps for {fv.prompt!r}")
+  return 0
+
+
 def cmd_generate(fv) -> int:
+  if _experiment_of(Path(fv.workdir or "")) == "cogvideo/t2v":
+    return cmd_generate_video(fv)
   import ml_collections
   from jaxpapers.core import workdir as wdlib
   from jaxpapers.glm import experiments as glmexp

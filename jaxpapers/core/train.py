@@ -59,7 +59,7 @@ def validate_train(c: ml_collections.ConfigDict, key: str = "train") -> None:
 
 def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """AdamW with linear warmup + cosine decay and global-norm clipping (clip = 0: none); no weight
-  decay on biases and norms. The schedule follows optax's update count, which a skipped
+  decay on biases and norms; parameters marked `frozen` are left unchanged. The schedule follows optax's update count, which a skipped
   (non-finite) step does not advance."""
   warmup = int(t.warmup * t.steps) if t.warmup < 1 else int(t.warmup)
   sched = optax.warmup_cosine_decay_schedule(0.0, t.lr, max(warmup, 1), max(t.steps, warmup + 1),
@@ -68,9 +68,15 @@ def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation
     return jax.tree.map(lambda v: bool(getattr(v, "decay", jnp.ndim(v) > 1)), params,
                         is_leaf=lambda x: isinstance(x, nnx.Variable))
   clip = optax.clip_by_global_norm(t.clip) if t.clip > 0 else optax.identity()  # clip=0: none
-  return optax.chain(clip,
-                     optax.adamw(sched, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay,
-                                 mask=decay_mask))
+  tx = optax.chain(clip,
+                   optax.adamw(sched, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay,
+                               mask=decay_mask))
+
+  def labels(params):   # the `frozen` metadata (see jaxpapers.nn.param): never updated
+    return jax.tree.map(lambda v: "frozen" if getattr(v, "frozen", False) else "train", params,
+                        is_leaf=lambda x: isinstance(x, nnx.Variable))
+  # parameters marked frozen get a zero update and no optimizer state; the others as before
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def leaf_names(tree) -> list[str]:

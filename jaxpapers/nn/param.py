@@ -9,9 +9,12 @@ from flax import nnx
 
 
 def param(key: jax.Array, init: Callable, shape: Sequence[int], axes: Sequence[str | None],
-          dtype=jnp.float32, decay: bool | None = None, dense_in: int | None = None) -> nnx.Param:
+          dtype=jnp.float32, decay: bool | None = None, dense_in: int | None = None,
+          frozen: bool = False) -> nnx.Param:
   """An nnx.Param initialised by `init(key, shape, dtype)` with `axes` metadata and a `decay`
   flag for weight decay (default: matrices decay; a stacked-layer axis does not count).
+
+  `frozen` marks a parameter the optimizer must leave unchanged (`core.train.make_optimizer`).
 
   `dense_in` marks a dense kernel [layers..., in..., out...] whose first `dense_in` non-layer
   axes are contracted with the input (see `nn.quantized`: such kernels can be quantized)."""
@@ -20,6 +23,8 @@ def param(key: jax.Array, init: Callable, shape: Sequence[int], axes: Sequence[s
   if decay is None:
     decay = len([a for a in axes if a != "layers"]) >= 2
   meta = {} if dense_in is None else {"dense_in": dense_in}
+  if frozen:
+    meta["frozen"] = True
   return nnx.Param(init(key, tuple(shape), dtype), axes=tuple(axes), decay=decay, **meta)
 
 
