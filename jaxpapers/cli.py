@@ -198,10 +198,10 @@ def cmd_generate_video(fv) -> int:
   from jaxpapers.cogvideo.report import save_gif, save_strips
   if fv.prompt is None:
     raise ConfigError("--prompt (the caption) is required")
-  videos = generate_videos(fv.workdir, fv.prompt, fv.fps, fv.model, fv.num, fv.seed)
   out = Path(fv.out or Path(fv.workdir) / "generated.gif")
   if out.suffix.lower() != ".gif":
     raise ConfigError(f"--out must name a .gif file, got {str(out)!r}")
+  videos = generate_videos(fv.workdir, fv.prompt, fv.fps, fv.model, fv.num, fv.seed)
   rows = [(f"{fv.model} {i}", v) for i, v in enumerate(videos)]
   save_gif(out, rows, per_row=min(4, len(rows)))
   save_strips(out.with_suffix(".png"), rows)
@@ -211,8 +211,12 @@ def cmd_generate_video(fv) -> int:
 
 
 def cmd_generate(fv) -> int:
-  if _experiment_of(Path(fv.workdir or "")) == "cogvideo/t2v":
+  experiment = _experiment_of(Path(fv.workdir or ""))
+  if experiment == "cogvideo/t2v":
     return cmd_generate_video(fv)
+  if experiment not in (None, "glm/pretrain"):
+    raise ConfigError(f"{fv.workdir} is a {experiment!r} run; generate works on glm/pretrain "
+                      "(text) and cogvideo/t2v (video) runs")
   import ml_collections
   from jaxpapers.core import workdir as wdlib
   from jaxpapers.glm import experiments as glmexp

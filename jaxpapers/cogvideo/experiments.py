@@ -89,6 +89,7 @@ class Generator:
 
   def __init__(self, name: str, video: CogVideo, image: CogVideo, c):
     self.name, self.video, self.image, self.s = name, video, image, c.sample
+    self.fps = c.video.stage2_fps                # the final frame rate (key frames at half)
     self.cfg = video.cfg
     self.first_from_image = name != "scratch"   # release: frame 1 by CogView2 (§3.1)
 
@@ -142,16 +143,16 @@ class Generator:
     """[n, 9, G, G] at 8 fps: hierarchical (stage 1 at 4 fps, stage 2 once) or, for one_stage,
     stage 1 at 8 fps with a sliding window carrying `one_stage_overlap` frames."""
     if self.name == "one_stage":
-      frames = self.stage1(captions, FINAL_FPS, key)
+      frames = self.stage1(captions, self.fps, key)
       w = 0
       while frames.shape[1] < FINAL_FRAMES:
         w += 1
         carry = frames[:, -self.s.one_stage_overlap:]
-        nxt = self.stage1(captions, FINAL_FPS, jax.random.fold_in(key, 100 + w), given=carry)
+        nxt = self.stage1(captions, self.fps, jax.random.fold_in(key, 100 + w), given=carry)
         frames = np.concatenate([frames, nxt[:, carry.shape[1]:]], axis=1)
       return frames[:, :FINAL_FRAMES]
     keys = self.stage1(captions, self.s.keyframe_fps, key)
-    return self.interpolate(keys, captions, FINAL_FPS, jax.random.fold_in(key, 7))
+    return self.interpolate(keys, captions, self.fps, jax.random.fold_in(key, 7))
 
 
 def eval_combos(c) -> np.ndarray:
@@ -168,22 +169,48 @@ def eval_attrs(c) -> tuple[np.ndarray, np.ndarray]:
   return np.array([world.combo_attrs(int(k)) for k in combos], np.int32), combos
 
 
-def loss_by_frame(model: CogVideo, batches, n: int = 2) -> list[float]:
+def loss_by_frame(model: CogVideo, batches, first_by_image: bool, n: int = 2) -> list[float]:
   """Teacher-forced next-code loss per frame (time 0..4) of stage-1 validation clips: the first
   frame has only the text to go on, later ones also the earlier frames through the temporal
-  channel; how far they fall below the first shows how much the model uses the past."""
-  step = nnx.jit(lambda m, b: m(b["tokens"], {k: b[k] for k in ("block", "time", "cell", "offset", "text_ok")},
-                               {"spatial": b["spatial"], "temporal": jax.numpy.swapaxes(b["temporal"], 0, 1)}))
+  channel; how far they fall below the first shows how much the model uses the past.
+  `first_by_image`: frame 0 scored through the spatial channel alone, i.e. the frozen image
+  model, which is what makes an inherited model's first frame (it is not in its loss)."""
+  def logits(m, b, spatial_only):
+    lay = {k: b[k] for k in ("block", "time", "cell", "offset", "text_ok")}
+    masks = {"spatial": b["spatial"], "temporal": jax.numpy.swapaxes(b["temporal"], 0, 1)}
+    return m(b["tokens"], lay, masks, spatial_only=spatial_only)
+  step = nnx.jit(logits, static_argnums=2)
   tot, cnt = np.zeros(5), np.zeros(5)
   for i in range(n):
     b = batches(i)
-    logp = np.asarray(jax.nn.log_softmax(step(model, b)))
+    logp = np.asarray(jax.nn.log_softmax(step(model, b, False)))
+    if first_by_image:
+      first = np.asarray(jax.nn.log_softmax(step(model, b, True)))
+      logp = np.where((np.roll(b["time"], -1, axis=1) == 0)[..., None], first, logp)
     nll = -np.take_along_axis(logp, b["targets"][..., None], -1)[..., 0]
     t, w = np.roll(b["time"], -1, axis=1), b["weights"]
     for k in range(5):
       tot[k] += (nll * w * (t == k)).sum()
       cnt[k] += (w * (t == k)).sum()
   return [float(x) for x in tot / np.maximum(cnt, 1)]
+
+
+def paired_bootstrap(feats: dict, accs: dict, real_feats, pairs, n: int = 200, seed: int = 0) -> dict:
+  """95% intervals of fd(a) - fd(b) and caption_acc(a) - caption_acc(b) for model pairs, videos
+  resampled with replacement with the same indices for both models (video i of every model has
+  the same caption)."""
+  rng = np.random.default_rng(seed)
+  size = len(next(iter(feats.values())))
+  idx = [rng.integers(0, size, size) for _ in range(n)]
+  out = {}
+  for a, b in pairs:
+    dfd = [ev.frechet_distance(feats[a][i], real_feats) - ev.frechet_distance(feats[b][i], real_feats)
+           for i in idx]
+    dacc = [accs[a][i].mean() - accs[b][i].mean() for i in idx]
+    out[f"{a}-{b}"] = {"fd_diff_ci95": [float(np.percentile(dfd, 2.5)), float(np.percentile(dfd, 97.5))],
+                       "caption_acc_diff_ci95": [float(np.percentile(dacc, 2.5)),
+                                                 float(np.percentile(dacc, 97.5))]}
+  return out
 
 
 def score(clf, videos, attrs, combos, real_feats) -> dict:
@@ -304,7 +331,8 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
                        two_object_prob=0.0, stage1_prob=1.0, first_frame_loss=True)
     train_info[name] = {"final_loss": float(np.mean([h["loss"] for h in out.history[-20:]])),
                         "val_loss": _val_loss(videos_models[name], val),
-                        "val_loss_by_frame": loss_by_frame(videos_models[name], by_frame),
+                        "val_loss_by_frame": loss_by_frame(videos_models[name], by_frame,
+                                                           first_by_image=name != "scratch"),
                         "loss_curve": [(h["step"], h["loss"]) for h in out.history]}
     timing[f"train_{name}"] = time.perf_counter() - t0
 
@@ -322,7 +350,12 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
                              FINAL_FRAMES, FINAL_FPS, images="test")
   real2 = {k: v[np.isin(real2["combo"], eval_combos(c))][:len(attrs)] for k, v in real2.items()}
   recon = np.asarray(vqvae.decode(vq, encode(vq, real2["frames"])))
+  train_img = world.sample_clips(np.random.default_rng([c.seed, 14]), "all", draw, FINAL_FRAMES,
+                                FINAL_FPS, images="train")
+  train_img = {k: v[np.isin(train_img["combo"], eval_combos(c))][:len(attrs)] for k, v in train_img.items()}
   results = {
+      "fd_real_train_images": ev.frechet_distance(ev.features(clf, train_img["frames"]), real_feats),
+      "caption_acc_vq_reconstructed": ev.caption_accuracy(ev.predict(clf, recon), real2["attrs"]),
       "vq_recon_mse": vq_m["recon_mse"], "vq_codebook_usage": vq_m["codebook_usage"],
       "vq_perplexity": vq_m["perplexity"], "classifier_real_acc": clf_m,
       "fd_real_vs_real": ev.frechet_distance(ev.features(clf, real2["frames"]), real_feats),
@@ -331,18 +364,22 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
       "motion_direction_acc": {}, "still_fraction": {}, "frame_rate_control": {},
       "train": {k: {kk: vv for kk, vv in v.items() if kk != "loss_curve"} for k, v in train_info.items()},
   }
-  samples = {}
+  samples, feats, correct = {}, {}, {}
   for name, model in videos_models.items():
     gen = Generator(name, model, image, c)
     codes = gen.video_codes([world.caption_of(a) for a in attrs], jax.random.key(c.seed + 100))
     videos = np.asarray(vqvae.decode(vq, codes))
     for key, value in score(clf, videos, attrs, combos, real_feats).items():
       results[key][name] = value
+    feats[name] = ev.features(clf, videos)
+    correct[name] = (ev.predict(clf, videos) == attrs).astype(np.float64)
     per = c.sample.frame_rate_per_combo
     results["frame_rate_control"][name] = frame_rate_control(
         gen, vq, attrs.reshape(len(eval_combos(c)), -1, 3)[:, :per].reshape(-1, 3),
         jax.random.key(c.seed + 200))
     samples[name] = videos
+  results["paired_bootstrap"] = paired_bootstrap(
+      feats, correct, real_feats, [("inherited", "scratch"), ("inherited", "one_stage")], seed=c.seed)
   timing["generate_and_evaluate"] = time.perf_counter() - t0
   timing["total"] = time.perf_counter() - t_all
   results["timing_s"] = timing

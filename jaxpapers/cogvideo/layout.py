@@ -16,7 +16,7 @@ Per position the layout records (int32 arrays of length T):
   time    the frame's time index within the clip (-1: text)
   cell    the grid cell of the token (0..G*G-1), G*G for a BOI, -1 for text
   wcell   the grid cell this position predicts (BOI -> 0, code k -> k+1, the last code -> itself):
-          its cell for the temporal windows (see `temporal_mask`)
+          its cell as a query of the temporal windows (see `temporal_mask`)
   given   1 where the block is given (stage-2 key frames), 0 where it is generated
 and whether the temporal channel is windowed: the release's stage-1 model attends to all earlier
 frames, its stage-2 model through shifted windows (§3.3).
@@ -151,16 +151,21 @@ def temporal_mask(lay: Layout, window: int, shift: int) -> np.ndarray:
   An image query attends to all text and to the visible image tokens of every block (its own
   included; see `_visible`). When `window` < grid, only to those in its 3-D window: the same
   window x window tile of the (shifted) token grid in every frame, and the same Swin region.
-  A position's cell for windowing is the cell it predicts (`wcell`: a BOI stands at cell 0), as
-  the release indexes windows by position ids, which are the target's. Text queries do not use
-  this channel (§3.2); their rows repeat the spatial rows so that every row is defined."""
+  A query's cell is the cell it predicts (`wcell`; a BOI predicts cell 0), a key's the cell of
+  its content (a BOI at cell 0), so a query sees the codes of its own target's window in the
+  other frames. (The release indexes both by position ids, which are the target's, so its keys
+  sit one cell off; with its 10-wide windows on 20-wide rows that moves about a tenth of the
+  columns, on our 2-wide windows half of them.) Text queries do not use this channel (§3.2);
+  their rows repeat the spatial rows so that every row is defined."""
   q_img = lay.block[:, None] >= 0
   k_text = lay.block[None, :] < 0
   k_img = lay.block[None, :] >= 0
   m = k_img & _visible(lay)
   if window < lay.grid:
+    n = lay.grid * lay.grid
     wq, rq = window_of(lay.wcell, lay.grid, window, shift)
-    m &= (wq[:, None] == wq[None, :]) & (rq[:, None] == rq[None, :])
+    wk, rk = window_of(np.where(lay.cell == n, 0, lay.cell), lay.grid, window, shift)
+    m &= (wq[:, None] == wk[None, :]) & (rq[:, None] == rk[None, :])
   return np.where(q_img, k_text | m, spatial_mask(lay))
 
 

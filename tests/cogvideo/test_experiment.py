@@ -43,8 +43,9 @@ def test_tiny_run_writes_every_result_and_the_report(run_dir):
     assert np.isfinite(saved["fd"][name]) and saved["fd"][name] >= 0
   assert 0.0 < saved["vq_recon_mse"] < 0.2
   assert saved["equal_compute"]["steps"] == 2
-  report = (wd / "REPORT.md").read_text()
-  assert "108.27" in report and "166.13" in report
+  assert set(saved["paired_bootstrap"]) == {"inherited-scratch", "inherited-one_stage"}
+  assert len(saved["train"]["inherited"]["val_loss_by_frame"]) == 5
+  assert "## Ablation (equal compute)" in (wd / "REPORT.md").read_text()
   for f in ("strips.png", "videos.gif", "loss.png", "vq.npz", "classifier.npz"):
     assert (wd / f).stat().st_size > 0, f
 
@@ -72,9 +73,12 @@ def test_bad_generate_input_is_one_line(run_dir, capsys, args, needle):
 
 
 def test_a_workdir_of_another_experiment_is_one_line(tmp_path, capsys):
-  (tmp_path / "config.json").write_text(json.dumps({"experiment": "glm/pretrain"}))
-  with pytest.raises(Exception) as e:
-    experiments.load_trained(tmp_path, "inherited")
-  assert "glm/pretrain" in str(e.value) and "not cogvideo/t2v" in str(e.value)
+  """A workdir whose run is another experiment: `generate` says so in one line, and loading its
+  checkpoints as CogVideo's is refused."""
+  (tmp_path / "config.json").write_text(json.dumps({"experiment": "kgt/queries"}))
+  assert cli.main(["generate", f"--workdir={tmp_path}", "--prompt=a bag moving up quickly"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "'kgt/queries' run" in err, err
   from jaxpapers.core.errors import JaxpapersError
-  assert isinstance(e.value, JaxpapersError)
+  with pytest.raises(JaxpapersError, match="not cogvideo/t2v"):
+    experiments.load_trained(tmp_path, "inherited")

@@ -82,27 +82,50 @@ def test_swin_windows_and_regions_equal_hand_built():
   assert group(13) == {13, 14}            # bottom edge
 
 
-def test_shifted_window_temporal_mask_with_the_causal_mask():
-  """Stage 2, grid 4, window 2: a generated code sees, in every visible frame, the codes of its
-  target cell's window (unshifted: the 2x2 tile; shifted: its region), the text always, and in
-  its own frame only earlier positions."""
+def test_stage2_masks_of_five_frames_equal_hand_built():
+  """The paper's 5-frame stage 2, grid 1: [text | f0 f2 f4 | f1 f3]; f3 sees f1, no given frame
+  sees a generated one, f1 does not see f3."""
+  lay = stage2_layout(1, 1, 5)
+  G = "1" * 7                                   # text + three given blocks
+  temporal = np.array([[int(ch) for ch in row] for row in [
+      "10000000000",
+      G + "0000", G + "0000", G + "0000", G + "0000", G + "0000", G + "0000",
+      G + "1000", G + "1100",                   # f1: given + itself causally
+      G + "1110", G + "1111"]], bool)           # f3: given + f1 + itself causally
+  np.testing.assert_array_equal(temporal_mask(lay, 1, 0), temporal)
+  spatial = np.zeros((11, 11), bool)
+  spatial[:, 0] = True
+  for a, b in ((1, 3), (3, 5), (5, 7)):         # given blocks: their own frame both ways
+    spatial[a:b, a:b] = True
+  spatial[7, 7] = spatial[8, 7:9] = spatial[9, 9] = spatial[10, 9:11] = True
+  np.testing.assert_array_equal(spatial_mask(lay), spatial)
+
+
+# cells of the 4x4 grid that a query predicting cell q sees in a key frame, by hand
+UNSHIFTED = {0: {0, 1, 4, 5}, 5: {0, 1, 4, 5}, 6: {2, 3, 6, 7}, 10: {10, 11, 14, 15}, 15: {10, 11, 14, 15}}
+SHIFTED = {5: {5, 6, 9, 10}, 10: {5, 6, 9, 10}, 0: {0}, 1: {1, 2}, 4: {4, 8}, 15: {15}}
+
+
+@pytest.mark.parametrize("shift, expected", [(0, UNSHIFTED), (1, SHIFTED)])
+def test_shifted_window_temporal_mask_equals_hand_built_windows(shift, expected):
+  """Stage 2, grid 4, window 2: a generated query sees, in every key frame, the codes of its
+  target cell's window (unshifted: the 2x2 tile; shifted: its Swin region), the text always, in
+  its own frame only earlier positions, and nothing of the later generated frame."""
   lay = stage2_layout(2, 4, 5)
-  m0, m1 = temporal_mask(lay, 2, 0), temporal_mask(lay, 2, 1)
-  b = 3                                           # the first generated block (time 1)
-  start = lay.block_start(b)
-  q = start + 1 + 4                               # code at cell 4, predicting cell 5
-  assert lay.wcell[q] == 5
-  for m, cells in ((m0, {0, 1, 4, 5}), (m1, {5, 6, 9, 10})):
-    assert m[q, :2].all()                                         # the text
+  m = temporal_mask(lay, 2, shift)
+  b = 3                                            # the first generated block (time 1)
+  for target, cells in expected.items():
+    q = lay.block_start(b) + target                # the position that predicts `target`
+    assert lay.wcell[q] == target
+    assert m[q, :2].all()                          # the text
     for blk in range(5):
-      s = lay.block_start(blk)
-      seen = {int(lay.wcell[p]) for p in range(s, s + 17) if m[q, p]}
-      if blk < 3:                                                 # given key frames: whole window
-        assert seen == cells, (blk, seen)
-      elif blk == b:                                              # own frame: causal in window
-        assert all(p <= q for p in range(s, s + 17) if m[q, p])
-        assert seen <= cells and 5 in seen
-      else:                                                       # a later generated frame
+      s0 = lay.block_start(blk)
+      seen = {int(lay.cell[p]) for p in range(s0 + 1, s0 + 17) if m[q, p]}
+      if blk < 3:
+        assert seen == cells, (target, blk, seen)
+      elif blk == b:
+        assert seen == {c for c in cells if lay.block_start(b) + 1 + c <= q}, (target, seen)
+      else:
         assert not seen
 
 
@@ -133,12 +156,20 @@ def _tokens(lay, rows=2, seed=0):
 
 
 def test_gate_at_initialisation_mixes_half_and_half():
-  """§3.2: alpha = sigmoid(0) = 0.5 per channel at initialisation (release: zeros)."""
+  """§3.2: out = alpha * spatial + (1 - alpha) * temporal, alpha = sigmoid(gate) = 0.5 at
+  initialisation (release: zeros); on the model, alpha -> 1 leaves the spatial channel alone (the
+  spatial-only logits) and alpha -> 0 does not."""
   v = _video()
   assert (np.asarray(v.gate[...]) == 0).all()
   s, t = jnp.full((1, 2, 3), 2.0), jnp.full((1, 2, 3), -4.0)
   np.testing.assert_allclose(mix(s, t, jnp.zeros(3)), jnp.full((1, 2, 3), -1.0))
-  np.testing.assert_allclose(mix(s, t, jnp.full(3, 50.0)), s)        # alpha -> 1: spatial only
+  lay = stage1_layout(CFG.text_len, CFG.grid, CFG.num_frames)
+  tok = _tokens(lay)
+  only = full_logits(v, tok, lay, spatial_only=True)
+  v.gate.set_value(jnp.full(v.gate.shape, 40.0))
+  assert_close_scaled(full_logits(v, tok, lay), only, 1e-5)
+  v.gate.set_value(jnp.full(v.gate.shape, -40.0))
+  assert np.abs(np.asarray(full_logits(v, tok, lay) - only)).max() > 0.1 * np.abs(np.asarray(only)).max()
 
 
 def test_inherited_model_computes_the_image_model_when_the_temporal_channel_copies_it():
@@ -207,13 +238,29 @@ def test_cached_equals_uncached(stage):
   assert_close_scaled(cached_logits(model, tok, lay, prefill), full_logits(model, tok, lay), 1e-5)
 
 
-def test_generation_fills_exactly_the_generated_blocks():
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_sampler_equals_greedy_decoding_with_the_uncached_model(guidance):
+  """`generate` (prefill, KV cache, classifier-free guidance rows) with top-1 sampling fills the
+  generated frames exactly as greedy decoding that reruns the whole sequence uncached, position
+  by position, with logits u + g (c - u) (u: the caption padded)."""
   lay = stage2_layout(CFG.text_len, CFG.grid, 5)
   tok = np.asarray(_tokens(lay))
-  out = generate(_video(), lay, tok, jax.random.key(0), guidance=3.0, top_k=4)
-  gen = np.append(False, lay.generated_targets()[:-1])           # positions that get a code
-  np.testing.assert_array_equal(out[:, ~gen], tok[:, ~gen])
-  assert ((out[:, gen] >= CFG.text_vocab) & (out[:, gen] < CFG.boi)).all()
+  v = _video()
+  out = generate(v, lay, tok, jax.random.key(0), guidance=guidance, top_k=1)
+  uncond = tok.copy()
+  uncond[:, 1:CFG.text_len] = CFG.pad_id
+  ref = tok.copy()
+  from jaxpapers.cogvideo.sample import batch_layout
+  graphdef, state = nnx.split(v)
+  logits_of = jax.jit(lambda st, t, a, m: nnx.merge(graphdef, st)(t, a, m))
+  cond_lay, uncond_lay = batch_layout([lay] * 2, tok, CFG), batch_layout([lay] * 2, uncond, CFG)
+  for p in np.flatnonzero(lay.generated_targets()):
+    c = np.asarray(logits_of(state, jnp.asarray(ref), *cond_lay))[:, p]
+    u_tok = ref.copy()
+    u_tok[:, :CFG.text_len] = uncond[:, :CFG.text_len]
+    u = np.asarray(logits_of(state, jnp.asarray(u_tok), *uncond_lay))[:, p] if guidance != 1.0 else c
+    ref[:, p + 1] = np.argmax(u + guidance * (c - u), -1) + CFG.text_vocab
+  np.testing.assert_array_equal(out, ref)
 
 
 def test_one_and_eight_devices_compute_equal_losses_and_gradients():
