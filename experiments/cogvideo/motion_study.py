@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -25,7 +24,7 @@ from flax import nnx
 from jaxpapers.cogvideo import experiments as E
 from jaxpapers.cogvideo import vqvae, world
 from jaxpapers.cogvideo.model import CogVideo
-from jaxpapers.cogvideo.sequences import Batches
+from jaxpapers.cogvideo.sequences import Batches, batch_logits, code_nll
 from jaxpapers.core.module_file import load_module
 from jaxpapers.core.workdir import read_json
 
@@ -54,10 +53,7 @@ def main() -> None:
   @jax.jit
   def step(params, opt, b):
     def loss(p):
-      m = nnx.merge(graphdef, p)
-      lay = {k: b[k] for k in ("block", "time", "cell", "offset", "text_ok")}
-      logits = m(b["tokens"], lay, {"spatial": b["spatial"], "temporal": jnp.swapaxes(b["temporal"], 0, 1)})
-      nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), b["targets"][..., None], -1)[..., 0]
+      nll = code_nll(batch_logits(nnx.merge(graphdef, p), b), b["targets"])
       return (nll * b["weights"]).sum() / b["weights"].sum(), nll
     (l, nll), g = jax.value_and_grad(loss, has_aux=True)(params)
     updates, opt = tx.update(g, opt, params)

@@ -18,7 +18,7 @@ from jaxpapers.cogvideo import vqvae, world
 from jaxpapers.cogvideo.layout import image_layout, stage1_layout, stage2_layout
 from jaxpapers.cogvideo.model import CogVideo, CogVideoConfig, inherit
 from jaxpapers.cogvideo.sample import generate
-from jaxpapers.cogvideo.sequences import Batches, frames_of, loss_fn, to_sequence
+from jaxpapers.cogvideo.sequences import Batches, batch_logits, frames_of, loss_fn, to_sequence
 from jaxpapers.core import config as cfglib
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.mesh import make_mesh
@@ -175,11 +175,8 @@ def loss_by_frame(model: CogVideo, batches, first_by_image: bool, n: int = 2) ->
   channel; how far they fall below the first shows how much the model uses the past.
   `first_by_image`: frame 0 scored through the spatial channel alone, i.e. the frozen image
   model, which is what makes an inherited model's first frame (it is not in its loss)."""
-  def logits(m, b, spatial_only):
-    lay = {k: b[k] for k in ("block", "time", "cell", "offset", "text_ok")}
-    masks = {"spatial": b["spatial"], "temporal": jax.numpy.swapaxes(b["temporal"], 0, 1)}
-    return m(b["tokens"], lay, masks, spatial_only=spatial_only)
-  step = nnx.jit(logits, static_argnums=2)
+  step = nnx.jit(lambda m, b, spatial_only: batch_logits(m, b, spatial_only=spatial_only),
+                 static_argnums=2)
   tot, cnt = np.zeros(5), np.zeros(5)
   for i in range(n):
     b = batches(i)
@@ -339,20 +336,21 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   # 5. generation and evaluation
   t0 = time.perf_counter()
   attrs, combos = eval_attrs(c)
-  real = world.sample_clips(np.random.default_rng([c.seed, 12]), "all", world.NUM_COMBOS * c.sample.real_per_combo,
-                            FINAL_FRAMES, FINAL_FPS, images="test")
-  keep = np.isin(real["combo"], eval_combos(c))         # the reference: clips of the same captions
-  real = {k: v[keep] for k, v in real.items()}
+  def real_clips(stream: int, draw: int, images: str, keep: int | None = None) -> dict:
+    """Real 9-frame clips of the evaluated captions: `draw` clips of all captions from the
+    seeded stream, those of the evaluated ones kept (the first `keep` of them)."""
+    d = world.sample_clips(np.random.default_rng([c.seed, stream]), "all", draw, FINAL_FRAMES,
+                           FINAL_FPS, images=images)
+    return {k: v[np.isin(d["combo"], eval_combos(c))][:keep] for k, v in d.items()}
+
+  # the reference: clips of the same captions, test images
+  real = real_clips(12, world.NUM_COMBOS * c.sample.real_per_combo, "test")
   real_feats = ev.features(clf, real["frames"])
   # floors at the generated sets' size (a Frechet distance of n samples is biased by n)
   draw = 2 * len(attrs) * world.NUM_COMBOS // len(eval_combos(c))
-  real2 = world.sample_clips(np.random.default_rng([c.seed, 13]), "all", draw,
-                             FINAL_FRAMES, FINAL_FPS, images="test")
-  real2 = {k: v[np.isin(real2["combo"], eval_combos(c))][:len(attrs)] for k, v in real2.items()}
+  real2 = real_clips(13, draw, "test", len(attrs))
   recon = np.asarray(vqvae.decode(vq, encode(vq, real2["frames"])))
-  train_img = world.sample_clips(np.random.default_rng([c.seed, 14]), "all", draw, FINAL_FRAMES,
-                                FINAL_FPS, images="train")
-  train_img = {k: v[np.isin(train_img["combo"], eval_combos(c))][:len(attrs)] for k, v in train_img.items()}
+  train_img = real_clips(14, draw, "train", len(attrs))
   results = {
       "fd_real_train_images": ev.frechet_distance(ev.features(clf, train_img["frames"]), real_feats),
       "caption_acc_vq_reconstructed": ev.caption_accuracy(ev.predict(clf, recon), real2["attrs"]),

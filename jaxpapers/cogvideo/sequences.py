@@ -122,13 +122,24 @@ def assemble(rows, cfg: CogVideoConfig) -> dict:
           "spatial": masks["spatial"], "temporal": np.swapaxes(masks["temporal"], 0, 1)}
 
 
-def loss_fn(model, batch: dict, dropout_key):
-  """Mean cross-entropy of the next image code at the weighted positions (generated frames)."""
+def batch_logits(model, batch: dict, **kw):
+  """The model's logits [B, T, K] on a batch of `assemble` (kw: e.g. spatial_only,
+  layer_wrapper)."""
   lay = {k: batch[k] for k in ("block", "time", "cell", "offset", "text_ok")}
   masks = {"spatial": batch["spatial"], "temporal": jnp.swapaxes(batch["temporal"], 0, 1)}
-  logits = model(batch["tokens"], lay, masks)
+  return model(batch["tokens"], lay, masks, **kw)
+
+
+def code_nll(logits, targets):
+  """-log p(target code) at every position, [B, T]."""
   logp = jax.nn.log_softmax(logits, axis=-1)
-  nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
+  return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+
+def loss_fn(model, batch: dict, dropout_key):
+  """Mean cross-entropy of the next image code at the weighted positions (generated frames)."""
+  logits = batch_logits(model, batch)
+  nll = code_nll(logits, batch["targets"])
   w = batch["weights"]
   total = jnp.maximum(w.sum(), 1.0)
   acc = ((jnp.argmax(logits, -1) == batch["targets"]) * w).sum() / total

@@ -13,7 +13,7 @@ from jaxpapers.cogvideo.layout import (image_layout, make_layout, spatial_mask, 
                                        stage2_layout, temporal_mask, window_of)
 from jaxpapers.cogvideo.model import CogVideo, CogVideoConfig, inherit, mix, trainable_names
 from jaxpapers.cogvideo.sample import cached_logits, full_logits, generate
-from jaxpapers.cogvideo.sequences import assemble, loss_fn
+from jaxpapers.cogvideo.sequences import assemble, batch_logits, code_nll, loss_fn
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.core.train import train
 from jp_testutil import assert_close_scaled
@@ -318,11 +318,8 @@ def test_gact_compresses_the_layers_through_the_layer_wrapper_hook():
 
   def grads(wrapper):
     def loss(p):
-      m = nnx.merge(graphdef, p)
-      lay = {k: batch[k] for k in ("block", "time", "cell", "offset", "text_ok")}
-      masks = {"spatial": batch["spatial"], "temporal": np.swapaxes(batch["temporal"], 0, 1)}
-      logits = m(batch["tokens"], lay, masks, layer_wrapper=wrapper)
-      nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch["targets"][..., None], -1)[..., 0]
+      logits = batch_logits(nnx.merge(graphdef, p), batch, layer_wrapper=wrapper)
+      nll = code_nll(logits, batch["targets"])
       return (nll * batch["weights"]).sum() / batch["weights"].sum()
     return jax.tree.map(np.asarray, jax.grad(loss)(params))
 
