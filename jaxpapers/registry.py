@@ -38,6 +38,8 @@ EXPERIMENTS = {e.name: e for e in [
                "kgTransformer vs GQE/Q2B on 9 BetaE query types (UMLS, Kinships): MRR per type, ablations"),
     Experiment("cogvideo/t2v", "jaxpapers.cogvideo.experiments:run", "cogvideo/configs/t2v.py", 12.1,
                "CogVideo on a captioned moving-object world: inherited vs scratch vs one-stage at equal compute; caption accuracy, Frechet distance, frame-rate control"),
+    Experiment("pethead/suite", "jaxpapers.pethead.experiments:run", "pethead/configs/suite.py", 6.9,
+               "EH-FT on pretrained MiniLM: PET (LoRA/BitFit/prefix) + head, then full fine-tuning, vs FT, LP-FT, PET alone; 6 tasks, seeds, feature shift"),
     Experiment("vpt/pipeline", "jaxpapers.vpt.experiments:run", "vpt/configs/pipeline.py", 9.4,
                "VPT in Craftax: IDM on labelled demos, pseudo-labels, BC (IDM / small / true labels) in the game"),
 ]}

@@ -52,18 +52,30 @@ def validate_train(c: ml_collections.ConfigDict, key: str = "train") -> None:
   check(c, f"{key}.clip", lambda v: finite(v) and v >= 0,
         "a finite number >= 0 (the global gradient norm; 0 disables clipping)")
   check(c, f"{key}.weight_decay", lambda v: finite(v) and v >= 0, "a finite number >= 0")
+  if "warmup_start_ratio" in c[key]:
+    check(c, f"{key}.warmup_start_ratio", lambda v: finite(v) and 0 <= v <= 1, "in [0, 1]")
+  if "schedule" in c[key]:
+    check(c, f"{key}.schedule", lambda v: v in ("cosine", "linear"), "'cosine' or 'linear'")
   if "max_consecutive_skips" in c[key]:
     check(c, f"{key}.max_consecutive_skips", lambda v: isinstance(v, int) and v >= 1,
           "a positive int")
 
 
 def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """AdamW with linear warmup + cosine decay and global-norm clipping (clip = 0: none); no weight
+  """AdamW with a linear warmup and a cosine decay to end_lr_ratio*lr (schedule='linear': warmup
+  from warmup_start_ratio*lr, linear decay), global-norm clipping (clip = 0: none); no weight
   decay on biases and norms; parameters marked `frozen` are left unchanged. The schedule follows optax's update count, which a skipped
   (non-finite) step does not advance."""
   warmup = int(t.warmup * t.steps) if t.warmup < 1 else int(t.warmup)
-  sched = optax.warmup_cosine_decay_schedule(0.0, t.lr, max(warmup, 1), max(t.steps, warmup + 1),
-                                             end_value=t.lr * t.end_lr_ratio)
+  if t.get("schedule", "cosine") == "linear":   # linear warmup, then linear decay to the end lr
+    start = t.lr * t.get("warmup_start_ratio", 0.0)
+    sched = optax.join_schedules(
+        [optax.linear_schedule(start, t.lr, max(warmup, 1)),
+         optax.linear_schedule(t.lr, t.lr * t.end_lr_ratio, max(t.steps - warmup, 1))],
+        [max(warmup, 1)])
+  else:
+    sched = optax.warmup_cosine_decay_schedule(0.0, t.lr, max(warmup, 1), max(t.steps, warmup + 1),
+                                               end_value=t.lr * t.end_lr_ratio)
   def decay_mask(params):   # the `decay` metadata of each nnx.Param (see jaxpapers.nn.param)
     return jax.tree.map(lambda v: bool(getattr(v, "decay", jnp.ndim(v) > 1)), params,
                         is_leaf=lambda x: isinstance(x, nnx.Variable))
@@ -84,18 +96,19 @@ def leaf_names(tree) -> list[str]:
 
 
 def make_train_step(graphdef, loss_fn: LossFn, tx, grad_accum: int = 1):
-  """step(state, batch, poison) -> (state, metrics). `poison` multiplies the loss (1.0 normally;
-  NaN to inject a fault in tests). A step whose loss, gradients or new parameters are not all
-  finite leaves params and optimizer state unchanged; metrics say which gradient leaves were bad."""
+  """step(state, batch, poison, frozen=None) -> (state, metrics). `poison` multiplies the loss
+  (1.0 normally; NaN to inject a fault in tests). `frozen`: the model's variables outside
+  state.params (see `init_state`'s `trainable`), constant, no gradient taken. A step whose loss,
+  gradients or new parameters are not all finite leaves params and optimizer state unchanged;
+  metrics say which gradient leaves were bad."""
 
-  def loss_of(params, batch, key, poison):
-    model = nnx.merge(graphdef, params)
-    loss, aux = loss_fn(model, batch, key)
-    return loss * poison, aux
+  def step(state: TrainState, batch: dict, poison, frozen=None):
+    def loss_of(params, batch, key, poison):
+      model = nnx.merge(graphdef, params) if frozen is None else nnx.merge(graphdef, params, frozen)
+      loss, aux = loss_fn(model, batch, key)
+      return loss * poison, aux
 
-  grad_fn = jax.value_and_grad(loss_of, has_aux=True)
-
-  def step(state: TrainState, batch: dict, poison):
+    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     if grad_accum == 1:
       (loss, aux), grads = grad_fn(state.params, batch, key, poison)
@@ -142,24 +155,33 @@ def make_train_step(graphdef, loss_fn: LossFn, tx, grad_accum: int = 1):
   return step
 
 
-def init_state(cfg, model: nnx.Module, tx, mesh):
-  """(graphdef, sharded TrainState, its shardings) for `model` under `mesh` (set by the caller)."""
-  graphdef, params = nnx.split(model, nnx.Param)
+def init_state(cfg, model: nnx.Module, tx, mesh, trainable=nnx.Param):
+  """(graphdef, sharded TrainState, its shardings, frozen) for `model` under `mesh` (set by the
+  caller). The state holds the variables that the NNX filter `trainable` selects (default every
+  nnx.Param); `frozen` holds the rest (sharded alike), for the step's `frozen` argument."""
+  graphdef, params, frozen = nnx.split(model, trainable, ...)
+  other = [jax.tree_util.keystr(p) for p, v in nnx.to_flat_state(frozen)
+           if not isinstance(v, nnx.Param)]
+  if other:   # the step could not update them: they would silently stay constant
+    raise ValueError(f"the model holds non-parameter variables ({other[0]}, ...); core.train "
+                     "trains nnx.Param variables only")
   params = jax.device_put(params, state_shardings(params, mesh))
+  frozen = jax.device_put(frozen, state_shardings(frozen, mesh))
   # optimizer moments take their parameters' shardings by propagation through tx.init
   opt_state = jax.jit(tx.init)(params)
   rep = NamedSharding(mesh, P())
   state = TrainState(step=jax.device_put(jnp.int32(0), rep), params=params, opt_state=opt_state,
                      rng=jax.device_put(jax.random.key_data(jax.random.key(cfg.seed)), rep))
-  return graphdef, state, jax.tree.map(lambda x: x.sharding, state)
+  return graphdef, state, jax.tree.map(lambda x: x.sharding, state), frozen
 
 
 def abstract_like(state, shardings):
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state, shardings)
 
 
-def load_params(cfg, workdir, model: nnx.Module, mesh=None) -> nnx.Module:
-  """`model` with the parameters of the latest usable checkpoint in workdir."""
+def load_params(cfg, workdir, model: nnx.Module, mesh=None, trainable=nnx.Param) -> nnx.Module:
+  """`model` with the parameters of the latest usable checkpoint in workdir (`trainable`: the
+  filter the run trained with; the other variables are `model`'s)."""
   from jaxpapers.core.errors import CheckpointError
   from jaxpapers.core.mesh import make_mesh
   from jaxpapers.nn.quantized import check_not_quantized_checkpoint, quantization_of
@@ -172,12 +194,13 @@ def load_params(cfg, workdir, model: nnx.Module, mesh=None) -> nnx.Module:
     raise CheckpointError(f"no checkpoint in {workdir}/checkpoints: train the run first")
   mesh = mesh or make_mesh([-1], ["data"])
   with jax.set_mesh(mesh):
-    graphdef, state, shard = init_state(cfg, model, make_optimizer(cfg.train), mesh)
+    graphdef, state, shard, frozen = init_state(cfg, model, make_optimizer(cfg.train), mesh,
+                                                trainable)
     restored = Checkpointer(f"{workdir}/checkpoints", keep=cfg.train.keep,
                             create=False).restore_latest(abstract_like(state, shard))
   if restored is None:
     raise CheckpointError(f"no checkpoint in {workdir}/checkpoints")
-  return nnx.merge(graphdef, restored[0].params)
+  return nnx.merge(graphdef, restored[0].params, frozen)
 
 
 @dataclasses.dataclass
@@ -188,9 +211,12 @@ class TrainOutcome:
   step_times: list[float]
   skipped_steps: list[int]
   resumed_from: int | None
+  frozen: Any = None       # the variables outside state.params (see `train`'s trainable)
 
   def model(self) -> nnx.Module:
-    return nnx.merge(self.graphdef, self.state.params)
+    if self.frozen is None:
+      return nnx.merge(self.graphdef, self.state.params)
+    return nnx.merge(self.graphdef, self.state.params, self.frozen)
 
 
 def _batch_shardings(batch: dict, mesh, batch_logical: dict[str, tuple]) -> dict:
@@ -205,14 +231,15 @@ def _history_row(row: dict) -> dict:
 def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn: LossFn,
           get_batch: Callable[[int], dict], mesh, batch_logical: dict[str, tuple] | None = None,
           eval_fn: Callable[[nnx.Module, int], dict] | None = None,
-          progress: bool = True, restart: bool = False) -> TrainOutcome:
+          progress: bool = True, restart: bool = False, trainable=nnx.Param) -> TrainOutcome:
   """Trains `model` for cfg.train.steps steps, resuming from the latest checkpoint in workdir.
 
   cfg.train: steps, batch, lr, warmup, end_lr_ratio, weight_decay, b1, b2, eps, clip,
   grad_accum, log_every, eval_every, ckpt_every, keep, on_nonfinite ('skip'|'stop'),
   max_consecutive_skips (default 5: that many skipped steps in a row stop the run),
   inject_nan_step (-1 = never). restart (or `jaxpapers run --restart`): start from step 0 when
-  the workdir holds only unusable checkpoints.
+  the workdir holds only unusable checkpoints. `trainable`: the NNX filter of the parameters
+  trained (and checkpointed); the others stay as in `model`, and no gradient is taken for them.
 
   Every step's training row goes to metrics.jsonl (TensorBoard every log_every steps); on resume
   the rows past the checkpoint are dropped, so `history` (and a report made from it) covers the
@@ -228,7 +255,7 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
   ckpt = Checkpointer(f"{workdir}/checkpoints", keep=t.keep) if t.ckpt_every > 0 else None
 
   with jax.set_mesh(mesh):
-    graphdef, state, state_shard = init_state(cfg, model, tx, mesh)
+    graphdef, state, state_shard, frozen = init_state(cfg, model, tx, mesh, trainable)
     params = state.params
     resumed_from = None
     if ckpt is not None:
@@ -241,7 +268,7 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
                  meta["data_position"])
 
     step_fn = jax.jit(make_train_step(graphdef, loss_fn, tx, t.grad_accum),
-                      in_shardings=(state_shard, None, None), out_shardings=(state_shard, None),
+                      in_shardings=(state_shard, None, None, None), out_shardings=(state_shard, None),
                       donate_argnums=0)
     names = leaf_names(params)
     start = int(state.step)
@@ -258,7 +285,7 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
       batch = {k: global_array(v, b_shard[k]) for k, v in host.items()}
       poison = jnp.float32(math.nan if step == t.inject_nan_step else 1.0)
       t0 = time.perf_counter()
-      state, m = step_fn(state, batch, poison)
+      state, m = step_fn(state, batch, poison, frozen)
       m = jax.device_get(m)
       dt = time.perf_counter() - t0
       row = {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
@@ -285,7 +312,7 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
       last = step + 1 == t.steps
       if eval_fn is not None and t.eval_every > 0 and ((step + 1) % t.eval_every == 0) and not last:
         writer.write(step + 1, {f"eval/{k}": v for k, v in
-                                eval_fn(nnx.merge(graphdef, state.params), step + 1).items()})
+                                eval_fn(nnx.merge(graphdef, state.params, frozen), step + 1).items()})
       if ckpt is not None and ((step + 1) % t.ckpt_every == 0 or last):
         ckpt.save(step + 1, state, {"step": step + 1, "data_position": step + 1})
     bar.close()
@@ -295,4 +322,4 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
   return TrainOutcome(state=state, graphdef=graphdef, history=history,
                       step_times=[h["step_time"] for h in history if not h.get("cold", 1.0)],
                       skipped_steps=[h["step"] - 1 for h in history if not h.get("finite", 1.0)],
-                      resumed_from=resumed_from)
+                      resumed_from=resumed_from, frozen=frozen)

@@ -10,9 +10,11 @@ from flax import nnx
 
 def param(key: jax.Array, init: Callable, shape: Sequence[int], axes: Sequence[str | None],
           dtype=jnp.float32, decay: bool | None = None, dense_in: int | None = None,
-          frozen: bool = False) -> nnx.Param:
+          frozen: bool = False, kind: type[nnx.Param] = nnx.Param) -> nnx.Param:
   """An nnx.Param initialised by `init(key, shape, dtype)` with `axes` metadata and a `decay`
   flag for weight decay (default: matrices decay; a stacked-layer axis does not count).
+
+  `kind` is the Variable type (a subclass of nnx.Param that filters select, e.g. `nn.pet.Bias`).
 
   `frozen` marks a parameter the optimizer must leave unchanged (`core.train.make_optimizer`).
 
@@ -25,7 +27,7 @@ def param(key: jax.Array, init: Callable, shape: Sequence[int], axes: Sequence[s
   meta = {} if dense_in is None else {"dense_in": dense_in}
   if frozen:
     meta["frozen"] = True
-  return nnx.Param(init(key, tuple(shape), dtype), axes=tuple(axes), decay=decay, **meta)
+  return kind(init(key, tuple(shape), dtype), axes=tuple(axes), decay=decay, **meta)
 
 
 def xavier_normal(gain: float = 1.0, fan_in_axes=(0,), fan_out_axes=(-1,), batch_axes=()):

@@ -32,7 +32,7 @@ def _train_checkpoint(workdir, cfg=CFG, seed=3, step=7):
   mesh = make_mesh([-1], ["data"])
   with jax.set_mesh(mesh):
     model = GLM(cfg, rngs=nnx.Rngs(params=seed))
-    _, state, _ = init_state(TRAIN, model, make_optimizer(TRAIN.train), mesh)
+    _, state, _, _ = init_state(TRAIN, model, make_optimizer(TRAIN.train), mesh)
     ckpt = Checkpointer(workdir / "checkpoints", keep=2)
     ckpt.save(step, state, {"step": step})
     ckpt.close()
