@@ -287,6 +287,30 @@ def check_not_quantized_checkpoint(directory: str | Path) -> None:
         "them: use jaxpapers.nn.quantized.load_quantized(directory, model)")
 
 
+def _check_stored_shapes(state_dir: Path, target) -> None:
+  """CheckpointError naming the first array whose stored name or shape differs from `target`'s,
+  read from the checkpoint's metadata before any restore starts (a failing restore leaves orbax's
+  asynchronous reads with unretrieved exceptions behind)."""
+  import orbax.checkpoint as ocp
+  try:
+    with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckpt:
+      meta = ckpt.metadata(state_dir)
+  except (OSError, ValueError, KeyError) as e:
+    raise CheckpointError(f"the quantized checkpoint at {state_dir.parent} is unreadable "
+                          f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
+  has_shape = lambda x: hasattr(x, "shape")
+  name = lambda path: "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                              for k in path)   # dict keys and attributes alike
+  flat = lambda tree: {name(k): tuple(v.shape) for k, v in
+                       jax.tree_util.tree_flatten_with_path(tree, is_leaf=has_shape)[0]}
+  stored, wanted = flat(getattr(meta, "item_metadata", meta)), flat(target)
+  for leaf in sorted(set(stored) | set(wanted)):
+    if stored.get(leaf) != wanted.get(leaf):
+      raise CheckpointError(f"the quantized weights in {state_dir.parent} do not fit this model "
+                            f"({leaf}: stored {stored.get(leaf, 'nothing')}, the model needs "
+                            f"{wanted.get(leaf, 'nothing')})")
+
+
 def load_quantized(directory: str | Path, model: nnx.Module) -> nnx.Module:
   """The full-precision `model` (e.g. freshly built from its config) turned into the quantized
   model saved in `directory`: its kernels are replaced by the saved codes (no quantization is
@@ -309,6 +333,7 @@ def load_quantized(directory: str | Path, model: nnx.Module) -> nnx.Module:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)), scheme)
   _, target = nnx.split(abstract)
   target = nnx.to_pure_dict(target)
+  _check_stored_shapes(directory / "state", target)
   try:
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
       out = ckpt.restore(directory, ocp.args.Composite(state=ocp.args.StandardRestore(target)))
