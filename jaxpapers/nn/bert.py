@@ -17,7 +17,7 @@ from flax import nnx
 
 from jaxpapers.nn import pet
 from jaxpapers.nn.norm import layer_norm
-from jaxpapers.nn.param import param
+from jaxpapers.nn.param import param, uniform_fan_in
 
 NEG_INF = -1e9
 
@@ -98,14 +98,14 @@ class Bert(nnx.Module):
       setattr(self, f"ln{i}_bias", bias((L, E), ("layers", "embed")))
     if cfg.lora_rank > 0:
       r = cfg.lora_rank
-      # weight-decayed like the release's (its optimizer exempts only biases and LayerNorms)
+      # A as loralib's kaiming_uniform(a=sqrt(5)), B zero; weight-decayed like the release's (its optimizer exempts only biases and LayerNorms)
       lora = lambda key, init, shape, axes: pet.LoRA(init(key, shape, jnp.float32), axes=axes,
                                                       decay=True)
       for n in ("q", "k", "v"):
-        setattr(self, f"lora_a_{n}", lora(rngs.params(), pet.lora_a_init(E), (L, E, r),
+        setattr(self, f"lora_a_{n}", lora(rngs.params(), uniform_fan_in(E), (L, E, r),
                                           ("layers", "embed", None)))
         setattr(self, f"lora_b_{n}", lora(None, zeros, (L, r, H, D), ("layers", None, "heads", "kv")))
-      self.lora_a_o = lora(rngs.params(), pet.lora_a_init(H * D), (L, H, D, r),
+      self.lora_a_o = lora(rngs.params(), uniform_fan_in(H * D), (L, H, D, r),
                            ("layers", "heads", "kv", None))
       self.lora_b_o = lora(None, zeros, (L, r, E), ("layers", None, "embed"))
     if cfg.prefix_len > 0:

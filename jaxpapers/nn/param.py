@@ -1,6 +1,7 @@
 """Parameters that carry logical axis names (mapped to mesh axes by `jaxpapers.core.mesh`)."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -28,6 +29,13 @@ def param(key: jax.Array, init: Callable, shape: Sequence[int], axes: Sequence[s
   if frozen:
     meta["frozen"] = True
   return kind(init(key, tuple(shape), dtype), axes=tuple(axes), decay=decay, **meta)
+
+
+def uniform_fan_in(fan_in: int):
+  """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch.nn.Linear's bias init, and its weight init
+  kaiming_uniform(a=sqrt(5)) (LoRA's A)."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def xavier_normal(gain: float = 1.0, fan_in_axes=(0,), fan_out_axes=(-1,), batch_axes=()):

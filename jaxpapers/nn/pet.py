@@ -14,8 +14,6 @@ the model with that filter, so the optimizer holds state for, and updates, only 
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -33,12 +31,6 @@ class LoRA(nnx.Param):
 
 class Prefix(nnx.Param):
   """A deep prompt: per-layer prefix keys or values."""
-
-
-def lora_a_init(fan_in: int):
-  """loralib's `kaiming_uniform_(A, a=sqrt(5))`: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-  bound = 1.0 / math.sqrt(fan_in)
-  return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def lora_delta(x, a, b, scale: float):

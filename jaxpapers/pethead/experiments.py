@@ -251,10 +251,10 @@ def run_method(name: str, c, data: dict[str, Split], num_classes: int, seed: int
     if not last:   # EH-FT / LP-FT handover: pretrained backbone, the trained head, PET dropped
       model = with_head_of(encoder(c, seed, None), model)
   eval_fn(model, steps)
-  final = {"dev": evals_at[-1], "test": evaluator.scores(model, data["test"])}
+  final_test = best["test"] if best["step"] == steps else evaluator.scores(model, data["test"])
   return {"method": name, "seed": seed, "steps": list(lengths), "full_lr": full_lr,
           "best_step": best["step"], "dev": best["dev_scores"], "test": best["test"],
-          "final_test": final["test"], "evals": evals_at,
+          "final_test": final_test, "evals": evals_at,
           "trained_params": counts, "seconds": time.perf_counter() - t0}, model
 
 

@@ -11,20 +11,13 @@ entropy), more classes one logit each (cross entropy).
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from jaxpapers.nn.bert import Bert, mean_pool
-from jaxpapers.nn.param import param
-
-
-def _torch_bias_init(fan_in: int):
-  bound = 1.0 / math.sqrt(fan_in)
-  return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
+from jaxpapers.nn.param import param, uniform_fan_in
 
 
 class MLPHead(nnx.Module):
@@ -32,9 +25,9 @@ class MLPHead(nnx.Module):
     out = 1 if num_classes == 2 else num_classes
     w = nnx.initializers.normal(0.005)
     self.w1 = param(rngs.params(), w, (hidden, 2 * hidden), ("embed", "mlp"))
-    self.b1 = param(rngs.params(), _torch_bias_init(hidden), (2 * hidden,), ("mlp",))
+    self.b1 = param(rngs.params(), uniform_fan_in(hidden), (2 * hidden,), ("mlp",))
     self.w2 = param(rngs.params(), w, (2 * hidden, out), ("mlp", None))
-    self.b2 = param(rngs.params(), _torch_bias_init(2 * hidden), (out,), (None,))
+    self.b2 = param(rngs.params(), uniform_fan_in(2 * hidden), (out,), (None,))
 
   def __call__(self, x):
     h = jax.nn.relu(x @ self.w1.get_value() + self.b1.get_value())
