@@ -40,6 +40,8 @@ EXPERIMENTS = {e.name: e for e in [
                "CogVideo on a captioned moving-object world: inherited vs scratch vs one-stage at equal compute; caption accuracy, Frechet distance, frame-rate control"),
     Experiment("pethead/suite", "jaxpapers.pethead.experiments:run", "pethead/configs/suite.py", 6.9,
                "EH-FT on pretrained MiniLM: PET (LoRA/BitFit/prefix) + head, then full fine-tuning, vs FT, LP-FT, PET alone; 6 tasks, seeds, feature shift"),
+    Experiment("retrieval/transfer", "jaxpapers.retrieval.experiments:run", "retrieval/configs/transfer.py", 8.0,
+               "P-tuning v2 dense retrieval on MiniLM vs FT, BitFit, zero-shot, BM25: in domain, cross-topic, man pages, Python docs; nDCG@10, ECE"),
     Experiment("vpt/pipeline", "jaxpapers.vpt.experiments:run", "vpt/configs/pipeline.py", 9.4,
                "VPT in Craftax: IDM on labelled demos, pseudo-labels, BC (IDM / small / true labels) in the game"),
 ]}

@@ -21,6 +21,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from jaxpapers.cogvideo import world
+from jaxpapers.core.config import with_defaults
 from jaxpapers.core.errors import ConfigError, DataError
 
 ATTRIBUTES = ("object", "direction", "speed")
@@ -123,14 +124,8 @@ def predict(clf: ClipClassifier, clips, batch: int = 512) -> np.ndarray:
 
 
 def resolve_config(cfg: dict | None) -> dict:
-  c = dict(DEFAULT_CONFIG)
-  unknown = sorted(set(cfg or {}) - set(c))
-  if unknown:
-    raise ConfigError(f"unknown classifier config key(s) {', '.join(unknown)}; known: {', '.join(c)}")
-  c.update(cfg or {})
-  for k in ("num_frames", "channels", "features", "steps", "batch", "eval_size"):
-    if not isinstance(c[k], int) or isinstance(c[k], bool) or c[k] < 1:
-      raise ConfigError(f"classifier config {k} must be a positive int, got {c[k]!r}")
+  c = with_defaults("classifier", DEFAULT_CONFIG, cfg,
+                    ("num_frames", "channels", "features", "steps", "batch", "eval_size"))
   world.check_frame_rate(c["fps"])
   if not (np.isfinite(c["lr"]) and c["lr"] > 0):
     raise ConfigError(f"classifier config lr must be a finite positive number, got {c['lr']!r}")

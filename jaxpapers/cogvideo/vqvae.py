@@ -23,6 +23,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
+from jaxpapers.core.config import with_defaults
 from jaxpapers.core.errors import ConfigError, DataError, NonFiniteError
 
 FRAME_SIZE = 16
@@ -223,14 +224,8 @@ def vq_metrics(model: VQVAE, frames, batch: int = 1024) -> dict[str, float]:
 # training
 
 def resolve_config(cfg: dict | None) -> dict:
-  c = dict(DEFAULT_CONFIG)
-  unknown = sorted(set(cfg or {}) - set(c))
-  if unknown:
-    raise ConfigError(f"unknown vqvae config key(s) {', '.join(unknown)}; known: {', '.join(c)}")
-  c.update(cfg or {})
-  for k in ("codebook_size", "code_dim", "channels", "steps", "batch", "log_every"):
-    if not isinstance(c[k], int) or isinstance(c[k], bool) or c[k] < 1:
-      raise ConfigError(f"vqvae config {k} must be a positive int, got {c[k]!r}")
+  c = with_defaults("vqvae", DEFAULT_CONFIG, cfg,
+                    ("codebook_size", "code_dim", "channels", "steps", "batch", "log_every"))
   if not 0.0 <= c["decay"] < 1.0:
     raise ConfigError(f"vqvae config decay must be in [0, 1), got {c['decay']!r}")
   for k in ("beta", "eps", "restart_below", "lr", "time_limit_s"):

@@ -118,6 +118,20 @@ def check(cfg: ml_collections.ConfigDict, key: str, predicate: Callable[[Any], b
     raise ConfigError(f"--config.{key} must be {what}, got {node!r}")
 
 
+def with_defaults(what: str, defaults: dict, cfg: dict | None, positive_ints=()) -> dict:
+  """`defaults` updated with `cfg` (a component's config dict): an unknown key, or a key of
+  `positive_ints` that is not a positive int, is one ConfigError naming `what` config and key."""
+  c = dict(defaults)
+  unknown = sorted(set(cfg or {}) - set(c))
+  if unknown:
+    raise ConfigError(f"unknown {what} config key(s) {', '.join(unknown)}; known: {', '.join(c)}")
+  c.update(cfg or {})
+  for k in positive_ints:
+    if not isinstance(c[k], int) or isinstance(c[k], bool) or c[k] < 1:
+      raise ConfigError(f"{what} config {k} must be a positive int, got {c[k]!r}")
+  return c
+
+
 def to_json(cfg: ml_collections.ConfigDict) -> str:
   return json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str)
 

@@ -179,3 +179,35 @@ def fresh_start(allowed: bool):
     yield
   finally:
     _fresh_start.reset(token)
+
+
+def cached_result(path: str | Path, fn, fingerprint: dict):
+  """(result, extra) of a sub-run: read from `path` when an earlier (killed or finished) run with
+  the same `fingerprint` (a JSON-able config dict) wrote it, extra None; else `fn()` -> (result
+  dict, extra), the result written atomically with its fingerprint. A result of another
+  fingerprint is a WorkdirError (never mixed, never overwritten)."""
+  from jaxpapers.core.config import differing_keys
+  path = Path(path)
+  want = json.loads(json.dumps(fingerprint))
+  if path.is_file():
+    r = read_json(path)
+    if r.get("config") != want:
+      diff = differing_keys(r.get("config") or {}, want)
+      raise WorkdirError(f"{path} was made with another config (differs in "
+                         f"{', '.join(diff[:4]) or 'its record'}); use a new --workdir")
+    return r, None
+  result, extra = fn()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  atomic_write_json(path, dict(result, config=want))
+  return result, extra
+
+
+def persistent_compilation_cache(path: str | Path) -> None:
+  """XLA's persistent compilation cache in `path` (a run that compiles the same train steps for
+  every method and seed compiles each once, and never again on resume); a cache the user
+  configured is kept."""
+  import jax
+  if jax.config.jax_compilation_cache_dir is None:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

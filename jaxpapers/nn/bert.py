@@ -37,6 +37,7 @@ class BertConfig:
   lora_rank: int = 0            # > 0: LoRA adapters on Q, K, V, O
   lora_alpha: float = 16.0
   prefix_len: int = 0           # > 0: that many prefix keys/values at every layer
+  prefix_dropout: float = 0.0   # dropout on the prefix keys/values while training (P-tuning v2: 0.1)
 
   @property
   def head_dim(self) -> int:
@@ -172,8 +173,9 @@ def _layer(cfg: BertConfig, h, w, attn_mask, key):
   q, k, v = (_proj(cfg, h, w, n) for n in ("q", "k", "v"))
   if cfg.prefix_len > 0:
     B = h.shape[0]
-    k = jnp.concatenate([jnp.broadcast_to(w["prefix_k"], (B,) + w["prefix_k"].shape), k], axis=1)
-    v = jnp.concatenate([jnp.broadcast_to(w["prefix_v"], (B,) + w["prefix_v"].shape), v], axis=1)
+    pk, pv = (jnp.broadcast_to(w[n], (B,) + w[n].shape) for n in ("prefix_k", "prefix_v"))
+    pk, pv = _dropout(pk, cfg.prefix_dropout, key, 4), _dropout(pv, cfg.prefix_dropout, key, 5)
+    k, v = jnp.concatenate([pk, k], axis=1), jnp.concatenate([pv, v], axis=1)
   scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / np.sqrt(cfg.head_dim)
   scores = jnp.where(attn_mask[:, None], scores, NEG_INF)
   probs = _dropout(jax.nn.softmax(scores, axis=-1), cfg.dropout, key, 1)

@@ -14,7 +14,6 @@ released code keeps a running best on dev); the final-step score is kept too.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -27,10 +26,11 @@ import numpy as np
 from flax import nnx
 
 from jaxpapers.core import config as cfglib
-from jaxpapers.core.errors import ConfigError, WorkdirError
+from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.core.train import train, validate_train
-from jaxpapers.core.workdir import atomic_write_json, read_json
+from jaxpapers.core.stats import mean_std
+from jaxpapers.core.workdir import cached_result, persistent_compilation_cache
 from jaxpapers.nn import minilm, pet
 from jaxpapers.nn.bert import Bert, BertConfig
 from jaxpapers.pethead import tasks as tasklib
@@ -279,22 +279,6 @@ def fingerprint(c) -> dict:
   return {k: v for k, v in c.to_dict().items() if k not in SUITE_ONLY}
 
 
-def _cached(path: Path, fn, c):
-  """A sub-run's result from `path` if an earlier (killed or finished) run of the same config
-  wrote it, else fn(); a result of another config is an error (never mixed, never overwritten)."""
-  want = json.loads(json.dumps(fingerprint(c)))
-  if path.is_file():
-    r = read_json(path)
-    if r.get("config") != want:
-      diff = cfglib.differing_keys(r.get("config") or {}, want)
-      raise WorkdirError(f"{path} was made with another config (differs in "
-                         f"{', '.join(diff[:4]) or 'its record'}); use a new --workdir")
-    return r, None
-  result, model = fn()
-  atomic_write_json(path, dict(result, config=want))
-  return result, model
-
-
 TUNING_SEED = 1000   # added to c.seed: the split and runs of the learning-rate search
 
 
@@ -307,9 +291,9 @@ def search_full_lr(task, c, wd: Path, mesh, tokenizer, evaluator, progress) -> t
   dev = {}
   for lr in c.full_lr_grid:
     path = wd / task.name / "lr_search" / f"ft_lr{lr:g}"
-    r, _ = _cached(path / "result.json",
-                   lambda: run_method("ft", c, data, task.num_classes, seed, steps, path, mesh,
-                                      evaluator, lr, progress), c)
+    r, _ = cached_result(path / "result.json",
+                         lambda: run_method("ft", c, data, task.num_classes, seed, steps, path,
+                                            mesh, evaluator, lr, progress), fingerprint(c))
     dev[f"{lr:g}"] = r["dev"]["accuracy"]
   best = float(max(c.full_lr_grid, key=lambda lr: dev[f"{lr:g}"]))
   log.info("%s: full fine-tuning lr %g (dev accuracy of FT on the tuning seed: %s)", task.name,
@@ -344,7 +328,7 @@ def run_task(task: tasklib.Task, c, wd: Path, mesh, tokenizer, evaluator, progre
             before.append(evaluator.features(base, data["train"]))
           r["feature_shift"] = feature_shift(before[0], evaluator.features(model, data["train"]))
         return r, model
-      return _cached(path / "result.json", fresh, c)[0]
+      return cached_result(path / "result.json", fresh, fingerprint(c))[0]
 
     for m in c.methods:
       r = fit(m, full_lr, sub(m))
@@ -353,23 +337,6 @@ def run_task(task: tasklib.Task, c, wd: Path, mesh, tokenizer, evaluator, progre
                m, r["dev"]["accuracy"], r["test"]["accuracy"], r["best_step"],
                r["final_test"]["accuracy"])
   out["full_lr"], out["lr_search"] = full_lr, lr_search
-  return out
-
-
-# two-sided 95% Student-t quantiles by degrees of freedom (1..10)
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-        10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
-        18: 2.101, 19: 2.093, 20: 2.086}
-
-
-def _mean_std(xs) -> dict:
-  """Mean, sample std and (n >= 2) the 95% t-interval of the mean."""
-  xs = [float(x) for x in xs]
-  out = {"mean": float(np.mean(xs)), "std": float(np.std(xs, ddof=1)) if len(xs) > 1 else None,
-         "n": len(xs), "values": xs}
-  if len(xs) > 1:
-    half = T975.get(len(xs) - 1, 1.96) * out["std"] / np.sqrt(len(xs))
-    out["ci95"] = [out["mean"] - half, out["mean"] + half]
   return out
 
 
@@ -383,13 +350,13 @@ def summarize(per_task: dict, c) -> dict:
     res[m] = {t: float(np.mean(v)) for t, v in acc.items()}
     res[m]["avg"] = float(np.mean([res[m][t] for t in tasks]))
     per_seed_avg = np.mean([acc[t] for t in tasks], axis=0)   # the task average of each seed
-    res[m]["avg_std"] = _mean_std(per_seed_avg)["std"]
-    res[m]["detail"] = {t: {"accuracy": _mean_std(acc[t]),
-                            "macro_f1": _mean_std([100 * r["test"]["macro_f1"]
+    res[m]["avg_std"] = mean_std(per_seed_avg)["std"]
+    res[m]["detail"] = {t: {"accuracy": mean_std(acc[t]),
+                            "macro_f1": mean_std([100 * r["test"]["macro_f1"]
                                                    for r in per_task[t]["runs"][m]]),
-                            "final_accuracy": _mean_std([100 * r["final_test"]["accuracy"]
+                            "final_accuracy": mean_std([100 * r["final_test"]["accuracy"]
                                                          for r in per_task[t]["runs"][m]]),
-                            "dev_accuracy": _mean_std([100 * r["dev"]["accuracy"]
+                            "dev_accuracy": mean_std([100 * r["dev"]["accuracy"]
                                                        for r in per_task[t]["runs"][m]])}
                         for t in tasks}
     res[m]["trained_params"] = per_task[tasks[0]]["runs"][m][0]["trained_params"]
@@ -401,11 +368,11 @@ def summarize(per_task: dict, c) -> dict:
       diffs = {t: [100 * (a["test"]["accuracy"] - b["test"]["accuracy"])
                    for a, b in zip(per_task[t]["runs"][m], per_task[t]["runs"]["ft"])] for t in tasks}
       avg = np.mean([diffs[t] for t in tasks], axis=0)
-      res["paired_vs_ft"][m] = {"avg": _mean_std(avg), **{t: _mean_std(d) for t, d in diffs.items()}}
+      res["paired_vs_ft"][m] = {"avg": mean_std(avg), **{t: mean_std(d) for t, d in diffs.items()}}
   res["feature_shift"] = {}
   if "ft" in c.methods:   # method - FT, relative shift, task-averaged per seed (as accuracy)
     res["feature_shift_vs_ft"] = {
-        m: _mean_std(np.mean([[a["feature_shift"]["relative"] - b["feature_shift"]["relative"]
+        m: mean_std(np.mean([[a["feature_shift"]["relative"] - b["feature_shift"]["relative"]
                                for a, b in zip(per_task[t]["runs"][m], per_task[t]["runs"]["ft"])]
                               for t in tasks], axis=0))
         for m in c.methods if m in SHIFT_METHODS and m != "ft"}
@@ -428,23 +395,13 @@ def summarize(per_task: dict, c) -> dict:
   return res
 
 
-def _persistent_compilation_cache(path: Path) -> None:
-  """Every method and seed compiles the same few train steps (a new `jax.jit` per stage): XLA's
-  persistent cache in the workdir compiles each once (and again never on resume). A cache the
-  user configured is kept."""
-  if jax.config.jax_compilation_cache_dir is None:
-    path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
 def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   validate(c)
   from jaxpapers.pethead.report import write  # noqa: PLC0415 (matplotlib only when reporting)
   wd = Path(workdir)
   mesh = make_mesh(c.mesh.shape, c.mesh.axes)
   t0 = time.perf_counter()
-  _persistent_compilation_cache(wd / "xla_cache")
+  persistent_compilation_cache(wd / "xla_cache")
   tokenizer = minilm.Tokenizer()
   evaluator = Evaluator(c.eval.batch)
   task_objs = [load_task(n, c) for n in c.tasks]     # every task file checked before any training

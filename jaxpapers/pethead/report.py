@@ -5,22 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from jaxpapers.core.report import Report, Row, write_report
+from jaxpapers.core.stats import verdict
 
 # the paper's Table 1 averages (RoBERTa-large, nine GLUE/SuperGLUE dev sets), from the released
 # code's results table (Efficient-Head-Finetuning, EH-FT/exp/exp1/README.md). Other tasks, another
 # encoder: only the direction and size of EH-FT - FT compare, never the accuracies themselves.
 PAPER_AVG = {"ft": 86.96, "ehft_bitfit": 87.86, "ehft_lora": 87.85}
 PAPER_GAIN = {m: PAPER_AVG[m] - PAPER_AVG["ft"] for m in ("ehft_bitfit", "ehft_lora")}
-
-
-def _verdict(d: dict, smaller_is_claim: bool = False) -> str:
-  """From the 95% t-interval of a paired mean difference: the claim's sign excluded zero or not."""
-  if d["n"] < 2:
-    return "n/a (one seed)"
-  lo, hi = d["ci95"]
-  if smaller_is_claim:
-    lo, hi = -hi, -lo
-  return "reproduced" if lo > 0 else "not reproduced" if hi < 0 else "not established"
 
 
 def _cell(d: dict) -> str:
@@ -49,12 +40,11 @@ def write(wd: Path, c, results: dict, per_task: dict) -> Path:
       d = paired[m]["avg"]
       lo_hi = (f"; 95% CI [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}], seeds "
                + ", ".join(f"{v:+.1f}" for v in d["values"]) if d["n"] > 1 else "")
-      verdict = _verdict(d)
       paper = (f"{PAPER_GAIN[m]:+.2f} pts (the release's table: RoBERTa-large, 9 GLUE/SuperGLUE "
                "dev sets, best dev score)"
                if m in PAPER_GAIN else "not in the released table")
       rows.append(Row(f"{m} - ft, task-average test accuracy (paired by seed)", paper,
-                      f"{d['mean']:+.2f} pts{lo_hi}", verdict,
+                      f"{d['mean']:+.2f} pts{lo_hi}", verdict(d),
                       f"{len(results['tasks'])} tasks, {d['n']} seed(s)"))
   fs = results.get("feature_shift", {})
   if "ft" in fs and "ehft_lora" in fs:
@@ -63,7 +53,7 @@ def write(wd: Path, c, results: dict, per_task: dict) -> Path:
     rows.append(Row("feature shift, EH-FT(LoRA) vs FT: L2 of the final-layer [CLS] features of the "
                     "train set, relative to their norm", "smaller for EH-FT (Fig. 1)",
                     f"{fs['ehft_lora']['relative']:.3f} vs {fs['ft']['relative']:.3f}{ci}",
-                    _verdict(d, smaller_is_claim=True),
+                    verdict(d, smaller_is_claim=True),
                     f"task-average per seed, {d['n']} seed(s)"))
   sections = [
       ("Test accuracy (%), mean ± std over seeds", table(results) + "\n\n" + results["score"]),

@@ -10,12 +10,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import importlib.resources
-import json
 import lzma
 from pathlib import Path
 
 import numpy as np
 
+from jaxpapers.core import jsonl
 from jaxpapers.core.errors import DataError
 
 BUILTIN = ("drugs", "polarity", "lexname", "wic", "gloss_match", "manpage")
@@ -38,15 +38,7 @@ class Task:
 def _parse(lines, where: str, labels: tuple[str, ...] | None, task_field: str | None = None):
   """(texts, pairs, label strings) of the JSONL lines; `task_field`: keep lines of that task."""
   texts, pairs, ys = [], [], []
-  for n, line in enumerate(lines, 1):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise DataError(f"{where}:{n}: not a JSON object ({e.msg})") from None
-    if not isinstance(row, dict):
-      raise DataError(f"{where}:{n}: not a JSON object")
+  for n, row in jsonl.objects(lines, where):
     if task_field is not None and row.get("task") != task_field:
       continue
     for key in ("text", "label"):

@@ -61,17 +61,18 @@ def test_a_killed_suite_reruns_only_unfinished_sub_runs(suite_run):
 
 def test_a_sub_run_of_another_config_is_refused_and_kept(tmp_path):
   from jaxpapers.core.errors import WorkdirError
-  from jaxpapers.pethead.experiments import _cached
+  from jaxpapers.core.workdir import cached_result
+  from jaxpapers.pethead.experiments import fingerprint
   from jaxpapers.registry import experiments_root
   from jaxpapers.core.config import load_config_file
   c = load_config_file(experiments_root() / "pethead/configs/suite.py", "tiny")
   path = tmp_path / "result.json"
-  assert _cached(path, lambda: ({"score": 1}, None), c)[0]["score"] == 1
-  assert _cached(path, lambda: ({"score": 2}, None), c)[0]["score"] == 1      # reused
+  assert cached_result(path, lambda: ({"score": 1}, None), fingerprint(c))[0]["score"] == 1
+  assert cached_result(path, lambda: ({"score": 2}, None), fingerprint(c))[0]["score"] == 1      # reused
   kept = path.read_text()
   c.train.epochs = 3
   with pytest.raises(WorkdirError, match="made with another config \\(differs in train.epochs\\)"):
-    _cached(path, lambda: ({"score": 3}, None), c)
+    cached_result(path, lambda: ({"score": 3}, None), fingerprint(c))
   assert path.read_text() == kept
 
 
