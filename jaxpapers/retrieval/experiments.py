@@ -112,9 +112,12 @@ class Tokenized:
   col: datalib.Collection
   queries: minilm.Encoded
   docs: minilm.Encoded
+  hard: np.ndarray | None = None   # training pairs: each query's BM25 hard negative (a doc index)
 
 
 def collections_of(seed: int, c, tokenizer, beir: dict) -> dict[str, Tokenized]:
+  """The seed's collections, tokenized; the training pairs with their BM25 hard negatives (mined
+  once here, shared by every mode of the seed)."""
   cols = datalib.builtin(seed, sizes(c)) | beir
   out = {}
   for name, col in cols.items():
@@ -122,17 +125,25 @@ def collections_of(seed: int, c, tokenizer, beir: dict) -> dict[str, Tokenized]:
         "wordnet" if name in ("train", "dev", "in_domain", "cross_topic") else name)
     out[name] = Tokenized(col, tokenizer(col.queries, length=c.data.query_len),
                           tokenizer(col.docs, length=c.data.doc_len[kind]))
+  tr = out["train"]
+  tr.hard = hard_negatives(tr.col.queries, tr.col.docs, _positions(tr.col), seed=seed)
   return out
+
+
+def _positions(col: datalib.Collection) -> np.ndarray:
+  """The index in col.docs of each query's positive."""
+  where = {d: i for i, d in enumerate(col.doc_ids)}
+  return np.array([where[d] for d in col.positives()])
 
 
 class Batches:
   """Step -> (queries, positives, BM25 hard negatives) of B training pairs: epoch-wise
   permutations, a function of (seed, step); an epoch's last incomplete batch is dropped."""
 
-  def __init__(self, t: Tokenized, hard: np.ndarray, batch: int, seed: int):
-    self.t, self.hard, self.batch, self.seed = t, hard, batch, seed
+  def __init__(self, t: Tokenized, batch: int, seed: int):
+    self.t, self.hard, self.batch, self.seed = t, t.hard, batch, seed
     self.per_epoch = max(len(t.col.queries) // batch, 1)
-    self.pos = np.array([t.col.doc_ids.index(d) for d in t.col.positives()])
+    self.pos = _positions(t.col)
     self._perm = {}
 
   def __call__(self, step: int) -> dict:
@@ -185,7 +196,6 @@ def fit(mode: str, c, cols: dict[str, Tokenized], seed: int, lr: float, wd: Path
         progress: bool) -> tuple[DualEncoder, dict]:
   """Trains `mode` on the training pairs; returns the model and its training record."""
   tr = cols["train"]
-  hard = hard_negatives(tr.col.queries, tr.col.docs, np.arange(len(tr.col.docs)), seed=seed)
   steps = c.train.epochs * max(len(tr.col.queries) // c.train.batch, 1)
   model = retriever(c, seed, mode)
   flt = pet.trainable_filter(TRAINED[mode])
@@ -193,7 +203,7 @@ def fit(mode: str, c, cols: dict[str, Tokenized], seed: int, lr: float, wd: Path
   log.info("%s: training %d of %d parameters (%.3f%%), %d steps, lr %g", mode, tuned, total,
            100 * tuned / total, steps, lr)
   out = train(cfg=_train_cfg(c, steps, seed, lr), workdir=wd, model=model, loss_fn=loss_fn,
-              get_batch=Batches(tr, hard, c.train.batch, seed), mesh=mesh, progress=progress,
+              get_batch=Batches(tr, c.train.batch, seed), mesh=mesh, progress=progress,
               trainable=flt)
   model = out.model()
   if mode != "ft":
@@ -210,17 +220,23 @@ def evaluate(rank_fn, t: Tokenized, c, wd: Path | None, tag: str) -> dict:
   scores, idx = rank_fn(t)
   col = t.col
   ranked = [[col.doc_ids[j] for j in row] for row in idx]
-  out = metrics.evaluate(dict(zip(col.query_ids, ranked)), col.qrels)
-  out["per_query_ndcg10"] = [metrics.ndcg(r, col.qrels[q], 10) for q, r in zip(col.query_ids, ranked)]
+  # per-query values in query_ids' order (the pairing of two modes' queries)
+  per = metrics.per_query(dict(zip(col.query_ids, ranked)), {q: col.qrels[q] for q in col.query_ids})
+  out = {k: float(np.mean(v)) for k, v in per.items()}
+  out["per_query_ndcg10"] = per["ndcg10"]
   out["ece"] = metrics.retrieval_ece(scores, ranked, col.query_ids, col.qrels, c.eval.ece_k,
                                      c.eval.ece_bins)
   out.update(truncated_docs=int(t.docs.truncated), truncated_queries=int(t.queries.truncated),
              n_queries=len(col.queries), n_docs=len(col.docs), **col.dropped)
   if wd is not None:
     wd.mkdir(parents=True, exist_ok=True)
-    write_trec_run(wd / f"{col.name.replace(':', '_')}.trec", col.query_ids, col.doc_ids, scores,
-                   idx, tag)
+    write_trec_run(wd / f"{_stem(col.name)}.trec", col.query_ids, col.doc_ids, scores, idx, tag)
   return out
+
+
+def _stem(name: str) -> str:
+  """A collection's name as a file name (`beir:scifact` -> `beir_scifact`)."""
+  return name.replace(":", "_")
 
 
 def dense_ranker(model: DualEncoder, encoder: Encoder, k: int, index_dir: Path | None):
@@ -228,7 +244,7 @@ def dense_ranker(model: DualEncoder, encoder: Encoder, k: int, index_dir: Path |
     q = encoder(model, "query", t.queries, f"{t.col.name} queries")
     d = encoder(model, "doc", t.docs, f"{t.col.name} corpus")
     if index_dir is not None:
-      save_index(index_dir / f"{t.col.name.replace(':', '_')}.index.npz", t.col.doc_ids, d)
+      save_index(index_dir / f"{_stem(t.col.name)}.index.npz", t.col.doc_ids, d)
     return search(q, d, model.scale, k)
   return rank
 

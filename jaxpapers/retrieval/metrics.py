@@ -41,8 +41,8 @@ def top_k_accuracy(ranked: list[str], rel: dict[str, int], k: int) -> float:
   return float(np.any(_gains(ranked, rel, k) > 0))
 
 
-def evaluate(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
-  """Means over the judged queries: ndcg10, recall10, recall100, mrr10, top1, top20."""
+def per_query(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, list[float]]:
+  """ndcg10, recall10, recall100, mrr10, top1, top20 of each judged query, in qrels' order."""
   per = {"ndcg10": [], "recall10": [], "recall100": [], "mrr10": [], "top1": [], "top20": []}
   for q, rel in qrels.items():
     ranked = run.get(q, [])
@@ -52,7 +52,12 @@ def evaluate(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dic
     per["mrr10"].append(mrr(ranked, rel, 10))
     per["top1"].append(top_k_accuracy(ranked, rel, 1))
     per["top20"].append(top_k_accuracy(ranked, rel, 20))
-  return {k: float(np.mean(v)) for k, v in per.items()}
+  return per
+
+
+def evaluate(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+  """Means over the judged queries of `per_query`'s metrics."""
+  return {k: float(np.mean(v)) for k, v in per_query(run, qrels).items()}
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
