@@ -157,20 +157,23 @@ def paired(a: np.ndarray, b: np.ndarray) -> dict:
   return mean_std(d) | {"values": None}
 
 
-NEAR = 0.05     # "near": worse by at most 5% of the best single method's value
+# What counts as a practical difference between adaptive and the best single method, per metric,
+# declared before measuring: 1 point of miss ratio, recall or near misses, half a point of
+# precision or collisions, 1 cm of position error, 25 cm of planning displacement.
+TOLERANCE = {"miss_ratio": 0.01, "recall": 0.01, "precision": 0.005, "pos_err": 0.01,
+             "plan_disp_err": 0.25, "collisions": 0.005, "near_misses": 0.01}
 
 
-def compare(d: dict, best_value: float, lower_is_better: bool) -> str:
-  """Adaptive against the best single method from the paired difference's 95% interval: better,
-  tied (the interval holds 0), near (worse, by at most NEAR of the best value) or worse."""
+def compare(d: dict, metric: str) -> str:
+  """Adaptive against the best single method from the paired difference (adaptive - best) and its
+  95% interval: better / worse when the interval excludes 0 and the mean difference exceeds the
+  metric's tolerance, else near (at the best or within the tolerance of it)."""
   lo, hi = d.get("ci95", [d["mean"], d["mean"]])
-  if lower_is_better:
+  if metric in LOWER_IS_BETTER:
     lo, hi = -hi, -lo                  # now positive = adaptive better
-  if lo > 0:
-    return "better"
-  if hi >= 0:
-    return "tied"
-  return "near" if abs(d["mean"]) <= NEAR * abs(best_value) else "worse"
+  if abs(d["mean"]) <= TOLERANCE[metric] or lo <= 0 <= hi:
+    return "near"
+  return "better" if lo > 0 else "worse"
 
 
 def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
@@ -234,14 +237,13 @@ def summarize(names, per_seed, episodes, summaries, c) -> dict:
     vs_best[lv] = {}
     ep = {k: np.concatenate([e[k] for e in episodes[lv]]) for k in episodes[lv][0]}
     for metric in METRICS:
+      means = {m: float(np.nanmean(ep[metric][:, methods.index(m)])) for m in SINGLE + ("adaptive",)}
       key = (min if metric in LOWER_IS_BETTER else max)
-      best = key(SINGLE, key=lambda m, metric=metric: table[m][lv][metric])
+      best = key(SINGLE, key=means.get)
       d = paired(ep[metric][:, methods.index("adaptive")], ep[metric][:, methods.index(best)])
-      vs_best[lv][metric] = dict(best=best, best_value=table[best][lv][metric],
-                                 adaptive=table["adaptive"][lv][metric], diff=d["mean"],
-                                 ci95=d.get("ci95"), episodes=d["n"],
-                                 verdict=compare(d, table[best][lv][metric],
-                                                 metric in LOWER_IS_BETTER))
+      vs_best[lv][metric] = dict(best=best, best_value=means[best], adaptive=means["adaptive"],
+                                 diff=d["mean"], ci95=d.get("ci95"), episodes=d["n"],
+                                 verdict=compare(d, metric))
   modes = {}
   for lv in names:
     frames = sum(summaries[(k, lv)]["mode_frames"][:, methods.index("adaptive")].sum(0)

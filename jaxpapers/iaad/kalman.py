@@ -1,8 +1,10 @@
 """The road-side unit's object tracker: a constant-velocity Kalman filter per object, and the
 vehicle-side motion compensation of a track that arrives late (inter-frame fusion).
 
-State [px, py, vx, vy]; white-acceleration process noise of density `accel_sigma`^2 (the discretised
-CV model, Bar-Shalom et al. 2001 §6.3.2); position measurements with per-axis variance r. The two
+State [px, py, vx, vy]; the discrete white-noise-acceleration model (a constant acceleration of
+variance `accel_sigma`^2 within each dt step, independent between steps: Q = accel_sigma^2 G G^T,
+G = [dt^2/2, dt] per axis; Bar-Shalom, Li & Kirubarajan 2001, ch. 6); position measurements with
+per-axis variance r. The two
 axes follow the same model and are measured at the same times with the same variance, so they
 share one 2x2 covariance [[pp, pv], [pv, vv]]; the filter keeps that (exact, not an approximation).
 A track starts at a detection with zero velocity and velocity std INIT_VEL_SIGMA, is published once
@@ -43,10 +45,20 @@ def init_state(n: int) -> FilterState:
                      jnp.zeros(n, jnp.int32), jnp.zeros(n, jnp.int32), jnp.zeros(n, bool))
 
 
-def predict_cov(pp, pv, vv, dt, accel_sigma: float):
+def propagate_cov(pp, pv, vv, age, dt: float, accel_sigma: float):
+  """The per-axis covariance after age / dt prediction steps of dt, in closed form: F^n P F^nT plus
+  sum_i F^i Q F^iT, with (F^i G) = [dt^2 (i + 1/2), dt], so the sums are q dt^4 n(4n^2 - 1)/12,
+  q dt^3 n^2/2 and q dt^2 n (a = n dt: q(a^3 dt/3 - a dt^3/12), q a^2 dt/2, q a dt). Equal to
+  stepping `predict_cov` n times (tested); age need not be a multiple of dt."""
   q = accel_sigma ** 2
-  return (pp + 2 * dt * pv + dt ** 2 * vv + q * dt ** 4 / 4, pv + dt * vv + q * dt ** 3 / 2,
-          vv + q * dt ** 2)
+  a = age
+  return (pp + 2 * a * pv + a ** 2 * vv + q * (a ** 3 * dt / 3 - a * dt ** 3 / 12),
+          pv + a * vv + q * a ** 2 * dt / 2, vv + q * a * dt)
+
+
+def predict_cov(pp, pv, vv, dt: float, accel_sigma: float):
+  """One prediction step: F P F^T + Q."""
+  return propagate_cov(pp, pv, vv, dt, dt, accel_sigma)
 
 
 def filter_step(st: FilterState, z, detected, dt: float, meas_sigma: float, accel_sigma: float,
@@ -84,9 +96,10 @@ def track(z: jnp.ndarray, detected: jnp.ndarray, dt: float, meas_sigma: float, a
   return jax.lax.scan(step, init_state(z.shape[1]), (z, detected))[1]
 
 
-def compensate(tr: Tracks, age, accel_sigma: float) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """Tracks `age` seconds old moved to the present by the CV model: the means pos + vel * age and
-  their per-axis position variance predicted alongside (exact for a constant-velocity object)."""
+def compensate(tr: Tracks, age, dt: float, accel_sigma: float) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Tracks `age` seconds old moved to the present by the filter's own CV model: the means
+  pos + vel * age and the per-axis position variance of age / dt prediction steps (exact for a
+  constant-velocity object)."""
   age = jnp.broadcast_to(age, tr.pp.shape)
-  var = predict_cov(tr.pp, tr.pv, tr.vv, age, accel_sigma)[0]
+  var = propagate_cov(tr.pp, tr.pv, tr.vv, age, dt, accel_sigma)[0]
   return tr.pos + tr.vel * age[..., None], var

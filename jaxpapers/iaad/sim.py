@@ -13,13 +13,15 @@ Methods (IAAD §IV; the adaptive choice as its journal extension's S-T choice):
   inter     inter-frame fusion: the newest arrived RSU message (age <= plan_max_age), its tracks
             motion-compensated to frame t with their Kalman velocity, fused with the ego's frame.
   planning  planning fusion: no object-level fusion; the newest RSU tracks (age <= plan_max_age)
-            that the ego does not itself see reach the planner as constraints: standing obstacles,
-            placed two (compensated) standard deviations closer and with the corridor widened by
-            as much, so the ego slows before an occluded pedestrian.
-  adaptive  per frame, from what arrived: intra when frame t's message made the deadline, inter
-            when the newest message is at most inter_max_age old (the compensation is accurate),
-            planning constraints when it is at most plan_max_age old, else the ego alone. A
-            confirmed RSU track is thus never dropped while any message <= plan_max_age old holds it.
+            that the ego does not itself see reach the planner as constraints: obstacles placed two
+            (compensated) standard deviations closer, with the lane corridor widened by as much;
+            one inside the widened corridor is followed at its own speed, one walking into it is
+            treated as standing. The ego slows before an occluded pedestrian.
+  adaptive  per frame, from the age of the newest message that arrived: fused when it is at most
+            inter_max_age old (at age 0, frame t's own message, this is intra-frame fusion; older,
+            inter-frame fusion), planning constraints when at most plan_max_age old, else the ego
+            alone. So the newest message's confirmed tracks reach the planner, as objects or as
+            constraints, until it is plan_max_age old.
   oracle    (reference only) the planner given every true object: the trajectory that planning
             displacement error is measured against.
 A frame's RSU information counts as fused (miss ratio) when the method used some: intra only with
@@ -115,7 +117,7 @@ def episode(key, ln: network.Link, trace: network.Trace, s: Scenario, f: Fusion,
       plan_ok = arrived.any() & (age <= f.plan_max_age + 1e-6)
       inter_short = plan_ok & (age <= f.inter_max_age + 1e-6)
       newest = jax.tree.map(lambda b: b[k], buf)
-      cpos, cvar = kalman.compensate(newest, age, f.accel_sigma)
+      cpos, cvar = kalman.compensate(newest, age, s.dt, f.accel_sigma)
       msg = Detections(cpos, newest.vel, cvar, newest.valid)
       # what this method does with it
       fuse_rsu = jnp.select([method == INTRA, method == INTER, method == ADAPTIVE],
@@ -138,10 +140,10 @@ def episode(key, ln: network.Link, trace: network.Trace, s: Scenario, f: Fusion,
       c_valid = msg.valid & ~seen & constrain
       c_pos = msg.pos - jnp.stack([2 * sigma, jnp.zeros_like(sigma)], -1)
       ob_p, gap_p, vl_p = planner.obstacles(x, v, perc.pos, perc.vel, perc.valid, idm.half_width)
-      ob_c, gap_c, _ = planner.obstacles(x, v, c_pos, msg.vel, c_valid, idm.half_width + 2 * sigma)
+      ob_c, gap_c, vl_c = planner.obstacles(x, v, c_pos, msg.vel, c_valid,
+                                            idm.half_width + 2 * sigma)
       a = planner.acceleration(idm, v, jnp.concatenate([ob_p, ob_c]),
-                               jnp.concatenate([gap_p, gap_c]),
-                               jnp.concatenate([vl_p, jnp.zeros_like(gap_c)]))
+                               jnp.concatenate([gap_p, gap_c]), jnp.concatenate([vl_p, vl_c]))
       v_new = jnp.maximum(v + a * s.dt, 0.0)
       x_new = x + (v + v_new) / 2 * s.dt
       ped_t0 = trigger_pedestrians(world, x, v, now, ped_t0)

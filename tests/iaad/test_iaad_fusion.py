@@ -94,13 +94,13 @@ def test_kalman_compensates_a_constant_velocity_object_exactly():
   last = jax.tree.map(lambda a: a[-1], tr)
   assert_close_scaled(last.vel[0], v, 1e-3)
   for age in (0.1, 0.5, 2.0):
-    pos, var = kalman.compensate(last, jnp.float32(age), accel_sigma=1e-3)
+    pos, var = kalman.compensate(last, jnp.float32(age), dt, accel_sigma=1e-3)
     assert_close_scaled(pos[0], truth[-1] + v * age, 1e-4)
     assert float(var[0]) > float(last.pp[0])                  # uncertainty grows with age
   # given the exact state, compensation is the CV motion itself
   exact = kalman.Tracks(p0[None], v[None], jnp.zeros(1), jnp.zeros(1), jnp.zeros(1),
                         jnp.ones(1, bool))
-  pos, var = kalman.compensate(exact, jnp.float32(0.7), accel_sigma=0.0)
+  pos, var = kalman.compensate(exact, jnp.float32(0.7), 0.1, accel_sigma=0.0)
   assert_close_scaled(pos[0], p0 + 0.7 * v, 1e-5)
   assert float(var[0]) == 0.0
 
@@ -120,3 +120,57 @@ def test_fuse_ignores_invalid_ego_detections(fresh):
   rsu = Detections(jnp.array([[0.1, 0.0]]), jnp.zeros((1, 2)), jnp.ones(1), jnp.array([True]))
   out = fusion.fuse(ego, rsu, True, gate=1.0)
   assert np.asarray(out.valid).tolist() == ([True, False] if fresh else [False, True])
+
+
+def _reference_filter(z, det, dt, r, q, confirm, drop):
+  """The textbook 4-state matrix Kalman filter, one object, in numpy (float64)."""
+  f = np.eye(4)
+  f[0, 2] = f[1, 3] = dt
+  g = np.array([[dt ** 2 / 2, 0], [0, dt ** 2 / 2], [dt, 0], [0, dt]])
+  qm = q * g @ g.T
+  h = np.eye(2, 4)
+  x, p, hits, misses, alive, out = np.zeros(4), np.eye(4), 0, 0, False, []
+  for zt, d in zip(z, det):
+    x, p = f @ x, f @ p @ f.T + qm
+    if d and alive:
+      k = p @ h.T @ np.linalg.inv(h @ p @ h.T + r * np.eye(2))
+      x, p = x + k @ (zt - h @ x), (np.eye(4) - k @ h) @ p
+      hits += 1
+    elif d:
+      x, p = np.r_[zt, 0, 0], np.diag([r, r, kalman.INIT_VEL_SIGMA ** 2, kalman.INIT_VEL_SIGMA ** 2])
+      hits = 1
+    misses = 0 if d else misses + 1
+    alive = bool(d) or (alive and misses <= drop)
+    hits = hits if alive else 0
+    out.append((x.copy(), p.copy(), alive and hits >= confirm))
+  return out
+
+
+def test_kalman_filter_equals_the_matrix_filter():
+  rng = np.random.default_rng(1)
+  T, dt, sigma, accel = 60, 0.1, 0.3, 3.0
+  truth = np.cumsum(rng.normal(0, 0.3, (T, 2)), axis=0) + np.linspace(0, 1, T)[:, None] * 8
+  det = rng.uniform(size=T) < 0.8
+  det[20:27] = False                                         # a drop, then a fresh track
+  z = truth + rng.normal(0, sigma, (T, 2))
+  tr = kalman.track(jnp.asarray(z[:, None], jnp.float32), jnp.asarray(det[:, None]), dt, sigma,
+                    accel, 3, 5)
+  ref = _reference_filter(z, det, dt, sigma ** 2, accel ** 2, 3, 5)
+  for t, (x, p, valid) in enumerate(ref):
+    assert bool(tr.valid[t, 0]) == valid, t
+    if not valid:
+      continue
+    assert_close_scaled(np.asarray(tr.pos[t, 0]), x[:2], 1e-4)
+    assert_close_scaled(np.asarray(tr.vel[t, 0]), x[2:], 1e-3)
+    got = np.array([tr.pp[t, 0], tr.pv[t, 0], tr.vv[t, 0]])
+    assert_close_scaled(got, np.array([p[0, 0], p[0, 2], p[2, 2]]), 1e-4)
+    assert abs(p[0, 0] - p[1, 1]) < 1e-12 and abs(p[0, 1]) < 1e-12   # the axes share it
+
+
+def test_compensation_variance_is_the_filters_own_prediction():
+  pp, pv, vv = jnp.float32(0.05), jnp.float32(0.08), jnp.float32(0.4)
+  step = (pp, pv, vv)
+  for n in range(1, 31):
+    step = kalman.predict_cov(*step, 0.1, 3.0)
+    closed = kalman.propagate_cov(pp, pv, vv, jnp.float32(n * 0.1), 0.1, 3.0)
+    assert_close_scaled(jnp.stack(closed), jnp.stack(step), 1e-5)
