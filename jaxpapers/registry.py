@@ -42,7 +42,7 @@ EXPERIMENTS = {e.name: e for e in [
                "EH-FT on pretrained MiniLM: PET (LoRA/BitFit/prefix) + head, then full fine-tuning, vs FT, LP-FT, PET alone; 6 tasks, seeds, feature shift"),
     Experiment("retrieval/transfer", "jaxpapers.retrieval.experiments:run", "retrieval/configs/transfer.py", 8.0,
                "P-tuning v2 dense retrieval on MiniLM vs FT, BitFit, zero-shot, BM25: in domain, cross-topic, man pages, Python docs; nDCG@10, ECE"),
-    Experiment("iaad/sweep", "jaxpapers.iaad.experiments:run", "iaad/configs/sweep.py", 1.7,
+    Experiment("iaad/sweep", "jaxpapers.iaad.experiments:run", "iaad/configs/sweep.py", 1.5,
                "IAAD: ego-only, intra-frame, inter-frame, planning fusion and the adaptive choice in a closed-loop road simulator, swept over network levels"),
     Experiment("vpt/pipeline", "jaxpapers.vpt.experiments:run", "vpt/configs/pipeline.py", 9.4,
                "VPT in Craftax: IDM on labelled demos, pseudo-labels, BC (IDM / small / true labels) in the game"),

@@ -49,7 +49,8 @@ def propagate_cov(pp, pv, vv, age, dt: float, accel_sigma: float):
   """The per-axis covariance after age / dt prediction steps of dt, in closed form: F^n P F^nT plus
   sum_i F^i Q F^iT, with (F^i G) = [dt^2 (i + 1/2), dt], so the sums are q dt^4 n(4n^2 - 1)/12,
   q dt^3 n^2/2 and q dt^2 n (a = n dt: q(a^3 dt/3 - a dt^3/12), q a^2 dt/2, q a dt). Equal to
-  stepping `predict_cov` n times (tested); age need not be a multiple of dt."""
+  stepping `predict_cov` n times (tested) when age is a multiple of dt, as the simulator's
+  ages are."""
   q = accel_sigma ** 2
   a = age
   return (pp + 2 * a * pv + a ** 2 * vv + q * (a ** 3 * dt / 3 - a * dt ** 3 / 12),

@@ -186,10 +186,11 @@ def write(wd: Path, c, results: dict, parts_, lns, trace, use_trace, names, summ
           "descriptive", "which single method is best, per metric and level (a trade-off, not a "
           "pass/fail test)"),
       Row("adaptive at or near the best single method", "the adaptive choice (journal extension)",
-          f"{verdicts.count('better')} better, {verdicts.count('near')} near (the interval holds 0 "
-          f"or within the declared tolerance), {verdicts.count('worse')} worse of {len(verdicts)} "
-          "(level, metric) pairs",
-          "reproduced" if verdicts.count("worse") == 0 else "not reproduced",
+          f"{verdicts.count('better')} better, {verdicts.count('near')} near (within the declared "
+          f"margin with 95% confidence), {verdicts.count('worse')} worse, "
+          f"{verdicts.count('inconclusive')} inconclusive of {len(verdicts)} (level, metric) pairs",
+          "reproduced" if verdicts.count("near") + verdicts.count("better") == len(verdicts)
+          else "not reproduced",
           "paired by episode; 95% intervals; tolerances in experiments.TOLERANCE"),
   ]
   report = Report(title="IAAD: fusion methods as the network degrades (arXiv 2207.00737)",

@@ -9,8 +9,8 @@ Objects (fixed count per episode, so episodes vectorise):
                 sidewalk. It starts when the approaching ego is `trigger` seconds away (its time
                 to arrive at the current speed), as scenario-based driving tests trigger actors:
                 the occluded "ghost" pedestrian that road-side sensing exists for. The trigger range
-                (1.6-4.0 s) sets the difficulty: the ego alone collides in about one episode in
-                ten, the oracle planner (every true object known) in none;
+                (1.6-4.0 s) sets the difficulty: the ego alone collides in 6.8% of episodes of
+                the default run, the oracle planner (every true object known) in none;
   a lead car    in the ego lane far ahead, slower than the ego, braking hard at a random time (to
                 a stop or a third of its speed): the ego closes in and must follow it;
   oncoming cars in the other lane at constant speed.

@@ -16,7 +16,8 @@ Methods (IAAD §IV; the adaptive choice as its journal extension's S-T choice):
             that the ego does not itself see reach the planner as constraints: obstacles placed two
             (compensated) standard deviations closer, with the lane corridor widened by as much;
             one inside the widened corridor is followed at its own speed, one walking into it is
-            treated as standing. The ego slows before an occluded pedestrian.
+            treated as standing; traffic moving against the ego (vx < -1 m/s, the other lane's)
+            is never a constraint. The ego slows before an occluded pedestrian.
   adaptive  per frame, from the age of the newest message that arrived: fused when it is at most
             inter_max_age old (at age 0, frame t's own message, this is intra-frame fusion; older,
             inter-frame fusion), planning constraints when at most plan_max_age old, else the ego
@@ -137,7 +138,7 @@ def episode(key, ln: network.Link, trace: network.Trace, s: Scenario, f: Fusion,
       # planning constraints: RSU tracks that no perceived object already holds
       seen = fusion.associate(msg.pos, msg.valid, perc.pos, perc.valid, f.gate) >= 0
       sigma = jnp.sqrt(msg.var)
-      c_valid = msg.valid & ~seen & constrain
+      c_valid = msg.valid & ~seen & constrain & (msg.vel[:, 0] > -1.0)   # not oncoming traffic
       c_pos = msg.pos - jnp.stack([2 * sigma, jnp.zeros_like(sigma)], -1)
       ob_p, gap_p, vl_p = planner.obstacles(x, v, perc.pos, perc.vel, perc.valid, idm.half_width)
       ob_c, gap_c, vl_c = planner.obstacles(x, v, c_pos, msg.vel, c_valid,
