@@ -4,6 +4,7 @@ video models (inherited / scratch / one-stage, equal compute) -> hierarchical ge
 classifier-based evaluation -> report."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -78,10 +79,21 @@ def _fit(name, model, batches, t, c, wd, mesh):
                mesh=mesh)
 
 
+@nnx.jit
+def _loss(model, batch):
+  return loss_fn(model, batch, None)[0]
+
+
+@functools.partial(nnx.jit, static_argnums=2)
+def _logits(model, batch, spatial_only: bool):
+  return batch_logits(model, batch, spatial_only=spatial_only)
+
+
 def _val_loss(model, batches, n: int = 4) -> float:
-  """Mean next-code loss on `n` validation batches (held-out caption combinations)."""
-  step = nnx.jit(lambda m, b: loss_fn(m, b, None)[0])
-  return float(np.mean([step(model, batches(i)) for i in range(n)]))
+  """Mean next-code loss on `n` validation batches (held-out caption combinations). `_loss` and
+  `_logits` are jitted once at module level, so the three video models (one structure) share
+  their compiled programs."""
+  return float(np.mean([_loss(model, batches(i)) for i in range(n)]))
 
 
 class Generator:
@@ -175,8 +187,7 @@ def loss_by_frame(model: CogVideo, batches, first_by_image: bool, n: int = 2) ->
   channel; how far they fall below the first shows how much the model uses the past.
   `first_by_image`: frame 0 scored through the spatial channel alone, i.e. the frozen image
   model, which is what makes an inherited model's first frame (it is not in its loss)."""
-  step = nnx.jit(lambda m, b, spatial_only: batch_logits(m, b, spatial_only=spatial_only),
-                 static_argnums=2)
+  step = _logits
   tot, cnt = np.zeros(5), np.zeros(5)
   for i in range(n):
     b = batches(i)

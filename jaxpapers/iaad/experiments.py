@@ -108,9 +108,10 @@ def links(c) -> tuple[list[str], list[network.Link], network.Trace, bool]:
   return names, lns, sim.no_trace(), False
 
 
-def run_level(keys, ln, trace, use_trace, parts_, batch: int, bar) -> tuple[dict, float, int]:
-  """Episode summaries [E, M] for all keys, the seconds spent after each batch's first compile,
-  and the episodes those seconds covered."""
+def run_level(keys, ln, trace, use_trace, parts_, batch: int, bar, compiled: set
+              ) -> tuple[dict, float, int]:
+  """Episode summaries [E, M] for all keys, the seconds spent in calls of an already compiled
+  batch size (`compiled`, this run's, updated) and the episodes those seconds covered."""
   s, f, idm, sc = parts_
   out, seconds, timed = [], 0.0, 0
   for i in range(0, keys.shape[0], batch):
@@ -118,16 +119,13 @@ def run_level(keys, ln, trace, use_trace, parts_, batch: int, bar) -> tuple[dict
     t0 = time.perf_counter()
     r = jax.block_until_ready(sim.run_batch(chunk, ln, trace, s, f, idm, sc, use_trace))
     dt = time.perf_counter() - t0
-    if run_level.compiled.get(chunk.shape[0]):
+    if chunk.shape[0] in compiled:
       seconds += dt
       timed += chunk.shape[0]
-    run_level.compiled[chunk.shape[0]] = True
+    compiled.add(chunk.shape[0])
     out.append(jax.tree.map(np.asarray, r))
     bar.update(chunk.shape[0])
   return {k: np.concatenate([o[k] for o in out]) for k in out[0]}, seconds, timed
-
-
-run_level.compiled = {}
 
 
 def per_episode(r: dict) -> dict:
@@ -191,13 +189,13 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   per_seed = {lv: [] for lv in names}
   episodes = {lv: [] for lv in names}
   seconds, timed = 0.0, 0
-  summaries = {}
+  summaries, compiled = {}, set()
   with tqdm(total=c.seeds * c.episodes * len(names), desc="iaad episodes", unit="ep",
             disable=not c.get("progress", True)) as bar:
     for k in range(c.seeds):
       keys = jax.random.split(jax.random.key(c.seed + k), c.episodes)
       for name, ln in zip(names, lns):
-        r, sec, n = run_level(keys, ln, trace, use_trace, parts_, c.batch, bar)
+        r, sec, n = run_level(keys, ln, trace, use_trace, parts_, c.batch, bar, compiled)
         seconds, timed = seconds + sec, timed + n
         per_seed[name].append(aggregate(r))
         episodes[name].append(per_episode(r))
