@@ -20,7 +20,7 @@ PAPER = {
             "extension, field data)",
     "pde": "planning displacement error kept within 1.7 m instead of 4 m as the network worsens "
            "(journal extension)",
-    "each": "each fusion method has its own benefit and constraint (RTAS brief, §IV)",
+    "each": "each fusion method has its own benefit and constraint (RTAS brief, abstract)",
 }
 PLOTTED = ("miss_ratio", "recall", "precision", "pos_err", "plan_disp_err", "collisions")
 LABEL = {"miss_ratio": "fusion-miss ratio", "recall": "recall", "precision": "precision",

@@ -6,7 +6,8 @@ The RSU's message of frame t arrives at t*dt + latency, or never (lost, or the e
 range). The ego fuses at its deadline t*dt + deadline_ms; the messages that arrived by then are
 the ones it can use, the newest being k* frames old (age k* * dt).
 
-Methods (IAAD §IV; the adaptive choice as its journal extension's S-T choice):
+Methods (named as in the paper's abstract, the adaptive choice after its journal extension's
+"S-T choice"; every rule below is ours: the paper's text beyond the abstracts was not available):
   ego_only  the ego's detections alone (no RSU).
   intra     intra-frame fusion: frame t's RSU tracks fused with frame t's ego detections, only if
             they arrived before the deadline; otherwise a fusion miss and the ego's alone.
