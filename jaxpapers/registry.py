@@ -36,7 +36,7 @@ EXPERIMENTS = {e.name: e for e in [
                "GACT levels L0-L2.2 on a GLM stack, a ResNet and a jraph GCN: activation memory, max batch, quality, step time"),
     Experiment("kgt/queries", "jaxpapers.kgt.experiments:run", "kgt/configs/queries.py", 9.9,
                "kgTransformer vs GQE/Q2B on 9 BetaE query types (UMLS, Kinships): MRR per type, ablations"),
-    Experiment("cogvideo/t2v", "jaxpapers.cogvideo.experiments:run", "cogvideo/configs/t2v.py", 12.1,
+    Experiment("cogvideo/t2v", "jaxpapers.cogvideo.experiments:run", "cogvideo/configs/t2v.py", 12.9,
                "CogVideo on a captioned moving-object world: inherited vs scratch vs one-stage at equal compute; caption accuracy, Frechet distance, frame-rate control"),
     Experiment("pethead/suite", "jaxpapers.pethead.experiments:run", "pethead/configs/suite.py", 6.9,
                "EH-FT on pretrained MiniLM: PET (LoRA/BitFit/prefix) + head, then full fine-tuning, vs FT, LP-FT, PET alone; 6 tasks, seeds, feature shift"),
