@@ -187,13 +187,12 @@ def loss_by_frame(model: CogVideo, batches, first_by_image: bool, n: int = 2) ->
   channel; how far they fall below the first shows how much the model uses the past.
   `first_by_image`: frame 0 scored through the spatial channel alone, i.e. the frozen image
   model, which is what makes an inherited model's first frame (it is not in its loss)."""
-  step = _logits
   tot, cnt = np.zeros(5), np.zeros(5)
   for i in range(n):
     b = batches(i)
-    logp = np.asarray(jax.nn.log_softmax(step(model, b, False)))
+    logp = np.asarray(jax.nn.log_softmax(_logits(model, b, False)))
     if first_by_image:
-      first = np.asarray(jax.nn.log_softmax(step(model, b, True)))
+      first = np.asarray(jax.nn.log_softmax(_logits(model, b, True)))
       logp = np.where((np.roll(b["time"], -1, axis=1) == 0)[..., None], first, logp)
     nll = -np.take_along_axis(logp, b["targets"][..., None], -1)[..., 0]
     t, w = np.roll(b["time"], -1, axis=1), b["weights"]

@@ -48,21 +48,23 @@ def partnered(match: jnp.ndarray, nb: int) -> jnp.ndarray:
   return (match[:, None] == jnp.arange(nb)[None, :]).any(0)
 
 
-def fuse(ego: Detections, rsu: Detections, use_rsu, gate: float) -> Detections:
-  """The fused object list: ego detections (merged with their RSU partner) then the RSU objects
-  no ego detection matched. With use_rsu False it is the ego's detections alone."""
-  rsu_valid = rsu.valid & use_rsu
-  match = associate(ego.pos, ego.valid, rsu.pos, rsu_valid, gate)
-  has = match >= 0
+def fuse(ego: Detections, rsu: Detections, use_rsu, gate: float) -> tuple[Detections, jnp.ndarray]:
+  """(the fused object list, [Nr] which RSU objects an ego detection matched). The list holds the
+  ego detections (merged with their RSU partner when use_rsu) then the RSU objects no ego detection
+  matched; with use_rsu False it is the ego's detections alone. The matching is computed either
+  way: planning fusion uses it to tell which RSU tracks the ego already sees."""
+  match = associate(ego.pos, ego.valid, rsu.pos, rsu.valid, gate)
+  seen = partnered(match, rsu.pos.shape[0])
+  has = (match >= 0) & use_rsu
   j = jnp.maximum(match, 0)
   we, wr = 1.0 / ego.var, jnp.where(has, 1.0 / rsu.var[j], 0.0)
   pos = (ego.pos * we[:, None] + rsu.pos[j] * wr[:, None]) / (we + wr)[:, None]
   vel = jnp.where(has[:, None], (ego.vel * we[:, None] + rsu.vel[j] * wr[:, None]) / (we + wr)[:, None],
                   ego.vel)
   var = 1.0 / (we + wr)
-  rest = rsu_valid & ~partnered(match, rsu.pos.shape[0])
+  rest = rsu.valid & use_rsu & ~seen
   return Detections(jnp.concatenate([pos, rsu.pos]), jnp.concatenate([vel, rsu.vel]),
-                    jnp.concatenate([var, rsu.var]), jnp.concatenate([ego.valid, rest]))
+                    jnp.concatenate([var, rsu.var]), jnp.concatenate([ego.valid, rest])), seen
 
 
 def perception_counts(perceived: Detections, truth, truth_valid, gate: float):

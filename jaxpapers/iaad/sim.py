@@ -130,14 +130,14 @@ def episode(key, ln: network.Link, trace: network.Trace, s: Scenario, f: Fusion,
                         plan_ok)
       mode = jnp.where(fuse_rsu, jnp.where(k == 0, 1, 2), jnp.where(constrain, 3, 0))
       ego = ego_detect(s, x, pos, vel, world.kind, draws, t)
-      perc = fusion.fuse(ego, msg, fuse_rsu, f.gate)
+      perc, seen = fusion.fuse(ego, msg, fuse_rsu, f.gate)
       m = perc.pos.shape[0]
       pad = jnp.zeros((m - n, 2))
       truth = Detections(jnp.concatenate([pos, pad]), jnp.concatenate([vel, pad]), jnp.zeros(m),
                          jnp.arange(m) < n)
       perc = jax.tree.map(lambda a, b: jnp.where(method == ORACLE, a, b), truth, perc)
-      # planning constraints: RSU tracks that no perceived object already holds
-      seen = fusion.associate(msg.pos, msg.valid, perc.pos, perc.valid, f.gate) >= 0
+      # planning constraints: RSU tracks the ego does not itself see (constraints are used only
+      # when no RSU object is fused, so the perceived objects are then the ego's detections)
       sigma = jnp.sqrt(msg.var)
       c_valid = msg.valid & ~seen & constrain & (msg.vel[:, 0] > -1.0)   # not oncoming traffic
       c_pos = msg.pos - jnp.stack([2 * sigma, jnp.zeros_like(sigma)], -1)
@@ -161,8 +161,7 @@ def episode(key, ln: network.Link, trace: network.Trace, s: Scenario, f: Fusion,
       gap = dxy[:, 0] - reach[:, 0]
       near = jnp.any(ahead & ((gap < sc.near_gap) | ((v - vel[:, 0]) * sc.near_ttc > gap)))
       out = dict(covered=covered, used=used & covered, tp=tp, n_gt=n_gt, n_perc=n_perc, err=err,
-                 collision=collision, near=near, x=x, v=v, mode=mode,
-                 age=jnp.where(arrived.any(), age, -1.0))
+                 collision=collision, near=near, x=x, v=v, mode=mode)
       if record:
         out.update(perc_pos=perc.pos, perc_valid=perc.valid, c_pos=c_pos, c_valid=c_valid,
                    true_pos=pos, latency=jnp.where(covered & ~lost, latency, jnp.nan))
@@ -185,7 +184,6 @@ def summarize_episode(o: dict) -> dict:
       n_gt=o["n_gt"].sum(-1), n_perc=o["n_perc"].sum(-1), err=o["err"].sum(-1),
       collided=collided, near_miss=o["near"].any(-1) & ~collided,
       disp=jnp.abs(o["x"] - o["x"][ORACLE]).mean(-1),
-      final_disp=jnp.abs(o["x"][:, -1] - o["x"][ORACLE, -1]),
       mode_frames=jnp.stack([(o["mode"] == i).sum(-1) for i in range(len(MODES))], -1))
 
 

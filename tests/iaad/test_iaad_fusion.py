@@ -64,16 +64,18 @@ def test_fuse_averages_matched_pairs_and_keeps_the_rest():
                    jnp.array([0.04, 0.04]), jnp.array([True, True]))
   rsu = Detections(jnp.array([[10.3, 0.0], [50.0, -3.0]]), jnp.array([[2.0, 0.0], [0.0, 1.0]]),
                    jnp.array([0.12, 0.09]), jnp.array([True, True]))
-  out = fusion.fuse(ego, rsu, True, gate=2.0)
+  out, seen = fusion.fuse(ego, rsu, True, gate=2.0)
   w_e, w_r = 1 / 0.04, 1 / 0.12
   assert_close_scaled(out.pos[0, 0], (10.0 * w_e + 10.3 * w_r) / (w_e + w_r), 1e-5)
   assert_close_scaled(out.vel[0, 0], (1.0 * w_e + 2.0 * w_r) / (w_e + w_r), 1e-5)
   assert_close_scaled(out.var[0], 1 / (w_e + w_r), 1e-5)
   assert np.asarray(out.valid).tolist() == [True, True, False, True]   # RSU's partner folded in
   assert_close_scaled(out.pos[3], jnp.array([50.0, -3.0]), 1e-5)
-  alone = fusion.fuse(ego, rsu, False, gate=2.0)
+  alone, seen_alone = fusion.fuse(ego, rsu, False, gate=2.0)
   assert np.asarray(alone.valid).tolist() == [True, True, False, False]
   assert_close_scaled(alone.pos[:2], ego.pos, 1e-5)
+  # which RSU objects the ego sees is reported whether or not they are fused
+  assert np.asarray(seen).tolist() == np.asarray(seen_alone).tolist() == [True, False]
 
 
 def test_perception_counts():
@@ -118,7 +120,7 @@ def test_tracks_are_confirmed_then_dropped():
 def test_fuse_ignores_invalid_ego_detections(fresh):
   ego = Detections(jnp.array([[0.0, 0.0]]), jnp.zeros((1, 2)), jnp.ones(1), jnp.array([fresh]))
   rsu = Detections(jnp.array([[0.1, 0.0]]), jnp.zeros((1, 2)), jnp.ones(1), jnp.array([True]))
-  out = fusion.fuse(ego, rsu, True, gate=1.0)
+  out, _ = fusion.fuse(ego, rsu, True, gate=1.0)
   assert np.asarray(out.valid).tolist() == ([True, False] if fresh else [False, True])
 
 
