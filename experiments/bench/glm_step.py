@@ -1,17 +1,21 @@
 """GLM train-step throughput on this machine, as ratios measured in one process.
 
-  python experiments/bench/glm_step.py [--d_model 512 --num_layers 2 --seq_len 128 --batch 16]
+  python experiments/bench/glm_step.py [--preset quick] [--d_model 512 --num_layers 2 ...]
 
-Prints JSON: tokens/s, model FLOP/s of the jitted train step (6 x matmul params + attention, per
-token), this machine's matmul FLOP/s (n=2048, best of 8) and their ratio `mfu_cpu`; then where
-the time goes: forward only, forward + backward, and the full step (optimizer update, the
-non-finite guard), each as a fraction of the full step.
+The shape is a glm/pretrain preset's (default: quick, the shape the quick run reports `mfu_cpu`
+for), any flag overriding it. Prints JSON: tokens/s, model FLOP/s of the jitted train step
+(6 x matmul params + attention, per token), this machine's peak matmul FLOP/s measured as the quick
+run measures it (`core.flops.measure_peak_matmul_flops`, best of 5 rounds over the preset's
+sizes) and their ratio `mfu_cpu`; then where the time goes: forward only, forward + backward,
+and the full step (optimizer update, the non-finite guard), each as a fraction of the full step.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +23,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jaxpapers.core.flops import measure_matmul_flops, median_time
+from jaxpapers.core import config as cfglib
+from jaxpapers.core.flops import measure_peak_matmul_flops, median_time
 from jaxpapers.core.train import TrainState, make_optimizer, make_train_step
 from jaxpapers.glm.evaluate import loss_fn, token_nll
 from jaxpapers.glm.model import GLM, GLMConfig, train_flops_per_token
@@ -28,15 +33,19 @@ from jaxpapers.glm.objective import BatchSampler, SpecialIds
 
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--d_model", type=int, default=512)
-  ap.add_argument("--num_layers", type=int, default=2)
-  ap.add_argument("--num_heads", type=int, default=8)
-  ap.add_argument("--vocab", type=int, default=4096)
-  ap.add_argument("--seq_len", type=int, default=128)
-  ap.add_argument("--batch", type=int, default=16)
-  ap.add_argument("--remat", type=int, default=1)
+  ap.add_argument("--preset", default="quick", help="glm/pretrain preset whose shape is measured")
+  for flag in ("d_model", "num_layers", "num_heads", "vocab", "seq_len", "batch", "remat"):
+    ap.add_argument(f"--{flag}", type=int, default=None, help="overrides the preset")
   ap.add_argument("--reps", type=int, default=4)
   a = ap.parse_args()
+  c = cfglib.load_config_file(Path(__file__).parents[1] / "glm/configs/pretrain.py",
+                              None if a.preset == "default" else a.preset)
+  preset = dict(d_model=c.model.d_model, num_layers=c.model.num_layers,
+                num_heads=c.model.num_heads, vocab=c.data.vocab_size, seq_len=c.objective.seq_len,
+                batch=c.train.batch, remat=int(c.model.remat))
+  for k, v in preset.items():
+    if getattr(a, k) is None:
+      setattr(a, k, v)
   cfg = GLMConfig(vocab_size=a.vocab, num_layers=a.num_layers, d_model=a.d_model,
                   num_heads=a.num_heads, dropout=0.0, remat=bool(a.remat))
   model = GLM(cfg, rngs=nnx.Rngs(params=0))
@@ -51,28 +60,30 @@ def main():
   graphdef, params = nnx.split(model, nnx.Param)
   state = TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
                      rng=jax.random.key_data(jax.random.key(0)))
-  step = jax.jit(make_train_step(graphdef, loss_fn, tx))
+  # the loss the glm/pretrain run trains with (its text_loss metric included)
+  step = jax.jit(make_train_step(graphdef, functools.partial(loss_fn, eop=ids.eop), tx))
   one = jnp.float32(1.0)
   fwd = jax.jit(lambda p, b: token_nll(nnx.merge(graphdef, p), b)[0].sum())
   grad = jax.jit(jax.grad(lambda p, b: loss_fn(nnx.merge(graphdef, p), b, None)[0]))
+  peak = measure_peak_matmul_flops(tuple(c.eval.peak_sizes), c.eval.peak_rounds)
   # interleaved rounds, medians of each: the machine is shared and its speed drifts
-  rounds = {"peak": [], "step": [], "fwd": [], "grad": []}
+  rounds = {"step": [], "fwd": [], "grad": []}
   for _ in range(3):
-    rounds["peak"].append(measure_matmul_flops(reps=4))
     rounds["step"].append(median_time(lambda s: step(s, batch, one)[1]["loss"], state, reps=a.reps))
     rounds["fwd"].append(median_time(fwd, params, batch, reps=a.reps))
     rounds["grad"].append(median_time(grad, params, batch, reps=a.reps))
-  peak, t_step, t_fwd, t_grad = (statistics.median(rounds[k]) for k in ("peak", "step", "fwd", "grad"))
+  t_step, t_fwd, t_grad = (statistics.median(rounds[k]) for k in ("step", "fwd", "grad"))
   n_tok = a.batch * a.seq_len
   flops = train_flops_per_token(cfg, a.seq_len) * n_tok
   print(json.dumps({
       "config": vars(a), "devices": jax.device_count(), "backend": jax.default_backend(),
       "tokens_per_s": n_tok / t_step, "step_time_s": t_step,
-      "model_flops_per_step": flops, "matmul_flops_per_s": peak,
-      "mfu_cpu": flops / t_step / peak,
+      "model_flops_per_step": flops, "matmul_flops_per_s": peak["peak"],
+      "matmul_flops_per_s_spread": peak["spread"], "matmul_best_size": peak["best_size"],
+      "mfu_cpu": flops / t_step / peak["peak"],
       "fraction_forward": t_fwd / t_step, "fraction_forward_backward": t_grad / t_step,
       "fraction_optimizer_and_guard": (t_step - t_grad) / t_step,
-      "mfu_forward_only": flops / 3 / t_fwd / peak,
+      "mfu_forward_only": flops / 3 / t_fwd / peak["peak"],
       "spread": {k: [min(v), max(v)] for k, v in rounds.items()},
   }, indent=1))
 

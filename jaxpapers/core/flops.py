@@ -1,4 +1,5 @@
-"""This machine's matmul FLOP/s, measured in-process, as the denominator of `mfu_cpu`."""
+"""This machine's peak matmul FLOP/s (the denominator of `mfu_cpu`) and copy bandwidth, measured
+in-process; timing helpers."""
 from __future__ import annotations
 
 import statistics
@@ -34,12 +35,32 @@ def median_time_pipelined(fn, *args, reps: int = 7, inner: int = 20) -> float:
   return statistics.median(ts)
 
 
-def measure_matmul_flops(n: int = 2048, reps: int = 8, dtype=jnp.float32) -> float:
-  """FLOP/s of an n x n x n matmul, from the median of `reps` timings: the same statistic as the
-  median step time it is divided into, so that machine noise affects both alike."""
-  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-  return 2.0 * n ** 3 / median_time(jax.jit(lambda x, y: x @ y), a, b, reps=reps)
+def measure_peak_matmul_flops(sizes=(512, 1024, 2048), rounds: int = 5,
+                              dtype=jnp.float32) -> dict:
+  """This machine's peak matmul FLOP/s, the stable denominator of `mfu_cpu`: the best single
+  timing of n x n x n matmuls over `sizes` and `rounds` interleaved rounds (after a warm-up call
+  each). A best-of-N is what the machine can do when nothing else runs; a median would move with
+  the load of the moment (27-209 GFLOP/s seen in one busy process). XLA runs each matmul on all
+  of its CPU threads (its thread count is fixed per process).
+
+  Returns {"peak": FLOP/s, "best_size": n, "per_size": {n: best FLOP/s}, "spread": [lowest,
+  highest] FLOP/s of the best size over the rounds}."""
+  fns, rates = {}, {n: [] for n in sizes}
+  mm = jax.jit(lambda x, y: x @ y)
+  for n in sizes:
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    jax.block_until_ready(mm(a, b))
+    fns[n] = (a, b)
+  for _ in range(rounds):
+    for n in sizes:
+      t = time.perf_counter()
+      jax.block_until_ready(mm(*fns[n]))
+      rates[n].append(2.0 * n ** 3 / (time.perf_counter() - t))
+  per_size = {n: max(r) for n, r in rates.items()}
+  best = max(per_size, key=per_size.get)
+  return {"peak": per_size[best], "best_size": best, "per_size": per_size,
+          "spread": [min(rates[best]), max(rates[best])]}
 
 
 def measure_copy_bandwidth(mib: int = 512, reps: int = 7) -> float:

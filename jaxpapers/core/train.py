@@ -277,17 +277,11 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
     run_of_skips = 0
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train",
                disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
-    b_shard = None
-    for step in bar:
-      host = get_batch(step)
-      if b_shard is None:
-        b_shard = _batch_shardings(host, mesh, batch_logical)
-      batch = {k: global_array(v, b_shard[k]) for k, v in host.items()}
-      poison = jnp.float32(math.nan if step == t.inject_nan_step else 1.0)
-      t0 = time.perf_counter()
-      state, m = step_fn(state, batch, poison, frozen)
+
+    def record(step, m, dt):
+      """The host side of a finished step: its metrics row, the progress bar, the guard."""
+      nonlocal run_of_skips
       m = jax.device_get(m)
-      dt = time.perf_counter() - t0
       row = {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
       row.update(step_time=dt, cold=float(step < start + 2))  # cold: includes compilation
       writer.write(step + 1, row, tensorboard=(step + 1) % t.log_every == 0 or step + 1 == t.steps)
@@ -309,12 +303,42 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
               "lower the learning rate or check the data")
       else:
         run_of_skips = 0
+
+    # The host never waits for a step before dispatching the next one: step s's metrics are
+    # fetched after step s+1 is dispatched, so building a batch overlaps the device's work. A step
+    # that an evaluation, a checkpoint or the end needs is recorded (and guarded) before them.
+    # step_time: from the previous step's completion (seen by the host) to this one's; from its
+    # dispatch after the start, an evaluation or a checkpoint.
+    b_shard, pending, t_done = None, None, None
+    for step in bar:
+      host = get_batch(step)
+      if b_shard is None:
+        b_shard = _batch_shardings(host, mesh, batch_logical)
+      batch = {k: global_array(v, b_shard[k]) for k, v in host.items()}
+      poison = jnp.float32(math.nan if step == t.inject_nan_step else 1.0)
+      t_dispatch = time.perf_counter()
+      state, m = step_fn(state, batch, poison, frozen)
+      if pending is not None:
+        jax.block_until_ready(pending[1])
+        now = time.perf_counter()
+        record(pending[0], pending[1], now - (t_done if t_done is not None else pending[2]))
+        t_done = now
+      pending = (step, m, t_dispatch)
       last = step + 1 == t.steps
-      if eval_fn is not None and t.eval_every > 0 and ((step + 1) % t.eval_every == 0) and not last:
+      evaluate = eval_fn is not None and t.eval_every > 0 and (step + 1) % t.eval_every == 0 and not last
+      save = ckpt is not None and ((step + 1) % t.ckpt_every == 0 or last)
+      if evaluate or save or last:
+        jax.block_until_ready(m)
+        now = time.perf_counter()
+        record(step, m, now - (t_done if t_done is not None else t_dispatch))
+        pending, t_done = None, now
+      if evaluate:
         writer.write(step + 1, {f"eval/{k}": v for k, v in
                                 eval_fn(nnx.merge(graphdef, state.params, frozen), step + 1).items()})
-      if ckpt is not None and ((step + 1) % t.ckpt_every == 0 or last):
+      if save:
         ckpt.save(step + 1, state, {"step": step + 1, "data_position": step + 1})
+      if evaluate or save:   # their time is not the next step's
+        t_done = None
     bar.close()
   writer.close()
   if ckpt is not None:

@@ -20,12 +20,18 @@ def token_nll(model, batch, dropout_key=None):
   return nll, logits
 
 
-def loss_fn(model, batch, dropout_key):
-  """Mean cross-entropy over the generated tokens (the blank-infilling loss, GLM §2.1)."""
+def loss_fn(model, batch, dropout_key, eop: int | None = None):
+  """Mean cross-entropy over the generated tokens, <eop> included (the blank-infilling loss that
+  GLM trains, GLM §2.1). With `eop` (bind it with functools.partial), aux["text_loss"] is the
+  same mean over the text tokens only (without the <eop> targets, whose position gives them
+  away), the loss that compares with the corpus's unigram entropy."""
   nll, _ = token_nll(model, batch, dropout_key)
   w = batch["weights"]
-  n = jnp.maximum(w.sum(), 1.0)
-  return (nll * w).sum() / n, {"tokens": w.sum()}
+  aux = {"tokens": w.sum()}
+  if eop is not None:
+    wt = w * (batch["targets"] != eop)
+    aux["text_loss"] = (nll * wt).sum() / jnp.maximum(wt.sum(), 1.0)
+  return (nll * w).sum() / jnp.maximum(w.sum(), 1.0), aux
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -34,8 +40,10 @@ def _eval_batch(graphdef, params, batch, eop):
   nll, logits = token_nll(model, batch)
   w = batch["weights"]
   hit = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
-  wt = w * (batch["targets"] != eop)                      # accuracy on the text, not on <eop>
-  return {"nll": (nll * w).sum(), "n": w.sum(), "hit": (hit * wt).sum(), "n_tok": wt.sum(),
+  wt = w * (batch["targets"] != eop)                      # the text, not the <eop> targets
+  we = w - wt
+  return {"nll": (nll * wt).sum(), "n": wt.sum(), "eop_nll": (nll * we).sum(), "n_eop": we.sum(),
+          "hit": (hit * wt).sum(), "n_tok": wt.sum(),
           "all_hit": ((hit * wt).sum(-1) == wt.sum(-1)).astype(jnp.float32).sum(),
           "rows": jnp.float32(w.shape[0])}
 
@@ -59,11 +67,15 @@ def _batched(samples: list[dict], batch: int) -> list[dict]:
 
 def ppl_set(val_tokens: np.ndarray, ids: SpecialIds, seq_len: int, count: int, batch: int,
             two_d: bool) -> list[dict]:
-  """Non-overlapping held-out windows as [gMASK] samples: the first half is bidirectional
-  context, the perplexity is over the second half (+<eop>)."""
+  """`count` held-out windows spread evenly over all the held-out text (every novel's tail;
+  non-overlapping while count windows fit) as [gMASK] samples: the first half is bidirectional
+  context, the perplexity is over the second half's text tokens (the final <eop>, an artefact of
+  cutting the text into windows, is scored apart: `val_eop_loss`)."""
   n = seq_len - 2
-  starts = range(0, max(len(val_tokens) - n, 0), n)
-  samples = [gmask_sample(val_tokens[s:s + n], n // 2, ids, seq_len, two_d) for s in starts][:count]
+  if len(val_tokens) < n:
+    raise ValueError(f"the held-out text has {len(val_tokens)} tokens, fewer than a window of {n}")
+  starts = np.unique(np.linspace(0, len(val_tokens) - n, count).astype(int))
+  samples = [gmask_sample(val_tokens[s:s + n], n // 2, ids, seq_len, two_d) for s in starts]
   return _batched(samples, batch)
 
 
@@ -104,7 +116,12 @@ def last_word_set(val_text: str, tok, ids: SpecialIds, seq_len: int, count: int,
 
 
 def summarize(ppl: dict, blank: dict, last: dict | None) -> dict:
+  """val_loss / val_ppl: per text token of the held-out windows (without <eop>);
+  val_eop_loss: the mean loss of their final <eop>; blank_infill_acc: greedy accuracy on the
+  text tokens of held-out [MASK] samples; last_word_acc: the share of passages whose last word
+  is predicted whole, greedily."""
   out = {"val_loss": ppl["nll"] / ppl["n"], "val_ppl": float(np.exp(ppl["nll"] / ppl["n"])),
+         "val_eop_loss": ppl["eop_nll"] / max(ppl["n_eop"], 1.0),
          "blank_infill_acc": blank["hit"] / blank["n_tok"]}
   if last is not None:
     out["last_word_acc"] = last["all_hit"] / last["rows"]

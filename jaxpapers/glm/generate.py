@@ -22,6 +22,14 @@ log = logging.getLogger("jaxpapers")
 # donated, so each token updates it in place
 forward_cached = jax.jit(decode_step, static_argnums=0, donate_argnums=5)
 
+MIN_BUCKET = 8
+
+
+def bucket(n: int) -> int:
+  """The padded length for n: the next power of two (at least MIN_BUCKET), so prompts and caches
+  of any length compile at most log2(max length) programs."""
+  return max(MIN_BUCKET, 1 << max(n - 1, 0).bit_length())
+
 
 def _pos(p, b, two_d):
   p = jnp.asarray(p, jnp.int32).reshape(1, -1)
@@ -52,10 +60,16 @@ def generate_blank(model, context: list[int], gen_position: int, ids: SpecialIds
   if weights is None:   # each layer's arrays on their own (FP or quantized), copied once
     weights = model.decode_weights()
   c = len(context)
-  cache = model.init_cache(1, c + 1 + max_new_tokens)
+  # the prompt is padded to its bucket and the cache sized to one: the pad tokens' keys sit past
+  # the context, where no query looks (context_len = c; a generated token at c + i sees only
+  # j <= c + i, each written by an earlier step or itself), so the result is the unpadded one
+  p = bucket(c)
+  cache = model.init_cache(1, bucket(max(p, c + 1 + max_new_tokens)))
   ctx_len = jnp.asarray([c], jnp.int32)
-  _, cache = forward_cached(model.cfg, weights, jnp.asarray([context], jnp.int32),
-                            _pos(np.arange(c), np.zeros(c), two_d), ctx_len, cache, 0)
+  padded = np.full((1, p), ids.pad, np.int32)
+  padded[0, :c] = context
+  _, cache = forward_cached(model.cfg, weights, jnp.asarray(padded),
+                            _pos(np.arange(p), np.zeros(p), two_d), ctx_len, cache, 0)
   key = jax.random.key(seed)
   out, tok = [], ids.sop
   for i in range(max_new_tokens):
@@ -109,9 +123,11 @@ def complete(model, tok, text: str, ids: SpecialIds, *, mode: str = "gmask",
     raise ValueError("mode 'mask' needs at least one [MASK] in the prompt")
   ids_list = tok.encode(text).ids
   kw.setdefault("weights", model.decode_weights())   # once for all the blanks
-  while ids.mask in ids_list:
-    m = ids_list.index(ids.mask)
+  cursor = 0
+  for _ in range(ids_list.count(ids.mask)):   # the prompt's blanks, left to right, each once
+    m = ids_list.index(ids.mask, cursor)       # (a mask id the model generates is not refilled)
     n = _fit(ids_list, max_new_tokens, max_len)
     filled = generate_blank(model, ids_list, m, ids, max_new_tokens=n, **kw)
     ids_list = ids_list[:m] + filled + ids_list[m + 1:]
+    cursor = m + len(filled)
   return tok.decode(ids_list)

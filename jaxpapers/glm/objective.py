@@ -1,9 +1,9 @@
 """GLM's autoregressive blank-infilling objective, as GLM-130B uses it (arXiv 2210.02414 §2.1).
 
 A sample is `context ++ generated`: the context (text with blanks) attends bidirectionally, the
-generated part causally. [MASK]: Poisson(lambda=3) spans totalling 15% of the tokens are replaced
-by one [MASK] each and regenerated, in a random order, each span after an <sop> and followed by
-<eop>. [gMASK]: a prefix is kept as context, ending in [gMASK], and the rest is generated.
+generated part causally. [MASK]: spans with Poisson(lambda=3) lengths (truncated to 1..39) covering
+15% of the tokens, never touching, are replaced by one [MASK] each and regenerated in a random
+order, each span after an <sop> and followed by <eop> (GLM's sampler, `mask_sample`). [gMASK]: a prefix is kept as context, ending in [gMASK], and the rest is generated.
 
 1-D positions (GLM-130B): context token i has position i; the generated tokens of a [MASK] span
 all take the position of their [MASK] token; a [gMASK] continuation counts on from the context.
@@ -13,6 +13,7 @@ intra-block id 0 in the context and 1, 2, ... inside a generated span.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -49,29 +50,59 @@ def _sample(context, gen, targets, pos, block, seq_len, ids, two_d):
   return out
 
 
+MAX_SPAN = 39   # GLM's max_block_length = 40: span lengths are drawn from 1..39
+
+
+def span_length_pmf(span_lambda: float, max_span: int = MAX_SPAN) -> np.ndarray:
+  """P(length = 1..max_span): the Poisson(span_lambda) pmf restricted to 1..max_span and
+  renormalised, as GLM's `block_length_distribution` (THUDM/GLM `blocklm_utils.py`)."""
+  k = np.arange(1, max_span + 1)
+  log_pmf = k * np.log(span_lambda) - span_lambda - np.array([math.lgamma(i + 1) for i in k])
+  pmf = np.exp(log_pmf)
+  return pmf / pmf.sum()
+
+
+def place_spans(lengths: list[int], total: int, rng: np.random.Generator) -> list[int]:
+  """Start offsets of spans of `lengths` (in this order) in a text of `total` tokens, with at least
+  one unmasked token between consecutive spans (GLM's `sample_spans`): k slot indices drawn
+  uniformly with replacement from 0..total - sum(lengths) - k + 1 and sorted; span i starts at its
+  slot plus the lengths of the spans before it plus one gap token each."""
+  k = len(lengths)
+  free = total - sum(lengths) - k + 1
+  if free < 0:
+    raise ValueError(f"{k} spans of {sum(lengths)} tokens with gaps do not fit in {total} tokens")
+  places = np.sort(rng.integers(0, free + 1, size=k))
+  starts, offset = [], 0
+  for place, length in zip(places, lengths):
+    starts.append(int(place) + offset)
+    offset += length + 1
+  return starts
+
+
 def mask_sample(raw: np.ndarray, rng: np.random.Generator, ids: SpecialIds, seq_len: int,
                 mask_ratio: float = 0.15, span_lambda: float = 3.0, two_d: bool = False) -> dict:
-  """A [MASK] sample from the front of `raw` (at least seq_len tokens), exactly seq_len long."""
+  """A [MASK] sample from the front of `raw` (at least seq_len tokens), exactly seq_len long.
+
+  GLM's span sampler (THUDM/GLM `blocklm_utils.py`; GLM §2.1, GLM-130B §2.1): span lengths i.i.d.
+  from `span_length_pmf(span_lambda)`, drawn until they cover int(mask_ratio * n) of the n text
+  tokens (the last span is not cut, so slightly more than the ratio is masked), shuffled, and
+  placed by `place_spans` (never touching). k spans add 2k tokens (a [MASK] and a <sop> each), so
+  the text takes n <= seq_len - 2k tokens: n is lowered from seq_len until the sample fits, and
+  the rest (usually nothing, a few tokens at most) is padding."""
+  pmf = span_length_pmf(span_lambda, min(MAX_SPAN, seq_len // 2))
+  draws = rng.choice(np.arange(1, len(pmf) + 1), size=seq_len, p=pmf)   # one i.i.d. stream
+  cum = np.cumsum(draws)
   n = seq_len
-  for _ in range(8):  # n + 2k must equal seq_len for k spans: shrink n until it fits
-    target = max(1, int(round(mask_ratio * n)))
-    lengths = []
-    while sum(lengths) < target:
-      lengths.append(max(1, int(rng.poisson(span_lambda))))
-    lengths[-1] -= sum(lengths) - target
-    lengths = [l for l in lengths if l > 0]
-    k = len(lengths)
+  while True:   # n strictly decreases until n + 2k fits: at most seq_len / 2 rounds
+    target = int(mask_ratio * n)
+    k = int(np.searchsorted(cum, target)) + 1 if target > 0 else 0   # first sum >= target
     if n + 2 * k <= seq_len:
       break
     n = seq_len - 2 * k
-  m = sum(lengths)
+  lengths = draws[:k].tolist()
+  rng.shuffle(lengths)
+  starts = place_spans(lengths, n, rng)
   raw = raw[:n]
-  # stars and bars: k spans among n - m kept tokens, spans may touch (GLM's span sampler).
-  slots = np.sort(rng.choice(n - m + k, size=k, replace=False))
-  starts, offset = [], 0
-  for i, s in enumerate(slots):
-    starts.append(s - i + offset)
-    offset += lengths[i]
   context, pos_of_span, cursor = [], [], 0
   for st, ln in zip(starts, lengths):
     context.extend(raw[cursor:st].tolist())

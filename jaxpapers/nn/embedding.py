@@ -38,11 +38,13 @@ SCATTER_ROWS = 4096
 
 
 def _lookup_fwd(table, ids):
-  return lookup(table, ids), (jnp.zeros_like(table), ids)
+  # the residual carries the table's row count and dtype in a zero-size [V, 0] array, not a copy
+  return lookup(table, ids), (jnp.zeros((table.shape[0], 0), table.dtype), ids)
 
 
 def _lookup_bwd(res, g):
-  grad, ids = res
+  like, ids = res
+  grad = jnp.zeros((like.shape[0], g.shape[-1]), like.dtype)
   ids, g = ids.reshape(-1), g.reshape(-1, g.shape[-1])
   n, tail = divmod(ids.shape[0], SCATTER_ROWS)
 

@@ -103,6 +103,53 @@ def test_injected_nan_stops_and_leaves_no_nonfinite_checkpoint(tmp_path):
     assert all_finite(restored["state"])
 
 
+def test_overlapped_loop_equals_a_synchronous_loop_bitwise(tmp_path):
+  """The loop fetches step s's metrics after dispatching step s+1 (no host sync per step); the
+  losses, the other metrics and the parameters are bitwise those of a loop that waits for every
+  step, and a NaN step in the middle is recorded and skipped as before."""
+  from jaxpapers.core.train import init_state, make_optimizer, make_train_step
+  c, sampler, model = _setup(steps=7, ckpt_every=0, eval_every=0, inject_nan_step=3)
+  mesh = make_mesh((1, 1), ("data", "model"), jax.devices()[:1])
+  recorded_when_built = []
+
+  def get_batch(step):   # how many steps are recorded when batch `step` is built
+    path = tmp_path / "metrics.jsonl"
+    recorded_when_built.append(len(path.read_text().splitlines()) if path.exists() else 0)
+    return sampler(step)
+  out = _train(c, get_batch, model, tmp_path, mesh)
+  assert recorded_when_built == [0, 0, 1, 2, 3, 4, 5]    # batch s+1 built before step s is fetched
+  _, _, model2 = _setup()
+  tx = make_optimizer(c.train)
+  with jax.set_mesh(mesh):
+    graphdef, state, shard, frozen = init_state(c, model2, tx, mesh)
+    step_fn = jax.jit(make_train_step(graphdef, loss_fn, tx), donate_argnums=0)
+    rows = []
+    for s in range(c.train.steps):
+      poison = np.float32(np.nan if s == 3 else 1.0)
+      state, m = step_fn(state, {k: jax.numpy.asarray(v) for k, v in sampler(s).items()}, poison, frozen)
+      rows.append(jax.device_get(m))      # waits for each step
+  assert [h["step"] for h in out.history] == list(range(1, 8))
+  for h, r in zip(out.history, rows):
+    for k in ("loss", "grad_norm", "tokens", "finite"):
+      np.testing.assert_array_equal(h[k], float(r[k]))
+  assert out.skipped_steps == [3]
+  chex.assert_trees_all_equal(jax.device_get(out.state.params), jax.device_get(state.params))
+  assert all(h["step_time"] > 0 for h in out.history)
+
+
+def test_stop_on_nonfinite_without_checkpoints_records_up_to_the_bad_step(tmp_path):
+  """With no checkpoint to wait for, the guard still stops at the bad step: metrics.jsonl ends
+  with it (the step dispatched after it is never recorded)."""
+  from jaxpapers.core.metrics import read_metrics
+  c, sampler, model = _setup(steps=8, ckpt_every=0, eval_every=0, inject_nan_step=3,
+                             on_nonfinite="stop")
+  mesh = make_mesh((1, 1), ("data", "model"), jax.devices()[:1])
+  with pytest.raises(NonFiniteError, match=r"at step 3"):
+    _train(c, sampler, model, tmp_path, mesh)
+  rows = [r for r in read_metrics(tmp_path) if "loss" in r]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[-1]["loss"] == "nan"
+
+
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
   c, sampler, model = _setup(steps=4, ckpt_every=2, keep=5)
   mesh = make_mesh((1, 1), ("data", "model"), jax.devices()[:1])

@@ -57,3 +57,89 @@ def test_generation_positions_match_training_samples():
         assert (s["positions"][0][c + i], s["positions"][1][c + i]) == (pos, block)
       else:
         assert s["positions"][c + i] == pos
+
+
+_full_forward = nnx.jit(lambda model, tokens, pos, c: model(tokens, pos, c))
+
+
+def _uncached_greedy(model, context, gen_position, counting, n, total=32):
+  """Greedy tokens from the full forward pass over context + <sop> + tokens so far (no cache),
+  padded to `total` (a position attends only to the context and to earlier positions, so the
+  padding after it changes nothing; one compiled program for every length)."""
+  import jax.numpy as jnp
+  from jaxpapers.glm.generate import generated_position
+  c, out = len(context), []
+  for _ in range(n):
+    inputs = [IDS.sop] + out
+    pos = list(range(c)) + [generated_position(c, gen_position, i, counting, False)[0]
+                            for i in range(len(inputs))]
+    last = len(pos) - 1
+    pad = total - len(pos)
+    logits = _full_forward(model, jnp.asarray([context + inputs + [IDS.pad] * pad], jnp.int32),
+                           jnp.asarray([pos + [0] * pad], jnp.int32), jnp.asarray([c], jnp.int32))
+    tok = int(jnp.argmax(logits[0, last]))
+    if tok == IDS.eop:
+      break
+    out.append(tok)
+  return out
+
+
+def test_bucketed_cached_generation_equals_uncached_greedy():
+  """Prompts padded to a power-of-two bucket and a bucketed cache give the tokens of the
+  uncached forward pass, for [gMASK] and [MASK] prompts of several lengths."""
+  model = GLM(GLMConfig(vocab_size=40, num_layers=2, d_model=16, num_heads=2, dropout=0.0),
+              rngs=nnx.Rngs(params=3))
+  rng = np.random.default_rng(0)
+  for c in (3, 6, 11, 19):
+    ctx = rng.integers(5, 40, c - 1).tolist()
+    assert (generate_blank(model, ctx + [IDS.gmask], c, IDS, max_new_tokens=5, counting=True)
+            == _uncached_greedy(model, ctx + [IDS.gmask], c, True, 5))
+    m = c // 2
+    masked = ctx[:m] + [IDS.mask] + ctx[m:]
+    assert (generate_blank(model, masked, m, IDS, max_new_tokens=5)
+            == _uncached_greedy(model, masked, m, False, 5))
+
+
+def test_compilations_grow_with_the_log_of_the_prompt_length():
+  """Prompts of 3..40 tokens compile one prefill per (prompt bucket, cache bucket) and one decode
+  step per cache bucket (8, 16, 32, 64), not one per length; a second pass compiles nothing."""
+  from jaxpapers.glm.generate import bucket, forward_cached
+  model = GLM(GLMConfig(vocab_size=41, num_layers=1, d_model=16, num_heads=2, dropout=0.0),
+              rngs=nnx.Rngs(params=0))   # a config of its own: no program compiled before
+  lengths = range(3, 41)
+  before = forward_cached._cache_size()
+  for c in lengths:
+    generate_blank(model, [7] * (c - 1) + [IDS.gmask], c, IDS, max_new_tokens=4, counting=True)
+  compiled = forward_cached._cache_size() - before
+  caches = {bucket(max(bucket(c), c + 5)) for c in lengths}
+  prefills = {(bucket(c), bucket(max(bucket(c), c + 5))) for c in lengths}
+  assert compiled == len(prefills) + len(caches) == 11   # vs 2 x 38 lengths unbucketed
+  for c in lengths[::7]:
+    generate_blank(model, [7] * (c - 1) + [IDS.gmask], c, IDS, max_new_tokens=4, counting=True)
+  assert forward_cached._cache_size() - before == compiled
+
+
+def test_fill_loop_fills_each_prompt_blank_once(monkeypatch):
+  """mode 'mask' fills the prompt's blanks left to right, once each: a [MASK] id the model
+  generates is left in place (the loop used to refill it, without end)."""
+  import jaxpapers.glm.generate as gen
+  calls = []
+
+  def fake_blank(model, context, gen_position, ids, **kw):
+    calls.append(gen_position)
+    assert len(calls) <= 5, "the fill loop did not stop"
+    return [ids.mask, 20 + len(calls)]
+  monkeypatch.setattr(gen, "generate_blank", fake_blank)
+
+  class Tok:
+    def encode(self, text):
+      return type("E", (), {"ids": [IDS.mask if w == "[MASK]" else 10 for w in text.split()]})()
+
+    def decode(self, ids):
+      return ids
+
+  class Model:
+    def decode_weights(self):
+      return {}
+  out = gen.complete(Model(), Tok(), "a [MASK] b [MASK]", IDS, mode="mask", max_new_tokens=4)
+  assert calls == [1, 4] and out == [10, IDS.mask, 21, 10, IDS.mask, 22]

@@ -1,9 +1,12 @@
 """The blank-infilling objective: masks, sample layout and positions (GLM-130B §2.1)."""
+import math
+
 import numpy as np
 
 from jaxpapers.glm import attention_mask
 from jaxpapers.glm.model import attention_mask_from_context
-from jaxpapers.glm.objective import BatchSampler, SpecialIds, gmask_sample, mask_sample
+from jaxpapers.glm.objective import (BatchSampler, SpecialIds, gmask_sample, mask_sample,
+                                     span_length_pmf)
 
 IDS = SpecialIds(pad=0, mask=1, gmask=2, sop=3, eop=4)
 
@@ -79,7 +82,9 @@ def test_mask_sample_positions_and_reconstruction():
     n = len(filled)
     np.testing.assert_array_equal(filled, raw[:n])
     masked = sum(len(v) for v in spans.values())
-    assert abs(masked - 0.15 * n) <= 1
+    target = int(0.15 * n)      # GLM draws spans until they cover it; the last one is not cut
+    assert target <= masked < target + max(len(v) for v in spans.values())
+    assert n + 2 * len(spans) <= 128 < n + 2 * len(spans) + 2 * len(spans)
     np.testing.assert_array_equal(pos[:c], np.arange(c))
 
 
@@ -111,3 +116,53 @@ def test_mask_sample_2d_block_positions():
     np.testing.assert_array_equal(pos[i:j], pos[i])
     np.testing.assert_array_equal(block[i:j], np.arange(1, j - i + 1))
     i = j
+
+
+def _spans_of(s, seq_len):
+  """The generated spans' lengths and the context of a [MASK] sample."""
+  tok, c = s["tokens"], int(s["context_len"])
+  lengths, i = [], c
+  while i < seq_len and tok[i] == IDS.sop:
+    j = i + 1
+    while j < seq_len and tok[j] not in (IDS.sop, IDS.pad):
+      j += 1
+    lengths.append(j - i - 1)
+    i = j
+  return lengths, tok[:c]
+
+
+def test_span_lengths_follow_glms_truncated_poisson():
+  """GLM's block_length_distribution: Poisson(3) on 1..39, renormalised (P(1) = 0.1572; a draw
+  of 0 mapped to 1 gives 0.20-0.23). Each draw of the stopping rule "until 15% is covered" is
+  from that pmf, so the pooled lengths of many samples are too: a chi-square test over lengths
+  1..8 and 9+ (8 degrees of freedom, critical value 26.1 at p = 0.001)."""
+  pmf = span_length_pmf(3.0)
+  assert len(pmf) == 39 and abs(pmf.sum() - 1) < 1e-12
+  tail = sum(np.exp(-3) * 3.0 ** k / math.factorial(k) for k in range(40, 80))   # P(len >= 40)
+  p1 = 3 * np.exp(-3) / (1 - np.exp(-3) - tail)
+  np.testing.assert_allclose(pmf[0], p1, rtol=1e-12)
+  np.testing.assert_allclose(pmf[0], 0.15719, atol=1e-5)
+  rng = np.random.default_rng(0)
+  raw = np.arange(100, 400, dtype=np.int32)
+  lengths = np.concatenate([_spans_of(mask_sample(raw, rng, IDS, 64), 64)[0] for _ in range(3000)])
+  assert len(lengths) > 8000
+  observed = np.bincount(np.minimum(lengths, 9), minlength=10)[1:]
+  expected = np.append(pmf[:8], pmf[8:].sum()) * len(lengths)
+  chi2 = float(((observed - expected) ** 2 / expected).sum())
+  assert chi2 < 26.1, (chi2, observed, expected.round(1))
+  assert abs((lengths == 1).mean() - pmf[0]) < 0.015
+
+
+def test_spans_never_touch_but_may_start_or_end_the_text():
+  """GLM's sample_spans keeps at least one unmasked token between spans (so no two [MASK] tokens
+  are adjacent in the context); the first span may start the text and the last may end it."""
+  rng = np.random.default_rng(1)
+  raw = np.arange(100, 400, dtype=np.int32)
+  first = last = 0
+  for _ in range(2000):
+    _, ctx = _spans_of(mask_sample(raw, rng, IDS, 32), 32)
+    is_mask = ctx == IDS.mask
+    assert not np.any(is_mask[1:] & is_mask[:-1])
+    first += bool(is_mask[0])
+    last += bool(is_mask[-1])
+  assert first > 0 and last > 0

@@ -33,6 +33,23 @@ def test_quantize_experiment_writes_the_named_results(quantize_run):
   assert (wd / "quantized" / "int4_absmax").is_dir() and (wd / "pretrain" / "results.json").exists()
 
 
+def test_pretrain_results_and_their_definitions(quantize_run):
+  """glm/pretrain's results.json (the run inside the quantize run): the named metrics, each
+  defined in REPORT.md, the matmul peak with its spread, and the decode speed."""
+  wd = quantize_run / "pretrain"
+  r = json.loads((wd / "results.json").read_text())
+  for key in ("final_loss", "val_loss", "val_ppl", "val_eop_loss", "blank_infill_acc",
+              "tokens_per_s", "mfu_cpu", "matmul_flops_per_s", "decode_tokens_per_s"):
+    assert isinstance(r[key], float) and r[key] == r[key], key
+  lo, hi = r["matmul_flops_per_s_spread"]
+  assert 0 < lo <= hi == r["matmul_flops_per_s"]
+  assert r["decode_tokens_per_s"] > 0 and r["mfu_cpu"] > 0
+  report = (wd / "REPORT.md").read_text()
+  assert "How each metric is defined" in report
+  for key in ("final_loss", "val_ppl", "val_eop_loss", "mfu_cpu", "decode_tokens_per_s"):
+    assert f"`{key}`" in report, key
+
+
 def test_cli_generate_after_a_run(capsys, quantize_run):
   wd = quantize_run / "pretrain"   # a finished glm/pretrain run
   assert cli.main(["generate", "--workdir", str(wd), "--prompt", "Emma was [MASK] happy.",

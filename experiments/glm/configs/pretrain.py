@@ -26,7 +26,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                  on_nonfinite="skip", max_consecutive_skips=5,  # then the run stops
                  inject_nan_step=-1, tensorboard=True)
   c.eval = dict(batch=32, ppl_samples=256, blank_samples=128, last_word_samples=256,
-                peak_matmul_n=2048)             # MFU: against an n x n x n matmul's FLOP/s
+                peak_sizes=(512, 1024, 2048),   # mfu_cpu: against the best n x n x n matmul
+                peak_rounds=5)                  # FLOP/s over these sizes and rounds
   c.generate = dict(max_new_tokens=40, strategy="greedy", top_k=40, top_p=0.9, temperature=0.8,
                     prompts=("It is a truth universally acknowledged, that",
                              "Emma was very [MASK] to see Mr. Knightley."))
@@ -43,6 +44,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.update(steps=6, batch=8, lr=3e-3, warmup=1, log_every=1, eval_every=3, ckpt_every=2,
                    tensorboard=False)
     c.eval.update(batch=8, ppl_samples=8, blank_samples=8, last_word_samples=8,
-                  peak_matmul_n=256)            # 2048 cost seconds per run, a tiny run's whole budget
+                  peak_sizes=(256,), peak_rounds=2)   # 2048 costs seconds, a tiny run's budget
     c.generate.update(max_new_tokens=4)
   return c
