@@ -37,6 +37,10 @@ def main():
   for flag in ("d_model", "num_layers", "num_heads", "vocab", "seq_len", "batch", "remat"):
     ap.add_argument(f"--{flag}", type=int, default=None, help="overrides the preset")
   ap.add_argument("--reps", type=int, default=4)
+  ap.add_argument("--torch", type=int, default=1,
+                  help="1: also time the same model in PyTorch eager (glm_torch.py) when torch is "
+                       "installed; it is not a dependency of the project")
+  ap.add_argument("--torch_compile", type=int, default=0, help="1: and with torch.compile")
   a = ap.parse_args()
   c = cfglib.load_config_file(Path(__file__).parents[1] / "glm/configs/pretrain.py",
                               None if a.preset == "default" else a.preset)
@@ -66,15 +70,22 @@ def main():
   fwd = jax.jit(lambda p, b: token_nll(nnx.merge(graphdef, p), b)[0].sum())
   grad = jax.jit(jax.grad(lambda p, b: loss_fn(nnx.merge(graphdef, p), b, None)[0]))
   peak = measure_peak_matmul_flops(tuple(c.eval.peak_sizes), c.eval.peak_rounds)
+  torch_steps, torch_out = _torch_steps(a, cfg, model, batch, t)
   # interleaved rounds, medians of each: the machine is shared and its speed drifts
-  rounds = {"step": [], "fwd": [], "grad": []}
+  rounds = {"step": [], "fwd": [], "grad": []} | {k: [] for k in torch_steps}
   for _ in range(3):
     rounds["step"].append(median_time(lambda s: step(s, batch, one)[1]["loss"], state, reps=a.reps))
     rounds["fwd"].append(median_time(fwd, params, batch, reps=a.reps))
     rounds["grad"].append(median_time(grad, params, batch, reps=a.reps))
+    for k, fn in torch_steps.items():
+      rounds[k].append(median_time(fn, reps=a.reps))
   t_step, t_fwd, t_grad = (statistics.median(rounds[k]) for k in ("step", "fwd", "grad"))
   n_tok = a.batch * a.seq_len
   flops = train_flops_per_token(cfg, a.seq_len) * n_tok
+  for k in torch_steps:
+    t_k = statistics.median(rounds[k])
+    torch_out[f"{k}_tokens_per_s"] = n_tok / t_k
+    torch_out[f"jax_over_{k}"] = t_k / t_step       # > 1: the JAX step is faster
   print(json.dumps({
       "config": vars(a), "devices": jax.device_count(), "backend": jax.default_backend(),
       "tokens_per_s": n_tok / t_step, "step_time_s": t_step,
@@ -85,7 +96,33 @@ def main():
       "fraction_optimizer_and_guard": (t_step - t_grad) / t_step,
       "mfu_forward_only": flops / 3 / t_fwd / peak["peak"],
       "spread": {k: [min(v), max(v)] for k, v in rounds.items()},
+      "torch": torch_out,
   }, indent=1))
+
+
+def _torch_steps(a, cfg, model, batch, t) -> tuple[dict, dict]:
+  """({name: zero-argument train step}, facts) for PyTorch eager (and torch.compile) on the same
+  weights and batch; the two frameworks' losses at those weights are reported side by side."""
+  import importlib.util
+  if not a.torch or importlib.util.find_spec("torch") is None:
+    return {}, {"skipped": "torch is not installed" if a.torch else "--torch 0"}
+  import torch
+  import glm_torch   # noqa: PLC0415 (next to this script)
+  names = GLM.LAYER_PARAMS + ("embed", "final_scale", "final_bias")
+  tm = glm_torch.TorchGLM(cfg, {n: np.asarray(getattr(model, n).get_value()) for n in names})
+  tb = glm_torch.to_torch(jax.device_get(batch))
+  jax_loss = float(loss_fn(model, batch, None)[0])
+  with torch.no_grad():
+    torch_loss = float(tm.loss(tb))
+  steps = {"torch_eager": glm_torch.make_step(tm, t)}
+  if a.torch_compile:
+    tc = glm_torch.TorchGLM(cfg, {n: np.asarray(getattr(model, n).get_value()) for n in names})
+    tc.forward = torch.compile(tc.forward)
+    steps["torch_compile"] = glm_torch.make_step(tc, t)
+  out = {"version": torch.__version__, "threads": torch.get_num_threads(),
+         "loss_jax": jax_loss, "loss_torch": torch_loss,
+         "loss_rel_diff": abs(jax_loss - torch_loss) / abs(jax_loss)}
+  return {k: (lambda f=f: float(f(tb))) for k, f in steps.items()}, out
 
 
 if __name__ == "__main__":
