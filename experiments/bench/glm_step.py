@@ -53,6 +53,12 @@ def main():
   cfg = GLMConfig(vocab_size=a.vocab, num_layers=a.num_layers, d_model=a.d_model,
                   num_heads=a.num_heads, dropout=0.0, remat=bool(a.remat))
   model = GLM(cfg, rngs=nnx.Rngs(params=0))
+  # biases and norms away from their 0 / 1 init, so that comparing with PyTorch checks them too
+  noise = np.random.default_rng(1)
+  for n in ("bq", "bk", "bv", "bo", "b_in", "b_out", "ln1_scale", "ln1_bias", "ln2_scale",
+            "ln2_bias", "final_scale", "final_bias"):
+    v = getattr(model, n)
+    v.set_value(v.get_value() + 0.1 * noise.standard_normal(v.get_value().shape, np.float32))
   ids = SpecialIds(pad=0, mask=1, gmask=2, sop=3, eop=4)
   tokens = np.random.default_rng(0).integers(5, a.vocab, 200_000).astype(np.int32)
   batch = BatchSampler(tokens, ids, seq_len=a.seq_len, batch=a.batch, seed=0, gmask_prob=0.7,
@@ -62,19 +68,25 @@ def main():
                                      b1=0.9, b2=0.95, eps=1e-8, clip=1.0))
   tx = make_optimizer(t)
   graphdef, params = nnx.split(model, nnx.Param)
-  state = TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
-                     rng=jax.random.key_data(jax.random.key(0)))
+  own = jax.tree.map(jnp.copy, params)      # the step donates its state, as the train loop does
+  holder = [TrainState(step=jnp.int32(0), params=own, opt_state=tx.init(own),
+                       rng=jax.random.key_data(jax.random.key(0)))]
   # the loss the glm/pretrain run trains with (its text_loss metric included)
-  step = jax.jit(make_train_step(graphdef, functools.partial(loss_fn, eop=ids.eop), tx))
+  step = jax.jit(make_train_step(graphdef, functools.partial(loss_fn, eop=ids.eop), tx),
+                 donate_argnums=0)
+
+  def train_step():
+    holder[0], m = step(holder[0], batch, one)
+    return m["loss"]
   one = jnp.float32(1.0)
   fwd = jax.jit(lambda p, b: token_nll(nnx.merge(graphdef, p), b)[0].sum())
   grad = jax.jit(jax.grad(lambda p, b: loss_fn(nnx.merge(graphdef, p), b, None)[0]))
   peak = measure_peak_matmul_flops(tuple(c.eval.peak_sizes), c.eval.peak_rounds)
-  torch_steps, torch_out = _torch_steps(a, cfg, model, batch, t)
+  torch_steps, torch_out = _torch_steps(a, cfg, model, batch, t, grad(params, batch))
   # interleaved rounds, medians of each: the machine is shared and its speed drifts
   rounds = {"step": [], "fwd": [], "grad": []} | {k: [] for k in torch_steps}
   for _ in range(3):
-    rounds["step"].append(median_time(lambda s: step(s, batch, one)[1]["loss"], state, reps=a.reps))
+    rounds["step"].append(median_time(train_step, reps=a.reps))
     rounds["fwd"].append(median_time(fwd, params, batch, reps=a.reps))
     rounds["grad"].append(median_time(grad, params, batch, reps=a.reps))
     for k, fn in torch_steps.items():
@@ -100,9 +112,10 @@ def main():
   }, indent=1))
 
 
-def _torch_steps(a, cfg, model, batch, t) -> tuple[dict, dict]:
+def _torch_steps(a, cfg, model, batch, t, jax_grads) -> tuple[dict, dict]:
   """({name: zero-argument train step}, facts) for PyTorch eager (and torch.compile) on the same
-  weights and batch; the two frameworks' losses at those weights are reported side by side."""
+  weights and batch; the two frameworks' losses and gradients at those weights are compared
+  (`grad_max_rel_diff`: the largest over parameters of max |g_torch - g_jax| / max |g_jax|)."""
   import importlib.util
   if not a.torch or importlib.util.find_spec("torch") is None:
     return {}, {"skipped": "torch is not installed" if a.torch else "--torch 0"}
@@ -112,8 +125,13 @@ def _torch_steps(a, cfg, model, batch, t) -> tuple[dict, dict]:
   tm = glm_torch.TorchGLM(cfg, {n: np.asarray(getattr(model, n).get_value()) for n in names})
   tb = glm_torch.to_torch(jax.device_get(batch))
   jax_loss = float(loss_fn(model, batch, None)[0])
-  with torch.no_grad():
-    torch_loss = float(tm.loss(tb))
+  loss = tm.loss(tb)
+  torch_loss = float(loss.detach())
+  loss.backward()
+  tg = glm_torch.grads_in_jax_layout(tm)
+  rel = {n: float(np.abs(tg[n] - np.asarray(jax_grads[n].get_value())).max()
+                  / np.abs(np.asarray(jax_grads[n].get_value())).max()) for n in names}
+  tm.zero_grad(set_to_none=True)
   steps = {"torch_eager": glm_torch.make_step(tm, t)}
   if a.torch_compile:
     tc = glm_torch.TorchGLM(cfg, {n: np.asarray(getattr(model, n).get_value()) for n in names})
@@ -121,8 +139,9 @@ def _torch_steps(a, cfg, model, batch, t) -> tuple[dict, dict]:
     steps["torch_compile"] = glm_torch.make_step(tc, t)
   out = {"version": torch.__version__, "threads": torch.get_num_threads(),
          "loss_jax": jax_loss, "loss_torch": torch_loss,
-         "loss_rel_diff": abs(jax_loss - torch_loss) / abs(jax_loss)}
-  return {k: (lambda f=f: float(f(tb))) for k, f in steps.items()}, out
+         "loss_rel_diff": abs(jax_loss - torch_loss) / abs(jax_loss),
+         "grad_max_rel_diff": max(rel.values()), "grad_worst_param": max(rel, key=rel.get)}
+  return {k: (lambda f=f: float(f(tb).detach())) for k, f in steps.items()}, out
 
 
 if __name__ == "__main__":

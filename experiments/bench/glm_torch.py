@@ -95,6 +95,24 @@ class TorchGLM(torch.nn.Module):
     return (nll * w).sum() / w.sum().clamp_min(1.0)
 
 
+def grads_in_jax_layout(model: TorchGLM) -> dict:
+  """The .grad of every parameter, laid out and named as the JAX model's parameters."""
+  cfg = model.cfg
+  L, E, H, D, Fd = cfg.num_layers, cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.ffn
+  g = lambda p: p.grad.detach().numpy()
+  qkv = g(model.w_qkv).transpose(0, 2, 1).reshape(L, E, 3, H, D)
+  bqkv = g(model.b_qkv).reshape(L, 3, H, D)
+  out = {n: qkv[:, :, i] for i, n in enumerate(("wq", "wk", "wv"))}
+  out |= {n: bqkv[:, i] for i, n in enumerate(("bq", "bk", "bv"))}
+  out |= {"wo": g(model.w_o).transpose(0, 2, 1).reshape(L, H, D, E), "bo": g(model.b_o),
+          "w_in": g(model.w_in).transpose(0, 2, 1).reshape(L, E, 2, Fd),
+          "b_in": g(model.b_in).reshape(L, 2, Fd), "w_out": g(model.w_out).transpose(0, 2, 1),
+          "b_out": g(model.b_out), "embed": g(model.embed), "final_scale": g(model.final_scale),
+          "final_bias": g(model.final_bias)}
+  out |= {n: g(p) for n, p in zip(("ln1_scale", "ln1_bias", "ln2_scale", "ln2_bias"), model.ln)}
+  return out
+
+
 def make_step(model: TorchGLM, t):
   """One AdamW train step with global-norm clipping (t: the JAX run's train config)."""
   opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.b1, t.b2), eps=t.eps,

@@ -23,8 +23,8 @@ def token_nll(model, batch, dropout_key=None):
 def loss_fn(model, batch, dropout_key, eop: int | None = None):
   """Mean cross-entropy over the generated tokens, <eop> included (the blank-infilling loss that
   GLM trains, GLM §2.1). With `eop` (bind it with functools.partial), aux["text_loss"] is the
-  same mean over the text tokens only (without the <eop> targets, whose position gives them
-  away), the loss that compares with the corpus's unigram entropy."""
+  same mean over the text tokens only, without the <eop> targets (one per span, none of them
+  text), the loss that compares with the corpus's unigram entropy, which is over text tokens."""
   nll, _ = token_nll(model, batch, dropout_key)
   w = batch["weights"]
   aux = {"tokens": w.sum()}

@@ -186,9 +186,9 @@ def _report(workdir, command, c, r, outcome):
           f"{fmt(r['decode_tokens_per_s'])} tokens/s", "n/a", "prefill included, median of 3"),
   ]
   definitions = (
-      "- `final_loss`: mean training loss over the generated text tokens (the <eop> targets "
-      "excluded: their position gives them away) of the last 10% of steps; the model trains on "
-      "<eop> too (GLM §2.1).\n"
+      "- `final_loss`: mean training loss over the generated text tokens (the <eop> that ends "
+      "each span excluded: it is not text, and the unigram entropy it is compared with is over "
+      "text) of the last 10% of steps; the model trains on <eop> too (GLM §2.1).\n"
       "- `val_loss`, `val_ppl`: held-out [gMASK] windows spread evenly over all the held-out text "
       "(each novel's tail), the first half bidirectional context; mean loss per text token of the "
       "second half, and its exp. `val_eop_loss`: the windows' final <eop> alone.\n"

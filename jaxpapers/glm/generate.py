@@ -47,6 +47,25 @@ def generated_position(context_len: int, gen_position: int, i: int, counting: bo
   return (gen_position + i if counting else gen_position), 0
 
 
+def prefill(model, weights: dict, context: list[int], max_new_tokens: int, pad: int):
+  """(context_len [1], KV cache) after encoding `context` for max_new_tokens decode steps.
+
+  The prompt is padded to its bucket and the cache sized to one (so prompts of any length
+  compile O(log) programs): the pad tokens' keys sit past the context, where no query looks
+  (context_len = c; the input token at c + i sees only j < c or j <= c + i, each written by an
+  earlier step or by itself), so the result is the unpadded one."""
+  two_d = model.cfg.positions == "2d"
+  c = len(context)
+  p = bucket(c)
+  cache = model.init_cache(1, bucket(max(p, c + max_new_tokens)))   # inputs sit at c .. c+n-1
+  ctx_len = jnp.asarray([c], jnp.int32)
+  padded = np.full((1, p), pad, np.int32)
+  padded[0, :c] = context
+  _, cache = forward_cached(model.cfg, weights, jnp.asarray(padded),
+                            _pos(np.arange(p), np.zeros(p), two_d), ctx_len, cache, 0)
+  return ctx_len, cache
+
+
 def generate_blank(model, context: list[int], gen_position: int, ids: SpecialIds, *,
                    max_new_tokens: int = 32, strategy: str = "greedy", top_k: int = 0,
                    top_p: float = 1.0, temperature: float = 1.0, seed: int = 0,
@@ -60,16 +79,7 @@ def generate_blank(model, context: list[int], gen_position: int, ids: SpecialIds
   if weights is None:   # each layer's arrays on their own (FP or quantized), copied once
     weights = model.decode_weights()
   c = len(context)
-  # the prompt is padded to its bucket and the cache sized to one: the pad tokens' keys sit past
-  # the context, where no query looks (context_len = c; a generated token at c + i sees only
-  # j <= c + i, each written by an earlier step or itself), so the result is the unpadded one
-  p = bucket(c)
-  cache = model.init_cache(1, bucket(max(p, c + 1 + max_new_tokens)))
-  ctx_len = jnp.asarray([c], jnp.int32)
-  padded = np.full((1, p), ids.pad, np.int32)
-  padded[0, :c] = context
-  _, cache = forward_cached(model.cfg, weights, jnp.asarray(padded),
-                            _pos(np.arange(p), np.zeros(p), two_d), ctx_len, cache, 0)
+  ctx_len, cache = prefill(model, weights, context, max_new_tokens, ids.pad)
   key = jax.random.key(seed)
   out, tok = [], ids.sop
   for i in range(max_new_tokens):

@@ -150,6 +150,19 @@ def test_stop_on_nonfinite_without_checkpoints_records_up_to_the_bad_step(tmp_pa
   assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[-1]["loss"] == "nan"
 
 
+def test_overlapped_stop_one_step_before_a_save_checkpoints_nothing(tmp_path):
+  """ckpt_every=4 with the loop overlapped: a NaN at step 2 is seen after step 3 is dispatched,
+  and the run stops before the checkpoint of step 4 could be written (rows up to step 3 only)."""
+  c, sampler, model = _setup(steps=8, ckpt_every=4, keep=10, eval_every=0, inject_nan_step=2,
+                             on_nonfinite="stop")
+  mesh = make_mesh((1, 1), ("data", "model"), jax.devices()[:1])
+  with pytest.raises(NonFiniteError, match=r"at step 2"):
+    _train(c, sampler, model, tmp_path, mesh)
+  assert Checkpointer(tmp_path / "checkpoints", keep=10).steps() == []
+  from jaxpapers.core.metrics import read_metrics
+  assert [r["step"] for r in read_metrics(tmp_path) if "loss" in r] == [1, 2, 3]
+
+
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
   c, sampler, model = _setup(steps=4, ckpt_every=2, keep=5)
   mesh = make_mesh((1, 1), ("data", "model"), jax.devices()[:1])

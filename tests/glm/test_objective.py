@@ -153,9 +153,24 @@ def test_span_lengths_follow_glms_truncated_poisson():
   assert abs((lengths == 1).mean() - pmf[0]) < 0.015
 
 
+def test_place_spans_draws_glms_distribution():
+  """GLM's sample_spans: k slots drawn uniformly *with replacement* from 0..free and sorted, one
+  gap token added after each span. Two 1-token spans in 4 tokens: free = 1, slots (0,0), (0,1),
+  (1,1) with probabilities 1/4, 1/2, 1/4, so starts (0,2), (0,3), (1,3). (Without replacement
+  only (0,3) would come out; with two gap tokens nothing would fit.)"""
+  from jaxpapers.glm.objective import place_spans
+  rng = np.random.default_rng(2)
+  draws = [tuple(place_spans([1, 1], 4, rng)) for _ in range(4000)]
+  freq = {s: draws.count(s) / len(draws) for s in set(draws)}
+  assert set(freq) == {(0, 2), (0, 3), (1, 3)}
+  for s, p in {(0, 2): 0.25, (0, 3): 0.5, (1, 3): 0.25}.items():
+    assert abs(freq[s] - p) < 0.03, (s, freq[s])
+
+
 def test_spans_never_touch_but_may_start_or_end_the_text():
   """GLM's sample_spans keeps at least one unmasked token between spans (so no two [MASK] tokens
-  are adjacent in the context); the first span may start the text and the last may end it."""
+  are adjacent in the context); the first span may start the text and (ours, with no end-of-
+  document token in a window; GLM keeps a document's last token) the last may end it."""
   rng = np.random.default_rng(1)
   raw = np.arange(100, 400, dtype=np.int32)
   first = last = 0
