@@ -40,7 +40,6 @@ def main():
   ap.add_argument("--torch", type=int, default=1,
                   help="1: also time the same model in PyTorch eager (glm_torch.py) when torch is "
                        "installed; it is not a dependency of the project")
-  ap.add_argument("--torch_compile", type=int, default=0, help="1: and with torch.compile")
   a = ap.parse_args()
   c = cfglib.load_config_file(Path(__file__).parents[1] / "glm/configs/pretrain.py",
                               None if a.preset == "default" else a.preset)
@@ -113,7 +112,7 @@ def main():
 
 
 def _torch_steps(a, cfg, model, batch, t, jax_grads) -> tuple[dict, dict]:
-  """({name: zero-argument train step}, facts) for PyTorch eager (and torch.compile) on the same
+  """({name: zero-argument train step}, facts) for PyTorch eager on the same
   weights and batch; the two frameworks' losses and gradients at those weights are compared
   (`grad_max_rel_diff`: the largest over parameters of max |g_torch - g_jax| / max |g_jax|)."""
   import importlib.util
@@ -133,10 +132,6 @@ def _torch_steps(a, cfg, model, batch, t, jax_grads) -> tuple[dict, dict]:
                   / np.abs(np.asarray(jax_grads[n].get_value())).max()) for n in names}
   tm.zero_grad(set_to_none=True)
   steps = {"torch_eager": glm_torch.make_step(tm, t)}
-  if a.torch_compile:
-    tc = glm_torch.TorchGLM(cfg, {n: np.asarray(getattr(model, n).get_value()) for n in names})
-    tc.forward = torch.compile(tc.forward)
-    steps["torch_compile"] = glm_torch.make_step(tc, t)
   out = {"version": torch.__version__, "threads": torch.get_num_threads(),
          "loss_jax": jax_loss, "loss_torch": torch_loss,
          "loss_rel_diff": abs(jax_loss - torch_loss) / abs(jax_loss),

@@ -37,11 +37,12 @@ def median_time_pipelined(fn, *args, reps: int = 7, inner: int = 20) -> float:
 
 def measure_peak_matmul_flops(sizes=(512, 1024, 2048), rounds: int = 5,
                               dtype=jnp.float32) -> dict:
-  """This machine's peak matmul FLOP/s, the stable denominator of `mfu_cpu`: the best single
-  timing of n x n x n matmuls over `sizes` and `rounds` interleaved rounds (after a warm-up call
-  each). A best-of-N is what the machine can do when nothing else runs; a median would move with
-  the load of the moment (27-209 GFLOP/s seen in one busy process). XLA runs each matmul on all
-  of its CPU threads (its thread count is fixed per process).
+  """This machine's peak matmul FLOP/s, the denominator of `mfu_cpu`: the best single timing of
+  n x n x n matmuls over `sizes` and `rounds` interleaved rounds (after a warm-up call each). A
+  best-of-N is what the machine can do when nothing else runs; a median moves with the load of
+  the moment (27-209 GFLOP/s seen in one busy process). On a shared machine the best still moves
+  between processes (180-315 GFLOP/s seen within an hour here): quote it with the ratio. XLA runs
+  each matmul on all of its CPU threads (its thread count is fixed per process).
 
   Returns {"peak": FLOP/s, "best_size": n, "per_size": {n: best FLOP/s}, "spread": [lowest,
   highest] FLOP/s of the best size over the rounds}."""

@@ -109,7 +109,7 @@ def pretrain(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   trained = outcome.model()
   results = run_eval(trained)
   H = unigram_entropy(corpus.train, corpus.vocab_size)
-  # the training loss on text tokens (no <eop>: learnable from its position) of the last 10%
+  # the training loss on text tokens (no <eop>: not text) of the last 10% of steps
   tail = [h.get("text_loss", math.nan) for h in outcome.history[-max(1, len(outcome.history) // 10):]]
   tokens_per_step = t.batch * o.seq_len
   step_time = statistics.median(outcome.step_times) if outcome.step_times else float("nan")

@@ -1,9 +1,10 @@
 """GLM's autoregressive blank-infilling objective, as GLM-130B uses it (arXiv 2210.02414 §2.1).
 
 A sample is `context ++ generated`: the context (text with blanks) attends bidirectionally, the
-generated part causally. [MASK]: spans with Poisson(lambda=3) lengths (truncated to 1..39) covering
-15% of the tokens, never touching, are replaced by one [MASK] each and regenerated in a random
-order, each span after an <sop> and followed by <eop> (GLM's sampler, `mask_sample`). [gMASK]: a prefix is kept as context, ending in [gMASK], and the rest is generated.
+generated part causally. [MASK]: spans with Poisson(lambda=3) lengths (truncated to 1..39)
+covering 15% of the tokens, never touching, are replaced by one [MASK] each and regenerated in a
+random order, each span after an <sop> and followed by <eop> (GLM's sampler, `mask_sample`).
+[gMASK]: a prefix is kept as context, ending in [gMASK], and the rest is generated.
 
 1-D positions (GLM-130B): context token i has position i; the generated tokens of a [MASK] span
 all take the position of their [MASK] token; a [gMASK] continuation counts on from the context.
@@ -88,7 +89,7 @@ def mask_sample(raw: np.ndarray, rng: np.random.Generator, ids: SpecialIds, seq_
   tokens (the last span is not cut, so slightly more than the ratio is masked), shuffled, and
   placed by `place_spans` (never touching). k spans add 2k tokens (a [MASK] and a <sop> each), so
   the text takes n <= seq_len - 2k tokens: n is lowered from seq_len until the sample fits, and
-  the rest is padding (0-4 tokens; 2 in about a third of the samples at seq_len 64).
+  the rest is padding (at seq_len 64: 0-4 tokens, 2 in about a third of the samples).
   Unlike GLM, which splits its samples at end-of-document tokens (each document with its own
   15%) and never masks a document's last token, a window here is running text with no document
   boundary inside. Lengths are capped at seq_len // 2 when that is below 39 (P(len > 8) < 0.4%)."""
