@@ -128,8 +128,8 @@ def _torch_steps(a, cfg, model, batch, t, jax_grads) -> tuple[dict, dict]:
   torch_loss = float(loss.detach())
   loss.backward()
   tg = glm_torch.grads_in_jax_layout(tm)
-  rel = {n: float(np.abs(tg[n] - np.asarray(jax_grads[n].get_value())).max()
-                  / np.abs(np.asarray(jax_grads[n].get_value())).max()) for n in names}
+  jg = {n: np.asarray(jax_grads[n].get_value()) for n in names}
+  rel = {n: float(np.abs(tg[n] - jg[n]).max() / np.abs(jg[n]).max()) for n in names}
   tm.zero_grad(set_to_none=True)
   steps = {"torch_eager": glm_torch.make_step(tm, t)}
   out = {"version": torch.__version__, "threads": torch.get_num_threads(),

@@ -310,6 +310,14 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
     # step_time: from the previous step's completion (seen by the host) to this one's; from its
     # dispatch after the start, an evaluation or a checkpoint.
     b_shard, pending, t_done = None, None, None
+
+    def finish(step, m, dispatched):
+      nonlocal t_done
+      jax.block_until_ready(m)
+      now = time.perf_counter()
+      record(step, m, now - (t_done if t_done is not None else dispatched))
+      t_done = now
+
     for step in bar:
       host = get_batch(step)
       if b_shard is None:
@@ -319,19 +327,14 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
       t_dispatch = time.perf_counter()
       state, m = step_fn(state, batch, poison, frozen)
       if pending is not None:
-        jax.block_until_ready(pending[1])
-        now = time.perf_counter()
-        record(pending[0], pending[1], now - (t_done if t_done is not None else pending[2]))
-        t_done = now
+        finish(*pending)
       pending = (step, m, t_dispatch)
       last = step + 1 == t.steps
       evaluate = eval_fn is not None and t.eval_every > 0 and (step + 1) % t.eval_every == 0 and not last
       save = ckpt is not None and ((step + 1) % t.ckpt_every == 0 or last)
       if evaluate or save or last:
-        jax.block_until_ready(m)
-        now = time.perf_counter()
-        record(step, m, now - (t_done if t_done is not None else t_dispatch))
-        pending, t_done = None, now
+        finish(*pending)
+        pending = None
       if evaluate:
         writer.write(step + 1, {f"eval/{k}": v for k, v in
                                 eval_fn(nnx.merge(graphdef, state.params, frozen), step + 1).items()})
