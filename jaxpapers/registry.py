@@ -44,6 +44,8 @@ EXPERIMENTS = {e.name: e for e in [
                "P-tuning v2 dense retrieval on MiniLM vs FT, BitFit, zero-shot, BM25: in domain, cross-topic, man pages, Python docs; nDCG@10, ECE"),
     Experiment("iaad/sweep", "jaxpapers.iaad.experiments:run", "iaad/configs/sweep.py", 1.5,
                "IAAD: ego-only, intra-frame, inter-frame, planning fusion and the adaptive choice in a closed-loop road simulator, swept over network levels"),
+    Experiment("mooc/pretrain", "jaxpapers.mooc.experiments:run", "mooc/configs/pretrain.py", 9.0,
+               "MOOC behaviour pre-training on a student simulator: recommendation, resource evaluation, knowledge tracing, dropout vs scratch, SASRec, DKT, SAKT, LR"),
     Experiment("vpt/pipeline", "jaxpapers.vpt.experiments:run", "vpt/configs/pipeline.py", 9.4,
                "VPT in Craftax: IDM on labelled demos, pseudo-labels, BC (IDM / small / true labels) in the game"),
 ]}

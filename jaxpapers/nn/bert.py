@@ -38,6 +38,7 @@ class BertConfig:
   lora_alpha: float = 16.0
   prefix_len: int = 0           # > 0: that many prefix keys/values at every layer
   prefix_dropout: float = 0.0   # dropout on the prefix keys/values while training (P-tuning v2: 0.1)
+  unroll: bool = False          # unroll the layer scan (small models: ~30% faster steps on CPU)
 
   @property
   def head_dim(self) -> int:
@@ -122,8 +123,11 @@ class Bert(nnx.Module):
         ("prefix_k", "prefix_v") if self.cfg.prefix_len > 0 else ())
     return {n: getattr(self, n).get_value() for n in names}
 
-  def __call__(self, ids, mask, type_ids=None, *, dropout_key=None):
-    """ids, mask (1 = real token), type_ids: [B, T] -> last hidden states [B, T, E]."""
+  def __call__(self, ids, mask, type_ids=None, *, extra=None, causal: bool = False,
+               dropout_key=None):
+    """ids, mask (1 = real token), type_ids: [B, T] -> last hidden states [B, T, E]. `extra`
+    [B, T, E] is added to the token embeddings (models whose tokens carry more than an id);
+    `causal`: a query attends only to itself and earlier positions (and the prefix)."""
     cfg = self.cfg
     B, T = ids.shape
     if T > cfg.max_positions:
@@ -131,16 +135,22 @@ class Bert(nnx.Module):
     type_ids = jnp.zeros_like(ids) if type_ids is None else type_ids
     h = (jnp.take(self.tok_embed.get_value(), ids, axis=0) + self.pos_embed.get_value()[:T][None]
          + jnp.take(self.type_embed.get_value(), type_ids, axis=0))
+    if extra is not None:
+      h = h + extra
     h = layer_norm(h, self.emb_ln_scale.get_value(), self.emb_ln_bias.get_value(), cfg.ln_eps)
     h = _dropout(h, cfg.dropout, dropout_key, 0)
     attn_mask = attention_mask(mask, cfg.prefix_len)
+    if causal:
+      past = jnp.tril(jnp.ones((T, T), bool))
+      attn_mask = attn_mask & jnp.concatenate([jnp.ones((T, cfg.prefix_len), bool), past], 1)
 
     def body(h, xs):
       w, layer = xs
       key = None if dropout_key is None else jax.random.fold_in(dropout_key, layer + 1)
       return _layer(cfg, h, w, attn_mask, key), None
 
-    return jax.lax.scan(body, h, (self.layer_weights(), jnp.arange(cfg.num_layers)))[0]
+    return jax.lax.scan(body, h, (self.layer_weights(), jnp.arange(cfg.num_layers)),
+                        unroll=cfg.num_layers if cfg.unroll else 1)[0]
 
 
 def attention_mask(mask, prefix_len: int = 0):
