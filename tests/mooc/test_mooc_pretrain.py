@@ -1,15 +1,14 @@
 """`jaxpapers run mooc/pretrain` end to end (tiny, on the 8-device mesh): every task's metric for
-pretrained, scratch and each baseline in results.json; the knowledge-tracing file path by flag;
-bad values are one-line errors."""
+pretrained, scratch and each baseline in results.json; bad values are one-line errors. (The
+knowledge-tracing file path is in test_mooc_kt_file.py, so that the two long tests run on
+different workers.)"""
 import json
 
-import numpy as np
 import pytest
 
 from jaxpapers import cli
 from jaxpapers.core.config import load_config_file
 from jaxpapers.core.errors import ConfigError
-from jaxpapers.core.mesh import make_mesh
 from jaxpapers.mooc import experiments, formats
 from jaxpapers.registry import experiments_root
 
@@ -37,32 +36,6 @@ def test_pretrain_end_to_end(tmp_path):
   # the simulated answers were exported in the DKT layout (the file path's input)
   kt = formats.read_dkt_csv(wd / "kt_simulated_dkt.csv")
   assert len(kt.questions) > 100 and kt.n_questions > 10
-
-
-def test_kt_file_path(tmp_path):
-  """Ours (pre-trained on the file), scratch, DKT and SAKT on a DKT-format file."""
-  rng = np.random.default_rng(0)
-  skill = rng.normal(size=6)
-  qs = [rng.integers(0, 6, rng.integers(3, 12)) for _ in range(90)]
-  cs = [(rng.random(len(q)) < 1 / (1 + np.exp(-skill[q]))).astype(int) for q in qs]
-  path = tmp_path / "kt.csv"
-  formats.write_dkt_csv(path, qs, cs)
-  c = load_config_file(experiments_root() / "mooc/configs/pretrain.py", "tiny")
-  c.kt_file, c.progress = str(path), False
-  f = experiments.run_kt_file(c, tmp_path / "kt", make_mesh((-1,), ("data",)), False)
-  assert f["students"] == 90 and f["questions"] == 6 and f["format"] == "dkt"
-  for m in ("pretrained", "scratch", "dkt", "sakt"):
-    assert 0 <= f[m]["auc"]["mean"] <= 1
-
-
-def test_bad_kt_file_fails_before_any_work(tmp_path, capsys):
-  bad = tmp_path / "bad.csv"
-  bad.write_text("2\n1,2\n1\n")
-  code = cli.main(["run", "mooc/pretrain", "--preset", "tiny", "--workdir", str(tmp_path / "wd"),
-                   f"--config.kt_file={bad}"])
-  err = capsys.readouterr().err
-  assert code == 2 and f"{bad}:3: 1 correctness values where line 1 says 2" in err
-  assert not (tmp_path / "wd" / "seed0").exists()
 
 
 @pytest.mark.parametrize("key, value, what", [
