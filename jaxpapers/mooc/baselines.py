@@ -11,6 +11,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxpapers.mooc.model import masked_ce
 from jaxpapers.mooc.simulator import Logs, RIGHT
 from jaxpapers.nn.bert import Bert, BertConfig
 from jaxpapers.nn.param import param
@@ -66,8 +67,7 @@ def sasrec_batch(logs: Logs, students: np.ndarray) -> dict:
 
 
 def sasrec_loss(model: SASRec, batch: dict, key):
-  from jaxpapers.mooc.model import masked_ce
-  loss, n = masked_ce(model(batch["items"], batch["mask"], key), batch["target"])
+  loss, _ = masked_ce(model(batch["items"], batch["mask"], key), batch["target"])
   return loss, {}
 
 

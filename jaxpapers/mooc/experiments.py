@@ -163,11 +163,15 @@ def rec_test(scores, y) -> dict:
 
 # ----------------------------------------------------------------------------- one seed
 
-def run_seed(c, seed: int, wd: Path, mesh, progress: bool) -> dict:
+def run_seed(c, seed: int, wd: Path, mesh, progress: bool, export_to: Path | None = None) -> dict:
+  """One seed's world, students, pre-training and the four tasks; `export_to`: also write the
+  students' answers there in the DKT layout (see `export_kt_file`)."""
   t0 = time.perf_counter()
   world = make_world(WorldConfig(**c.world.to_dict()), seed)
   trace = simulate(world, StudentConfig(**c.students.to_dict()), c.n_students, seed)
   logs = to_logs(trace, world.n_videos)
+  if export_to is not None:
+    export_kt_file(logs, world.n_exercises, c.model.max_len, export_to)
   split = split_students(len(logs), c, seed)
   part = {k: logs.subset(v) for k, v in split.items()}
   items = world_items(world, c.model.text)
@@ -439,9 +443,8 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   per_seed = []
   for k in range(c.seeds):
     seed = c.seed + k
-    per_seed.append(run_seed(c, seed, wd / f"seed{seed}", mesh, progress))
-    if k == 0:
-      export_kt_file(c, seed, wd / "kt_simulated_dkt.csv")
+    per_seed.append(run_seed(c, seed, wd / f"seed{seed}", mesh, progress,
+                             export_to=wd / "kt_simulated_dkt.csv" if k == 0 else None))
   results = summarize(per_seed)
   results["seconds_simulated"] = time.perf_counter() - t0     # the four tasks, every seed
   if c.kt_file:
@@ -524,14 +527,11 @@ def bootstrap_diff(task: str, s: dict, reps: int = 1000) -> list[float]:
 
 # ----------------------------------------------------------------------------- knowledge-tracing files
 
-def export_kt_file(c, seed: int, path: Path) -> None:
-  """The simulated students' answers of `seed` in the DKT layout (question = exercise id), so that
-  the file path can be exercised: `--config.kt_file=<workdir>/kt_simulated_dkt.csv`."""
-  world = make_world(WorldConfig(**c.world.to_dict()), seed)
-  logs = to_logs(simulate(world, StudentConfig(**c.students.to_dict()), c.n_students, seed),
-                 world.n_videos)
-  seqs = bl.interactions(logs, np.arange(world.n_videos + world.n_exercises) - world.n_videos,
-                         c.model.max_len)
+def export_kt_file(logs: Logs, n_exercises: int, max_len: int, path: Path) -> None:
+  """Simulated students' answers in the DKT layout (question = exercise id; students with at
+  least 2 answers), so that the file path can be exercised:
+  `--config.kt_file=<workdir>/kt_simulated_dkt.csv`."""
+  seqs = bl.interactions(logs, np.arange(logs.n_videos + n_exercises) - logs.n_videos, max_len)
   keep = seqs["count"] >= 2
   formats.write_dkt_csv(path, [q[:n] for q, n in zip(seqs["question"][keep], seqs["count"][keep])],
                         [r[:n] for r, n in zip(seqs["correct"][keep], seqs["count"][keep])])
