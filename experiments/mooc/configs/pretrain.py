@@ -39,7 +39,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                  inject_nan_step=-1, tensorboard=False)
   c.dropout_obs = 16            # tokens observed before predicting dropout
   c.eval_batch = 256
-  c.baselines = dict(lr_l2=(1e-4, 1e-3, 1e-2, 1e-1), ridge_lambda=(0.1, 1.0, 10.0, 100.0, 1000.0))
+  c.baselines = dict(lr_l2=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+                     ridge_lambda=(1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5))
   c.kt_file = ""
   c.kt_format = "dkt"
   c.mesh = dict(shape=(-1,), axes=("data",))
