@@ -37,6 +37,19 @@ def fmt(x, digits: int = 4) -> str:
   return str(x)
 
 
+def public(x):
+  """A results tree without its private entries (keys starting with '_': per-example arrays,
+  in-memory objects), numpy scalars as Python numbers: what per_seed.json files hold."""
+  import numpy as np
+  if isinstance(x, dict):
+    return {k: public(v) for k, v in x.items() if not str(k).startswith("_")}
+  if isinstance(x, list):
+    return [public(v) for v in x]
+  if isinstance(x, np.generic):
+    return x.item()
+  return x
+
+
 def write_json(path: Path, obj) -> None:
   atomic_write_json(path, obj, indent=2, sort_keys=True, default=float)
 

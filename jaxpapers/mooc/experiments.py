@@ -26,6 +26,7 @@ from flax import nnx
 from jaxpapers.core import config as cfglib
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.mesh import make_mesh
+from jaxpapers.core.report import public
 from jaxpapers.core.stats import mean_std
 from jaxpapers.core.train import train, validate_train
 from jaxpapers.core.workdir import atomic_write_json
@@ -451,20 +452,9 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
     results["knowledge_tracing_file"] = run_kt_file(c, wd / "kt_file", mesh, progress)
   results.update(command=command, seeds=c.seeds, seconds=time.perf_counter() - t0,
                  n_students=c.n_students)
-  atomic_write_json(wd / "per_seed.json", _public(per_seed), indent=1)
+  atomic_write_json(wd / "per_seed.json", public(per_seed), indent=1)
   write(wd, c, results, per_seed)
   return results
-
-
-def _public(x):
-  """Drops the per-example arrays (keys starting with '_') and converts numpy scalars."""
-  if isinstance(x, dict):
-    return {k: _public(v) for k, v in x.items() if not str(k).startswith("_")}
-  if isinstance(x, list):
-    return [_public(v) for v in x]
-  if isinstance(x, np.generic):
-    return x.item()
-  return x
 
 
 METHODS = {"recommendation": ("pretrained", "scratch", "sasrec", "next_in_course", "popularity"),

@@ -124,16 +124,20 @@ class Bert(nnx.Module):
     return {n: getattr(self, n).get_value() for n in names}
 
   def __call__(self, ids, mask, type_ids=None, *, extra=None, causal: bool = False,
-               dropout_key=None):
+               positions=None, dropout_key=None):
     """ids, mask (1 = real token), type_ids: [B, T] -> last hidden states [B, T, E]. `extra`
     [B, T, E] is added to the token embeddings (models whose tokens carry more than an id);
-    `causal`: a query attends only to itself and earlier positions (and the prefix)."""
+    `causal`: a query attends only to itself and earlier positions (and the prefix);
+    `positions` [B, T]: each token's position id (default 0..T-1; e.g. the kept patches of a
+    masked autoencoder keep their place in the full sequence)."""
     cfg = self.cfg
     B, T = ids.shape
     if T > cfg.max_positions:
       raise ValueError(f"sequence length {T} exceeds max_positions {cfg.max_positions}")
     type_ids = jnp.zeros_like(ids) if type_ids is None else type_ids
-    h = (jnp.take(self.tok_embed.get_value(), ids, axis=0) + self.pos_embed.get_value()[:T][None]
+    pos = (self.pos_embed.get_value()[:T][None] if positions is None
+           else jnp.take(self.pos_embed.get_value(), positions, axis=0))
+    h = (jnp.take(self.tok_embed.get_value(), ids, axis=0) + pos
          + jnp.take(self.type_embed.get_value(), type_ids, axis=0))
     if extra is not None:
       h = h + extra
