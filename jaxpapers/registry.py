@@ -38,7 +38,7 @@ EXPERIMENTS = {e.name: e for e in [
                "kgTransformer vs GQE/Q2B on 9 BetaE query types (UMLS, Kinships): MRR per type, ablations"),
     Experiment("cogvideo/t2v", "jaxpapers.cogvideo.experiments:run", "cogvideo/configs/t2v.py", 12.9,
                "CogVideo on a captioned moving-object world: inherited vs scratch vs one-stage at equal compute; caption accuracy, Frechet distance, frame-rate control"),
-    Experiment("gebd/ladder", "jaxpapers.gebd.experiments:run", "gebd/configs/ladder.py", 10.0,
+    Experiment("gebd/ladder", "jaxpapers.gebd.experiments:run", "gebd/configs/ladder.py", 7.5,
                "MAE-GEBD ladder on generated multi-annotator GEBD videos: baseline, soft labels, pseudo labels, alignment, video MAE, ensemble; Kinetics-GEBD F1"),
     Experiment("gebd/score", "jaxpapers.gebd.score:run", "gebd/configs/score.py", 0.1,
                "the Kinetics-GEBD F1 protocol on your annotation and prediction pickles"),

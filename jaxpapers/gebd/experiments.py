@@ -241,8 +241,8 @@ def run_seed(c, seed: int, wd: Path, mesh, progress: bool) -> dict:
   scores = {}
 
   def base(name: str, kind: str, pool=None):
-    # the three base steps share the initialisation and the batch stream (the pool's draws aside),
-    # so their paired differences are the change of targets / data, not of seeds
+    # the three base steps share the initialisation; baseline and soft also the batch stream (the
+    # pseudo step's pool draws shift its stream), so soft - baseline is the change of targets
     log.info("seed %d: training %s", seed, name)
     tg = rater_targets(tr, kind, R)[keep]
     batches = BoundaryBatches(frames_tr, tg, c.base.batch, seed * 100 + 1, c.base.glue_prob,

@@ -100,16 +100,17 @@ def write(wd: Path, c, results: dict, per_seed: list[dict]) -> Path:
                         "see the step changes"))
   helped = []
   for step_pair, d in results["steps_paired"].items():
+    ci = (f", 95% interval [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}]" if "ci95" in d else "")
     helped.append(f"- {step_pair}: {100 * d['mean']:+.2f} F1 points" +
-                  (f" ± {100 * d['std']:.2f} (sample sd over {d['n']} seeds)" if d.get("std") is not None else
+                  (f" ± {100 * d['std']:.2f} (sample sd over {d['n']} seeds{ci})" if d.get("std") is not None else
                    " (one seed)") + "; per seed " + ", ".join(f"{100 * x:+.2f}" for x in d["per_seed"]))
   b0 = per_seed[0]["benchmark"]
   rep.sections += [
       ("The ladder", ladder_table(results) + "\n\nThe paper's numbers are Kinetics-GEBD validation "
        "F1 (its Table 1; the MAE row is a single model, the ensemble row is its 20 base + 4 MAE "
        "models); ours are the same protocol on the generated benchmark's test split."),
-      ("Paired changes (same videos and raters per seed; the three base steps also share their "
-       "initialisation and batches)", "\n".join(helped)),
+      ("Paired changes (same videos and raters per seed; the three base steps share their "
+       "initialisation, baseline and soft also their batches)", "\n".join(helped)),
       ("Every model, with and without alignment (test, mean ± sd over seeds)", rows_table(results)),
       ("Benchmark (seed %d)" % c.seed, "\n".join(f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}"
                                                    for k, v in b0.items()) +

@@ -6,8 +6,7 @@ alignment, a video-MAE model, the ensemble.
 `mae` the two architectures (jaxpapers/gebd/models.py); `thresholds` the peak thresholds the
 validation set chooses from.
 
-Presets: default (3 seeds), `quick` (1 seed, fewer base and pre-training steps; <= 10 min on 2
-CPU cores), `tiny` (tests). `--config.mae_scratch=True` adds the MAE architecture fine-tuned
+Presets: default (3 seeds), `quick` (1 seed, fewer steps; <= 10 min on 2 CPU cores), `tiny` (tests). `--config.mae_scratch=True` adds the MAE architecture fine-tuned
 without pre-training.
 """
 import dataclasses
@@ -43,8 +42,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.progress = True
   if arg == "quick":
     c.seeds = 1
-    c.base.update(steps=600, eval_every=200)
-    c.mae_pretrain.update(steps=600)
+    c.base.update(steps=500, eval_every=250)
+    c.mae_pretrain.update(steps=500)
+    c.mae_finetune.update(steps=300, eval_every=150)
   elif arg == "tiny":
     c.seeds = 1
     c.benchmark.update(train=24, val=16, test=16, unlabelled=16)
