@@ -123,16 +123,10 @@ def consistency(raters: list[list[float]], duration: float, threshold: float = 0
   """Per rater, the mean F1 of its boundaries against each other rater's (the protocol's greedy
   matching at threshold x duration). Kinetics-GEBD ships f1_consis without its formula ("each
   rater against the others"); this is our reading of that sentence."""
-  from jaxpapers.gebd.metric import match_count
+  from jaxpapers.gebd.metric import rater_f1
   out = []
   for i, mine in enumerate(raters):
-    f1s = []
-    for j, other in enumerate(raters):
-      if i == j:
-        continue
-      tp = match_count(other, mine, threshold * duration)
-      rec = 1.0 if not other else tp / len(other)
-      prec = tp / len(mine) if mine else 0.0
-      f1s.append(0.0 if rec + prec == 0 else 2 * rec * prec / (rec + prec))
+    f1s = [rater_f1(other, mine, threshold * duration)[0]
+           for j, other in enumerate(raters) if j != i]
     out.append(float(np.mean(f1s)) if f1s else 1.0)
   return out

@@ -210,11 +210,10 @@ def make_split(name: str, n: int, c: BenchmarkConfig, seed: int, labelled: bool 
     frames[i], ev, conf = make_video(rng, nf, c, sprites, hard)
     dur = nf / FPS
     raters = annotate(rng, ev, conf, dur, c, hard) if labelled else []
+    consis = consistency(raters, dur) if raters else []
     vid = f"synth_{name}_{seed}_{i:05d}"
-    videos[vid] = Video(vid, FPS, dur, nf, raters, consistency(raters, dur) if raters else [],
-                        0.0, path_video=f"generated/{name}/{vid}.mp4",
-                        extra=dict(hard=hard))
-    videos[vid].f1_consis_avg = float(np.mean(videos[vid].f1_consis)) if raters else 0.0
+    videos[vid] = Video(vid, FPS, dur, nf, raters, consis, float(np.mean(consis)) if consis else 0.0,
+                        path_video=f"generated/{name}/{vid}.mp4", extra=dict(hard=hard))
     events.append(ev)
     confs.append(conf)
   return Split(frames, videos, events, confs)

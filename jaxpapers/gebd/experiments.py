@@ -21,7 +21,6 @@ pipeline (with and without alignment); the test set is scored once per row.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 from flax import nnx
 
 from jaxpapers.core import config as cfglib
+from jaxpapers.core.batched import apply_batched
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.core.report import public
@@ -89,24 +89,9 @@ def train_cfg(c, part: str, steps: int, seed: int) -> ml_collections.ConfigDict:
 
 # ----------------------------------------------------------------------------- scoring
 
-@functools.lru_cache(maxsize=32)
-def _score_program(graphdef, score_fn):
-  """One jitted scoring program per architecture (every evaluation of every model reuses it)."""
-  return jax.jit(lambda st, x: score_fn(nnx.merge(graphdef, st), x))
-
-
 def predict(model, score_fn, frames: np.ndarray, batch: int) -> np.ndarray:
   """[V, 40] section scores of every video."""
-  graphdef, state = nnx.split(model)
-  f = _score_program(graphdef, score_fn)
-  out = []
-  for i in range(0, len(frames), batch):
-    x = frames[i:i + batch]
-    pad = batch - len(x)
-    if pad:
-      x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
-    out.append(np.asarray(f(state, x))[:batch - pad])
-  return np.concatenate(out).astype(np.float32)
+  return apply_batched(model, score_fn, {"frames": frames}, batch).astype(np.float32)
 
 
 def boundaries(split: Split, smoothed: np.ndarray, threshold: float, aligned: bool,

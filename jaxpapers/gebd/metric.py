@@ -49,6 +49,15 @@ def _f1(prec: float, rec: float) -> float:
   return 0.0 if prec + rec == 0 else 2 * prec * rec / (prec + rec)
 
 
+def rater_f1(rater: Sequence[float], det: Sequence[float], tol: float) -> tuple[float, int]:
+  """(F1, hits) of detections `det` against one rater: recall 1 when the rater has no boundary,
+  precision 0 when there is no detection."""
+  hits = match_count(rater, det, tol)
+  rec = 1.0 if not rater else hits / len(rater)
+  prec = hits / len(det) if det else 0.0
+  return _f1(prec, rec), hits
+
+
 def evaluate(gt: Mapping[str, Video], preds: Mapping[str, Sequence[float]],
              threshold: float = 0.05, strict: bool = True) -> dict:
   """{f1, precision, recall, tp, positives, detections, videos, skipped}. `strict`: predictions
@@ -72,9 +81,7 @@ def evaluate(gt: Mapping[str, Video], preds: Mapping[str, Sequence[float]],
     det += len(p)
     best = None
     for rater in v.raters:
-      hits = match_count(rater, p, threshold * v.duration)
-      rec = 1.0 if not rater else hits / len(rater)
-      f1 = _f1(hits / len(p), rec)
+      f1, hits = rater_f1(rater, p, threshold * v.duration)
       if best is None or f1 > best[0]:
         best = (f1, hits, len(rater))
     tp += best[1]

@@ -104,8 +104,8 @@ def base_loss(model: BoundaryNet, batch: dict, key):
   return loss, {}
 
 
-def base_scores(model: BoundaryNet, frames):
-  return jax.nn.sigmoid(model(frames))
+def base_scores(model: BoundaryNet, batch: dict):
+  return jax.nn.sigmoid(model(batch["frames"]))
 
 
 # ----------------------------------------------------------------------------- video MAE
@@ -262,5 +262,5 @@ def mae_boundary_loss(model: MAEBoundary, batch: dict, key):
   return l_bce + l_mse, {"bce": l_bce, "mse": l_mse}
 
 
-def mae_boundary_scores(model: MAEBoundary, frames):
-  return head_scores(*model(frames))
+def mae_boundary_scores(model: MAEBoundary, batch: dict):
+  return head_scores(*model(batch["frames"]))

@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from jaxpapers.core import config as cfglib
+from jaxpapers.core.batched import apply_batched
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.core.report import public
@@ -240,8 +241,8 @@ def recommendation_compare(c, world, part, items: Items, inits: dict, mcfg: Mode
   rec = {}
 
   def rec_eval_model(m):
-    return (rec_val(tasks.apply_batched(m, tasks.rec_scores, _inputs(val_b), E), val_b["target"]),
-            lambda: rec_test(tasks.apply_batched(m, tasks.rec_scores, _inputs(test_b), E),
+    return (rec_val(apply_batched(m, tasks.rec_scores, _inputs(val_b), E), val_b["target"]),
+            lambda: rec_test(apply_batched(m, tasks.rec_scores, _inputs(test_b), E),
                              test_b["target"]))
 
   for name, init in inits.items():
@@ -268,9 +269,9 @@ def recommendation_compare(c, world, part, items: Items, inits: dict, mcfg: Mode
   _, rec["sasrec"] = fit(c, sas, bl.sasrec_loss, sas_batches, c.finetune.steps, c.finetune.lr,
                          seed * 1000 + 12, wd / "rec_sasrec", mesh,
                          lambda m: (
-                             rec_val(tasks.apply_batched(m, bl.sasrec_scores, _drop(sv, "target"), E),
+                             rec_val(apply_batched(m, bl.sasrec_scores, _drop(sv, "target"), E),
                                      val_b["target"]),
-                             lambda: rec_test(tasks.apply_batched(m, bl.sasrec_scores,
+                             lambda: rec_test(apply_batched(m, bl.sasrec_scores,
                                                                   _drop(st, "target"), E),
                                               test_b["target"])),
                          trainable=nnx.Param, progress=progress)
@@ -308,8 +309,8 @@ def dropout_compare(c, world, part, items: Items, inits: dict, seed: int, wd: Pa
                                            items.pad_id, labels=part["train"].dropped, obs=obs),
                         c.finetune.steps, c.finetune.lr, seed * 1000 + 22, wd / f"dropout_{name}",
                         mesh, lambda m: drop_eval(
-                            tasks.apply_batched(m, tasks.dropout_scores, d_b["val"], E),
-                            lambda: tasks.apply_batched(m, tasks.dropout_scores, d_b["test"], E)),
+                            apply_batched(m, tasks.dropout_scores, d_b["val"], E),
+                            lambda: apply_batched(m, tasks.dropout_scores, d_b["test"], E)),
                         progress=progress)
   feats = {k: bl.activity_features(part[k].items[d_idx[k]], part[k].responses[d_idx[k]], obs,
                                    world.n_videos, world.video_next, items.course)
@@ -353,8 +354,8 @@ def kt_compare(c, part, items: Items, inits: dict, seed: int, wd: Path, mesh, pr
                                           seed * 7 + 2, items.mask_id, items.pad_id),
                        c.finetune.steps, c.finetune.lr, seed * 1000 + 31, wd / f"kt_{name}", mesh,
                        lambda m: kt_eval(
-                           tasks.apply_batched(m, tasks.kt_scores, _inputs(val_b), E),
-                           lambda: tasks.apply_batched(m, tasks.kt_scores, _inputs(test_b), E)),
+                           apply_batched(m, tasks.kt_scores, _inputs(val_b), E),
+                           lambda: apply_batched(m, tasks.kt_scores, _inputs(test_b), E)),
                        progress=progress)
   M = c.model.max_len
   for name, qmap, nq, make in (
@@ -370,12 +371,12 @@ def kt_compare(c, part, items: Items, inits: dict, seed: int, wd: Path, mesh, pr
       return {k: v[s] for k, v in seqs["train"].items()}
 
     def ev(m, seqs=seqs):
-      pv = bl.kt_seq_predictions(tasks.apply_batched(m, _call, seqs["val"], E),
+      pv = bl.kt_seq_predictions(apply_batched(m, _call, seqs["val"], E),
                                  seqs["val"]["count"])
       if len(pv) != len(y_val):   # the answers DKT/SAKT predict must be ours, in our order
         raise AssertionError(f"{len(pv)} sequence-model predictions for {len(y_val)} labels")
       pt = lambda: bl.kt_seq_predictions(
-          tasks.apply_batched(m, _call, seqs["test"], E), seqs["test"]["count"])
+          apply_batched(m, _call, seqs["test"], E), seqs["test"]["count"])
       return kt_eval(pv, pt)
 
     _, out[name] = fit(c, make(), bl.kt_seq_loss, batches, c.finetune.steps, c.finetune.lr,

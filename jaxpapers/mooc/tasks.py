@@ -14,13 +14,12 @@ model (or the same model from scratch) reads them, its losses and its scores.
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxpapers.core.batched import apply_batched
 from jaxpapers.mooc.model import MASK_RESPONSE, BehaviourModel, masked_ce
 from jaxpapers.mooc.simulator import RIGHT, Logs
 from jaxpapers.nn.param import param
@@ -153,27 +152,6 @@ def dropout_scores(model: DropoutClassifier, batch: dict, key=None):
 
 def dropout_loss(model: DropoutClassifier, batch: dict, key):
   return bce(model(batch, key), batch["label"]), {}
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(graphdef, fn):
-  return jax.jit(lambda state, batch: fn(nnx.merge(graphdef, state), batch))
-
-
-def apply_batched(model: nnx.Module, fn, batches, size: int) -> np.ndarray:
-  """fn(model, batch) over `batches` (a dict of [N, ...] arrays), `size` rows per call (the last
-  call padded), concatenated as numpy."""
-  graphdef, state = nnx.split(model)
-  f = _compiled(graphdef, fn)
-  n = len(next(iter(batches.values())))
-  out = []
-  for i in range(0, n, size):
-    part = {k: v[i:i + size] for k, v in batches.items()}
-    m = len(next(iter(part.values())))
-    if m < size:
-      part = {k: np.concatenate([v, np.repeat(v[-1:], size - m, 0)]) for k, v in part.items()}
-    out.append(np.asarray(f(state, part))[:m])
-  return np.concatenate(out)
 
 
 def hidden_states(model: BehaviourModel, batch: dict):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxpapers.core.batched import apply_batched
 from jaxpapers.mooc import metrics, tasks
 from jaxpapers.mooc.model import (MASK_RESPONSE, BehaviourModel, Items, ModelConfig, mask_tokens,
                                   masked_ce, pretrain_loss)
@@ -87,8 +88,8 @@ def test_task_inputs_hide_their_targets():
   resp = np.array([[2, RIGHT, 1, WRONG, 3, RIGHT, 0, 0]])
   t = np.array([4])
   # recommendation: the target video (and anything after it) does not change the scores
-  rec = lambda b: tasks.apply_batched(model, tasks.rec_scores, b, 1)
-  kt = lambda b: tasks.apply_batched(model, tasks.kt_scores, b, 1)
+  rec = lambda b: apply_batched(model, tasks.rec_scores, b, 1)
+  kt = lambda b: apply_batched(model, tasks.kt_scores, b, 1)
   a = tasks.rec_inputs(items, resp, t, ITEMS.mask_id, ITEMS.pad_id)
   items2 = items.copy()
   items2[0, 4:7] = [4, 5, 0]
