@@ -206,14 +206,18 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
     jax.block_until_ready(sim.run_batch(keys, lns[0], trace, *parts_, use_trace))
     seconds, timed = time.perf_counter() - t0, keys.shape[0]
   results = summarize(names, per_seed, episodes, summaries, c)
-  results.update(episodes_per_s=timed / seconds, frames_per_s=timed * c.scenario.frames / seconds,
+  # an episode is one world with every method and the oracle, each its own closed-loop drive
+  results.update(episodes_per_s=timed / seconds,
+                 drives_per_s=timed * (len(methods) + 1) / seconds,
+                 frames_per_s=timed * c.scenario.frames / seconds,
                  seconds=time.perf_counter() - t_start, command=command, seeds=c.seeds,
                  episodes=c.episodes, levels=names, methods=list(methods),
                  level_params={n: dict(zip(network.LEVEL_FIELDS, lv)) for n, lv in
                                zip(names, c.network.levels)} if not use_trace else {},
                  trace=c.network.trace)
-  log.info("%d episodes/s (all %d methods and the oracle per episode, %d frames each)",
-           results["episodes_per_s"], len(methods), c.scenario.frames)
+  log.info("%d episodes/s (all %d methods and the oracle per episode, %d frames each): %d "
+           "closed-loop drives/s", results["episodes_per_s"], len(methods), c.scenario.frames,
+           results["drives_per_s"])
   atomic_write_json(wd / "per_seed.json", {lv: [{k: v.tolist() for k, v in a.items()}
                                                 for a in per_seed[lv]] for lv in names}, indent=1)
   write(wd, c, results, parts_, lns, trace, use_trace, names, summaries)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxpapers.iaad.scenario import Detections
+from jaxpapers.iaad.scenario import Detections, planar_norm
 
 
 def associate(a, a_valid, b, b_valid, gate: float) -> jnp.ndarray:
@@ -20,26 +20,31 @@ def associate(a, a_valid, b, b_valid, gate: float) -> jnp.ndarray:
 
   Computed in rounds of mutual nearest neighbours, which gives the same pairs: the closest
   remaining pair is always mutual, and a mutual pair can never lose a member to a closer pair, so
-  every round's mutual pairs are ones greedy takes. Rounds stop when one adds no pair (two or three
-  in practice, against min(Na, Nb) sequential picks). Exact ties go to the lower index."""
+  every round's mutual pairs are ones greedy takes; for the same reason a round that leaves a
+  finite distance is always followed by one that adds a pair, so rounds stop when none is left
+  (one or two in practice, against min(Na, Nb) sequential picks). Exact ties go to the lower
+  index. The nearest indices are taken as plain min-reductions (first index at the minimum), which
+  XLA's CPU backend vectorises; argmin's variadic (value, index) reduction was the simulator's
+  slowest op."""
   na, nb = a.shape[0], b.shape[0]
-  d = jnp.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1)
-  d = jnp.where(a_valid[:, None] & b_valid[None, :] & (d <= gate), d, jnp.inf)
+  diff = a[:, None, :] - b[None, :, :]
+  d = diff[..., 0] ** 2 + diff[..., 1] ** 2          # squared: the same order, no root
+  d = jnp.where(a_valid[:, None] & b_valid[None, :] & (d <= gate ** 2), d, jnp.inf)
   rows, cols = jnp.arange(na)[:, None], jnp.arange(nb)[None, :]
 
   def body(carry):
     d, match, _, rounds = carry
-    j_best = jnp.argmin(d, axis=1)                                  # [na]
-    i_best = jnp.argmin(d, axis=0)                                  # [nb]
-    pick = (j_best[:, None] == cols) & (i_best[None, :] == rows)    # [na, nb] one-hot, mutual
-    mutual = pick.any(1) & jnp.isfinite(d.min(axis=1))
-    pick = pick & mutual[:, None]
+    row_min = d.min(axis=1, keepdims=True)
+    j_best = jnp.where(d == row_min, cols, nb).min(axis=1)          # [na] first nearest b
+    i_best = jnp.where(d == d.min(axis=0, keepdims=True), rows, na).min(axis=0)   # [nb]
+    pick = (j_best[:, None] == cols) & (i_best[None, :] == rows) & jnp.isfinite(row_min)
+    mutual = pick.any(1)                                            # [na, nb] one-hot, mutual
     match = jnp.where(mutual, j_best, match)
     d = jnp.where(mutual[:, None] | pick.any(0)[None, :], jnp.inf, d)
-    return d, match, mutual.any(), rounds + 1
+    return d, match, jnp.isfinite(d).any(), rounds + 1
 
   cond = lambda c: c[2] & (c[3] < min(na, nb))
-  init = (d, jnp.full((na,), -1, jnp.int32), jnp.bool_(True), 0)
+  init = (d, jnp.full((na,), -1, jnp.int32), jnp.isfinite(d).any(), 0)
   return jax.lax.while_loop(cond, body, init)[1]
 
 
@@ -72,5 +77,5 @@ def perception_counts(perceived: Detections, truth, truth_valid, gate: float):
   perceived objects matched one-to-one to true ones within `gate` metres."""
   match = associate(truth, truth_valid, perceived.pos, perceived.valid, gate)
   has = match >= 0
-  err = jnp.where(has, jnp.linalg.norm(truth - perceived.pos[jnp.maximum(match, 0)], axis=-1), 0.0)
+  err = jnp.where(has, planar_norm(truth - perceived.pos[jnp.maximum(match, 0)]), 0.0)
   return has.sum(), truth_valid.sum(), perceived.valid.sum(), err.sum()

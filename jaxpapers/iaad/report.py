@@ -197,8 +197,9 @@ def write(wd: Path, c, results: dict, parts_, lns, trace, use_trace, names, summ
                   command=r["command"], rows=rows)
   report.sections.append(("Simulator speed", (
       f"{r['episodes_per_s']:.0f} episodes/s on this machine ({c.scenario.frames} frames each, "
-      f"all {len(r['methods'])} methods and the oracle per episode: "
-      f"{r['frames_per_s'] * (len(r['methods']) + 1):.0f} method-frames/s), measured after "
+      f"all {len(r['methods'])} methods and the oracle per episode, each its own closed-loop "
+      f"drive: {r['drives_per_s']:.0f} drives/s, "
+      f"{r['frames_per_s'] * (len(r['methods']) + 1):.0f} drive-frames/s), measured after "
       "compilation.")))
   for lv in names:
     report.sections.append((f"Level '{lv}'", level_table(r, lv) + (

@@ -87,7 +87,6 @@ def episode(key, ln: network.Link, trace: network.Trace, s: Scenario, f: Fusion,
   H = history(f, s)
   n = s.n_objects
   deadline = f.deadline_ms / 1000.0
-  rsu_xy = jnp.array([s.rsu_x, s.rsu_y])
   ages = jnp.arange(H) * s.dt
 
   def run(method):
@@ -95,13 +94,15 @@ def episode(key, ln: network.Link, trace: network.Trace, s: Scenario, f: Fusion,
       x, v, bad, arr, buf, kf, ped_t0 = carry
       now = t * s.dt
       pos, vel = objects(world, t, now, ped_t0)
-      # the RSU senses and tracks; its message of this frame joins the buffer (newest first)
+      # the RSU senses and tracks; its message of this frame joins the buffer
       z, det = rsu_detect(s, pos, draws, t)
       kf = kalman.filter_step(kf, z, det, s.dt, s.rsu_sigma, f.accel_sigma, f.confirm_hits,
                               f.drop_misses)
-      buf = jax.tree.map(lambda b, new: jnp.concatenate([new[None], b[:-1]]), buf, kf.tracks)
+      slot = t % H                               # a ring: frame t's message in slot t mod H
+      buf = jax.tree.map(lambda b, new: jax.lax.dynamic_update_index_in_dim(b, new, slot, 0), buf,
+                         kf.tracks)
       # the network carries it
-      dist = jnp.linalg.norm(jnp.stack([x, 0.0]) - rsu_xy)
+      dist = jnp.hypot(x - s.rsu_x, s.rsu_y)
       covered = dist <= s.comm_range
       handover = jnp.any(jnp.abs(x - jnp.array(f.handover_x)) < f.handover_width / 2)
       if use_trace:
@@ -118,7 +119,7 @@ def episode(key, ln: network.Link, trace: network.Trace, s: Scenario, f: Fusion,
       intra_ok = arrived[0]
       plan_ok = arrived.any() & (age <= f.plan_max_age + 1e-6)
       inter_short = plan_ok & (age <= f.inter_max_age + 1e-6)
-      newest = jax.tree.map(lambda b: b[k], buf)
+      newest = jax.tree.map(lambda b: b[(t - k) % H], buf)
       cpos, cvar = kalman.compensate(newest, age, s.dt, f.accel_sigma)
       msg = Detections(cpos, newest.vel, cvar, newest.valid)
       # what this method does with it

@@ -45,6 +45,7 @@ def test_sweep_end_to_end(tmp_path):
   wd = tmp_path / "wd"
   r = json.loads((wd / "results.json").read_text())
   assert r["levels"] == ["excellent", "bad"] and r["episodes_per_s"] > 0
+  assert r["drives_per_s"] == pytest.approx(6 * r["episodes_per_s"])
   for m in ("ego_only", "intra", "inter", "planning", "adaptive"):
     for lv in r["levels"]:
       cell = r[m][lv]
