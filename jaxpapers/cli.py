@@ -2,7 +2,8 @@
 
   jaxpapers list
   jaxpapers run glm/pretrain --preset quick --workdir DIR [--config.train.steps=100 ...]
-  jaxpapers run --config=experiments/glm/configs/pretrain.py:quick --workdir DIR
+  jaxpapers run --config=FILE.py:quick --workdir DIR
+                (a config file: one of jaxpapers/configs/, or your edited copy of one)
                 (a finished run is not run again; --restart: start over when the workdir holds
                 only corrupt checkpoints)
   jaxpapers generate --workdir DIR --prompt "text" [--mode gmask|mask] [--strategy top_p]
@@ -136,7 +137,7 @@ def _load(fv, positional, overrides):
     if not positional:
       raise ConfigError("name an experiment (see `jaxpapers list`) or give --config=FILE:ARG")
     exp = registry.get(positional[0])
-    cfg = cfglib.load_config_file(registry.experiments_root() / exp.config, fv.preset)
+    cfg = cfglib.load_config_file(registry.config_path(exp), fv.preset)
   cfglib.apply_overrides(cfg, overrides)
   return exp, cfg
 

@@ -12,7 +12,7 @@ from jaxpapers.core.errors import ConfigError
 class Experiment:
   name: str
   run: str              # "module:function", called as fn(config, workdir, command) -> results
-  config: str           # path under experiments/
+  config: str           # path under jaxpapers/configs/ (installed with the package)
   quick_minutes: float  # measured wall time of --preset quick on 2 CPU cores
   summary: str
 
@@ -28,39 +28,45 @@ class Experiment:
 
 
 EXPERIMENTS = {e.name: e for e in [
-    Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/configs/pretrain.py", 3.8,
+    Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/pretrain.py", 3.8,
                "GLM-130B blank-infilling pretraining on Austen; ppl, last-word, blank-infill, MFU"),
-    Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/configs/quantize.py", 7.2,
+    Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/quantize.py", 7.2,
                "GLM-130B INT8/INT4 weight quantization: ppl per scheme, CPU decode speed and memory, streaming quantization RSS"),
-    Experiment("gact/memory", "jaxpapers.gact.experiments:run", "gact/configs/memory.py", 32.7,
+    Experiment("gact/memory", "jaxpapers.gact.experiments:run", "gact/memory.py", 32.7,
                "GACT levels L0-L2.2 on a GLM stack, a ResNet and a jraph GCN: activation memory, max batch, quality, step time"),
-    Experiment("kgt/queries", "jaxpapers.kgt.experiments:run", "kgt/configs/queries.py", 9.9,
+    Experiment("kgt/queries", "jaxpapers.kgt.experiments:run", "kgt/queries.py", 9.9,
                "kgTransformer vs GQE/Q2B on 9 BetaE query types (UMLS, Kinships): MRR per type, ablations"),
-    Experiment("cogvideo/t2v", "jaxpapers.cogvideo.experiments:run", "cogvideo/configs/t2v.py", 12.9,
+    Experiment("cogvideo/t2v", "jaxpapers.cogvideo.experiments:run", "cogvideo/t2v.py", 12.9,
                "CogVideo on a captioned moving-object world: inherited vs scratch vs one-stage at equal compute; caption accuracy, Frechet distance, frame-rate control"),
-    Experiment("gebd/ladder", "jaxpapers.gebd.experiments:run", "gebd/configs/ladder.py", 7.5,
+    Experiment("gebd/ladder", "jaxpapers.gebd.experiments:run", "gebd/ladder.py", 7.5,
                "MAE-GEBD ladder on generated multi-annotator GEBD videos: baseline, soft labels, pseudo labels, alignment, video MAE, ensemble; Kinetics-GEBD F1"),
-    Experiment("gebd/score", "jaxpapers.gebd.score:run", "gebd/configs/score.py", 0.1,
+    Experiment("gebd/score", "jaxpapers.gebd.score:run", "gebd/score.py", 0.1,
                "the Kinetics-GEBD F1 protocol on your annotation and prediction pickles"),
-    Experiment("pethead/suite", "jaxpapers.pethead.experiments:run", "pethead/configs/suite.py", 6.9,
+    Experiment("pethead/suite", "jaxpapers.pethead.experiments:run", "pethead/suite.py", 6.9,
                "EH-FT on pretrained MiniLM: PET (LoRA/BitFit/prefix) + head, then full fine-tuning, vs FT, LP-FT, PET alone; 6 tasks, seeds, feature shift"),
-    Experiment("retrieval/transfer", "jaxpapers.retrieval.experiments:run", "retrieval/configs/transfer.py", 8.0,
+    Experiment("retrieval/transfer", "jaxpapers.retrieval.experiments:run", "retrieval/transfer.py", 8.0,
                "P-tuning v2 dense retrieval on MiniLM vs FT, BitFit, zero-shot, BM25: in domain, cross-topic, man pages, Python docs; nDCG@10, ECE"),
-    Experiment("iaad/sweep", "jaxpapers.iaad.experiments:run", "iaad/configs/sweep.py", 1.5,
+    Experiment("iaad/sweep", "jaxpapers.iaad.experiments:run", "iaad/sweep.py", 0.9,
                "IAAD: ego-only, intra-frame, inter-frame, planning fusion and the adaptive choice in a closed-loop road simulator, swept over network levels"),
-    Experiment("mooc/pretrain", "jaxpapers.mooc.experiments:run", "mooc/configs/pretrain.py", 9.0,
+    Experiment("mooc/pretrain", "jaxpapers.mooc.experiments:run", "mooc/pretrain.py", 9.0,
                "MOOC behaviour pre-training on a student simulator: recommendation, resource evaluation, knowledge tracing, dropout vs scratch, SASRec, DKT, SAKT, LR"),
-    Experiment("vpt/pipeline", "jaxpapers.vpt.experiments:run", "vpt/configs/pipeline.py", 9.4,
+    Experiment("vpt/pipeline", "jaxpapers.vpt.experiments:run", "vpt/pipeline.py", 9.4,
                "VPT in Craftax: IDM on labelled demos, pseudo-labels, BC (IDM / small / true labels) in the game"),
 ]}
 
 
-def experiments_root() -> Path:
-  root = Path(__file__).resolve().parent.parent / "experiments"
+def configs_root() -> Path:
+  """The experiments' config files, which ship inside the package (so a wheel or a
+  `pip install git+URL` runs every experiment, not only an editable checkout)."""
+  root = Path(__file__).resolve().parent / "configs"
   if not root.is_dir():
-    raise ConfigError(f"experiment configs not found at {root}; install from a checkout with "
-                      "`pip install -e .`")
+    raise ConfigError(f"experiment configs not found at {root}: this jaxpapers install is "
+                      "incomplete; reinstall the package")
   return root
+
+
+def config_path(exp: Experiment) -> Path:
+  return configs_root() / exp.config
 
 
 def get(name: str) -> Experiment:
@@ -71,7 +77,7 @@ def get(name: str) -> Experiment:
 
 def presets(exp: Experiment) -> list[str]:
   import ast
-  tree = ast.parse((experiments_root() / exp.config).read_text())
+  tree = ast.parse(config_path(exp).read_text())
   for node in tree.body:
     if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "PRESETS" for t in node.targets):
       return [p for p in ast.literal_eval(node.value) if p]

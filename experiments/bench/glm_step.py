@@ -41,7 +41,7 @@ def main():
                   help="1: also time the same model in PyTorch eager (glm_torch.py) when torch is "
                        "installed; it is not a dependency of the project")
   a = ap.parse_args()
-  c = cfglib.load_config_file(Path(__file__).parents[1] / "glm/configs/pretrain.py",
+  c = cfglib.load_config_file(Path(__file__).parents[2] / "jaxpapers/configs/glm/pretrain.py",
                               None if a.preset == "default" else a.preset)
   preset = dict(d_model=c.model.d_model, num_layers=c.model.num_layers,
                 num_heads=c.model.num_heads, vocab=c.data.vocab_size, seq_len=c.objective.seq_len,

@@ -6,7 +6,7 @@ Prints JSON: median time of the FP32 matmul (weights stored [K, N]), of the naiv
 dequantize-then-dot, of the tiled XLA path (`qmatmul_xla_tiled`) and of the FFI kernel
 (`quant_matmul_cpu.qmatmul_ffi`, the decode path), each also as a speed-up over FP32 (> 1 is
 faster). `--decode` adds whole-model batch-1 decode, FP32 vs INT4/INT8, on the decode model of
-`experiments/glm/configs/quantize.py` (as `glm/quantize` measures it).
+`jaxpapers/configs/glm/quantize.py` (as `glm/quantize` measures it).
 """
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ def main():
   if a.decode:
     from jaxpapers.core.config import load_config_file
     from jaxpapers.glm.quantize_experiment import decode_benchmark
-    from jaxpapers.registry import experiments_root
-    c = load_config_file(experiments_root() / "glm/configs/quantize.py", "quick")
+    from jaxpapers.registry import configs_root
+    c = load_config_file(configs_root() / "glm/quantize.py", "quick")
     out["decode"] = {k: v for k, v in decode_benchmark(c).items() if not k.startswith("quantize_")}
   print(json.dumps(out, indent=1))
 

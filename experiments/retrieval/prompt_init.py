@@ -8,12 +8,12 @@ import sys
 
 from jaxpapers.core.config import load_config_file
 from jaxpapers.nn import minilm
-from jaxpapers.registry import experiments_root
+from jaxpapers.registry import configs_root
 from jaxpapers.retrieval import experiments as ex
 
 
 def main(preset: str | None = None) -> None:
-  c = load_config_file(experiments_root() / "retrieval/configs/transfer.py", preset)
+  c = load_config_file(configs_root() / "retrieval/transfer.py", preset)
   cols = ex.collections_of(c.seed, c, minilm.Tokenizer(), {})
   encoder = ex.Encoder(c.eval.batch, progress=False)
   for mode in ("zeroshot", "pt"):

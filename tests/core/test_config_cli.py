@@ -8,12 +8,12 @@ import pytest
 from jaxpapers import cli
 from jaxpapers.core import config as cfglib
 from jaxpapers.core.errors import ConfigError
-from jaxpapers.registry import EXPERIMENTS, experiments_root
+from jaxpapers.registry import EXPERIMENTS, config_path, configs_root
 from jp_testutil import tiny_glm_args
 
 
 def _cfg():
-  return cfglib.load_config_file(experiments_root() / "glm/configs/pretrain.py", "tiny")
+  return cfglib.load_config_file(configs_root() / "glm/pretrain.py", "tiny")
 
 
 def test_overrides_parse_to_the_current_type():
@@ -39,7 +39,7 @@ def test_every_experiment_config_loads_with_its_presets():
   from jaxpapers import registry
   for exp in EXPERIMENTS.values():
     for preset in registry.presets(exp):
-      cfg = cfglib.load_config_file(experiments_root() / exp.config, preset)
+      cfg = cfglib.load_config_file(config_path(exp), preset)
       assert cfg.experiment == exp.name
 
 

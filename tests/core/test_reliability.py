@@ -22,7 +22,7 @@ from jaxpapers.core.errors import CheckpointError, NonFiniteError, WorkdirError
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.core.train import train
 from jaxpapers.glm.generate import _fit
-from jaxpapers.registry import experiments_root
+from jaxpapers.registry import configs_root
 from jp_testutil import tiny_glm_args
 
 
@@ -219,7 +219,7 @@ def test_truncated_config_json_of_a_workdir(capsys, tmp_path, small_corpus):
 
 
 def _cfg(corpus):
-  c = cfglib.load_config_file(experiments_root() / "glm/configs/pretrain.py", "tiny")
+  c = cfglib.load_config_file(configs_root() / "glm/pretrain.py", "tiny")
   c.data.corpus = str(corpus)
   return c
 

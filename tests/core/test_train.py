@@ -17,14 +17,14 @@ from jaxpapers.glm.evaluate import loss_fn
 from jaxpapers.glm.experiments import BATCH_AXES, model_config
 from jaxpapers.glm.model import GLM
 from jaxpapers.glm.objective import BatchSampler, SpecialIds
-from jaxpapers.registry import experiments_root
+from jaxpapers.registry import configs_root
 from jp_testutil import assert_close_scaled
 
 IDS = SpecialIds(pad=0, mask=1, gmask=2, sop=3, eop=4)
 
 
 def _setup(**train_overrides):
-  c = cfglib.load_config_file(experiments_root() / "glm/configs/pretrain.py", "tiny")
+  c = cfglib.load_config_file(configs_root() / "glm/pretrain.py", "tiny")
   c.train.update(tensorboard=False, **train_overrides)
   tokens = np.random.default_rng(0).integers(5, 512, 20_000).astype(np.int32)
   sampler = BatchSampler(tokens, IDS, seq_len=c.objective.seq_len, batch=c.train.batch, seed=0,

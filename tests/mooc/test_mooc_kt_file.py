@@ -6,7 +6,7 @@ from jaxpapers import cli
 from jaxpapers.core.config import load_config_file
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.mooc import experiments, formats
-from jaxpapers.registry import experiments_root
+from jaxpapers.registry import configs_root
 
 
 def test_kt_file_path(tmp_path):
@@ -17,7 +17,7 @@ def test_kt_file_path(tmp_path):
   cs = [(rng.random(len(q)) < 1 / (1 + np.exp(-skill[q]))).astype(int) for q in qs]
   path = tmp_path / "kt.csv"
   formats.write_dkt_csv(path, qs, cs)
-  c = load_config_file(experiments_root() / "mooc/configs/pretrain.py", "tiny")
+  c = load_config_file(configs_root() / "mooc/pretrain.py", "tiny")
   c.kt_file, c.progress = str(path), False
   f = experiments.run_kt_file(c, tmp_path / "kt", make_mesh((-1,), ("data",)), False)
   assert f["students"] == 90 and f["questions"] == 6 and f["format"] == "dkt"

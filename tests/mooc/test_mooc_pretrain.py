@@ -10,7 +10,7 @@ from jaxpapers import cli
 from jaxpapers.core.config import load_config_file
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.mooc import experiments, formats
-from jaxpapers.registry import experiments_root
+from jaxpapers.registry import configs_root
 
 
 def test_pretrain_end_to_end(tmp_path):
@@ -47,7 +47,7 @@ def test_pretrain_end_to_end(tmp_path):
 ])
 def test_bad_values_fail_at_start(key, value, what):
   from jaxpapers.core.config import apply_overrides
-  c = load_config_file(experiments_root() / "mooc/configs/pretrain.py", "tiny")
+  c = load_config_file(configs_root() / "mooc/pretrain.py", "tiny")
   apply_overrides(c, {key: value})
   with pytest.raises(ConfigError, match=what.replace("+", "\\+")):
     experiments.validate(c)

@@ -140,7 +140,7 @@ def test_the_suite_rebuilds_the_same_pretrained_backbone_for_every_stage():
   from jaxpapers.pethead.experiments import encoder
   import importlib.util
   spec = importlib.util.spec_from_file_location(
-      "suite_cfg", __import__("conftest").REPO / "experiments/pethead/configs/suite.py")
+      "suite_cfg", __import__("conftest").REPO / "jaxpapers/configs/pethead/suite.py")
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   c = mod.get_config("tiny")

@@ -63,9 +63,9 @@ def test_a_sub_run_of_another_config_is_refused_and_kept(tmp_path):
   from jaxpapers.core.errors import WorkdirError
   from jaxpapers.core.workdir import cached_result
   from jaxpapers.pethead.experiments import fingerprint
-  from jaxpapers.registry import experiments_root
+  from jaxpapers.registry import configs_root
   from jaxpapers.core.config import load_config_file
-  c = load_config_file(experiments_root() / "pethead/configs/suite.py", "tiny")
+  c = load_config_file(configs_root() / "pethead/suite.py", "tiny")
   path = tmp_path / "result.json"
   assert cached_result(path, lambda: ({"score": 1}, None), fingerprint(c))[0]["score"] == 1
   assert cached_result(path, lambda: ({"score": 2}, None), fingerprint(c))[0]["score"] == 1      # reused
