@@ -6,6 +6,9 @@
                 (a config file: one of jaxpapers/configs/, or your edited copy of one)
                 (a finished run is not run again; --restart: start over when the workdir holds
                 only corrupt checkpoints)
+  jaxpapers reproduce [PAPER ...] [--preset quick] [--out DIR]
+                (every named paper's experiments, all by default, then DIR/dashboard/index.html;
+                papers: glm gact kgt cogvideo vpt gebd pethead retrieval iaad mooc)
   jaxpapers generate --workdir DIR --prompt "text" [--mode gmask|mask] [--strategy top_p]
                      [--quantize int4_absmax]
   jaxpapers generate --workdir DIR --prompt "a sneaker moving left slowly" [--fps 8]
@@ -59,8 +62,8 @@ def _flags() -> flags.FlagValues:
   flags.DEFINE_string("model", "inherited", "generate (cogvideo): inherited, scratch or one_stage",
                       flag_values=fv)
   flags.DEFINE_integer("num", 1, "generate (cogvideo): videos to sample", flag_values=fv)
-  flags.DEFINE_string("out", None, "generate (cogvideo): GIF path (default: WORKDIR/generated.gif)",
-                      flag_values=fv)
+  flags.DEFINE_string("out", None, "generate (cogvideo): GIF path (default: WORKDIR/generated.gif); "
+                      "reproduce: output directory (default: ./reproduce)", flag_values=fv)
   flags.DEFINE_string("dataset", None, "explain: a dataset of the kgt/queries run", flag_values=fv)
   flags.DEFINE_string("qtype", None, "explain: query type (1p 2p 3p 2i 3i ip pi 2u up)", flag_values=fv)
   flags.DEFINE_list("anchors", [], "explain: anchor entity names, depth-first order", flag_values=fv)
@@ -142,7 +145,7 @@ def _load(fv, positional, overrides):
   return exp, cfg
 
 
-def cmd_run(fv, positional, overrides) -> int:
+def cmd_run(fv, positional, overrides, argv: list[str]) -> int:
   from jaxpapers.core import config as cfglib
   from jaxpapers.core import workdir as wdlib
   from jaxpapers.core.distributed import maybe_initialize
@@ -160,7 +163,7 @@ def cmd_run(fv, positional, overrides) -> int:
       if lead:
         print(f"{workdir} holds this run, finished; nothing to do. Report: {workdir / 'REPORT.md'}")
       return 0
-    command = "jaxpapers " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "jaxpapers " + shlex.join(argv)     # main's argv: right in a notebook kernel too
     exp.function()(cfg, str(workdir), command)
     if lead:
       wdlib.mark_finished(workdir, new)
@@ -254,6 +257,26 @@ def cmd_generate(fv) -> int:
   return 0
 
 
+def cmd_reproduce(fv, positional, overrides) -> int:
+  from jaxpapers import registry, reproduce
+  if overrides or fv.config:
+    raise ConfigError("reproduce takes no --config (it runs several experiments); "
+                      "use `jaxpapers run` for a changed config")
+  for name in ("workdir", "coordinator", "num_processes", "process_id"):
+    if getattr(fv, name) is not None:
+      raise ConfigError(f"reproduce takes --out DIR, not --{name}")
+  if fv.restart:
+    raise ConfigError("reproduce takes no --restart; run the experiment with `jaxpapers run`")
+  papers = list(dict.fromkeys(positional))    # each paper once, in the order given
+  for key in papers or registry.PAPERS:       # unknown papers and presets fail before any run
+    for name in registry.paper(key).experiments:
+      exp = registry.get(name)
+      if fv.preset and fv.preset not in registry.presets(exp):
+        raise ConfigError(f"{name} has no preset {fv.preset!r} (it has: "
+                          f"{', '.join(registry.presets(exp))})")
+  return reproduce.run(papers, fv.preset, fv.out or "reproduce")
+
+
 def cmd_explain(fv) -> int:
   from jaxpapers.kgt.experiments import explain_text
   for name in ("workdir", "dataset", "qtype"):
@@ -275,12 +298,14 @@ def main(argv: list[str] | None = None) -> int:
       return cmd_list()
     fv, positional, overrides = _parse(rest)
     if cmd == "run":
-      return cmd_run(fv, positional, overrides)
+      return cmd_run(fv, positional, overrides, argv)
     if cmd == "generate":
       return cmd_generate(fv)
     if cmd == "explain":
       return cmd_explain(fv)
-    raise ConfigError(f"unknown command {cmd!r}; use list, run, generate or explain")
+    if cmd == "reproduce":
+      return cmd_reproduce(fv, positional, overrides)
+    raise ConfigError(f"unknown command {cmd!r}; use list, run, reproduce, generate or explain")
   except JaxpapersError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -55,6 +55,40 @@ EXPERIMENTS = {e.name: e for e in [
 ]}
 
 
+@dataclasses.dataclass(frozen=True)
+class Paper:
+  key: str
+  title: str
+  arxiv: str
+  experiments: tuple[str, ...]   # what `jaxpapers reproduce` runs for it, in order
+
+
+PAPERS = {p.key: p for p in [
+    Paper("glm", "GLM-130B: pretraining and INT8/INT4 weight quantization", "2210.02414",
+          ("glm/pretrain", "glm/quantize")),
+    Paper("gact", "GACT: activation-compressed training", "2206.11357", ("gact/memory",)),
+    Paper("kgt", "kgTransformer: pre-training for complex logical queries", "2208.07638",
+          ("kgt/queries",)),
+    Paper("cogvideo", "CogVideo: text-to-video generation", "2205.15868", ("cogvideo/t2v",)),
+    Paper("vpt", "VPT: video pretraining with an inverse dynamics model", "2206.11795",
+          ("vpt/pipeline",)),
+    Paper("gebd", "MAE-GEBD: generic event boundary detection", "2206.08610", ("gebd/ladder",)),
+    Paper("pethead", "PET head (EH-FT): parameter-efficient tuning as a classification head",
+          "2210.16771", ("pethead/suite",)),
+    Paper("retrieval", "Prompt-tuned dense retrievers", "2207.07087", ("retrieval/transfer",)),
+    Paper("iaad", "IAAD: fusion in infrastructure-augmented driving", "2207.00737",
+          ("iaad/sweep",)),
+    Paper("mooc", "Pre-training for adaptive learning in MOOCs", "2208.04708",
+          ("mooc/pretrain",)),
+]}
+
+
+def paper(key: str) -> Paper:
+  if key not in PAPERS:
+    raise ConfigError(f"unknown paper {key!r}; papers: {', '.join(PAPERS)}")
+  return PAPERS[key]
+
+
 def configs_root() -> Path:
   """The experiments' config files, which ship inside the package (so a wheel or a
   `pip install git+URL` runs every experiment, not only an editable checkout)."""

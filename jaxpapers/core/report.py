@@ -1,6 +1,8 @@
-"""Run reports: config.json, results.json and REPORT.md (paper claim vs measured, PNG plots)."""
+"""Run reports: config.json, results.json, REPORT.md (paper claim vs measured, PNG plots) and
+report.json (the same report, structured, for `jaxpapers reproduce`'s dashboard)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -70,6 +72,7 @@ def write_report(workdir: str | Path, report: Report, results: dict) -> Path:
     lines += ["", f"![{caption}]({png})", "", f"*{caption}*"]
   lines += ["", "Every figure above is in `results.json` of this workdir.", ""]
   atomic_write_text(path, "\n".join(lines))
+  write_json(workdir / "report.json", dataclasses.asdict(report))    # what the dashboard reads
   return path
 
 
