@@ -1,6 +1,7 @@
 """BetaE / Query2Box query datasets on disk (FB15k-237-q2b, NELL-q2b, FB15k-q2b layout).
 
 A dataset directory holds `stats.txt` ("numentity: N" and "numrelations: R", inverses included),
+optionally KGReasoning's name maps (`id2ent.pkl`, `id2rel.pkl`, `ent2id.pkl`, `rel2id.pkl`),
 `train-queries.pkl` (structure -> set of queries), `train-answers.pkl` (query -> set of answers),
 and for valid and test `{split}-queries.pkl`, `{split}-easy-answers.pkl` (answers in the next
 smaller graph) and `{split}-hard-answers.pkl` (the others). Structures are BetaE templates of
@@ -20,8 +21,10 @@ import pickle
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from jaxpapers.core.errors import DataError
-from jaxpapers.kgt.kg import SPLITS
+from jaxpapers.kgt.kg import KG, SPLITS
 from jaxpapers.kgt.queries import (STRUCTURES, TYPES, UNION, QueryData, QuerySplit, check_ids,
                                    type_of)
 
@@ -52,8 +55,12 @@ _ALLOWED = {("collections", "defaultdict")} | {
 
 @dataclasses.dataclass
 class BetaEData(QueryData):
-  """A `QueryData` plus the BetaE names of the structures that were skipped (sorted)."""
+  """A `QueryData` plus the BetaE names of the structures that were skipped (sorted) and the
+  entity and relation names (from the directory's id2ent/id2rel or ent2id/rel2id pickles, as
+  KGReasoning writes them; the ids as strings where it has none)."""
   skipped: tuple[str, ...] = ()
+  entities: tuple[str, ...] = ()
+  relations: tuple[str, ...] = ()
 
 
 class _Unpickler(pickle.Unpickler):
@@ -293,6 +300,40 @@ def _load_answers(path: Path, qs: dict[str, list], n_e: int) -> dict[tuple, froz
   return out
 
 
+NAME_FILES = {"entity": ("id2ent.pkl", "ent2id.pkl"), "relation": ("id2rel.pkl", "rel2id.pkl")}
+
+
+def _load_names(path: Path, kind: str, n: int) -> tuple[str, ...]:
+  """The n names of `kind` (entity / relation) ids: from id2X.pkl ({id: name}) or X2id.pkl
+  ({name: id}); both, when present, must agree; neither: the ids as strings. One DataError names
+  the file for ids outside 0..n-1, missing ids, repeated names or non-string names."""
+  by_id_file, by_name_file = (path / f for f in NAME_FILES[kind])
+  found = {}
+  for file, inverse in ((by_id_file, False), (by_name_file, True)):
+    if not file.is_file():
+      continue
+    d = _unpickle(file)
+    if not isinstance(d, dict):
+      raise DataError(f"{file}: expected a dict of {kind} ids and names, got {type(d).__name__}")
+    pairs = [(v, k) if inverse else (k, v) for k, v in d.items()]
+    if not all(isinstance(i, int) and not isinstance(i, bool) and isinstance(name, str)
+               for i, name in pairs):
+      raise DataError(f"{file}: {kind} ids must be ints and names strings")
+    ids = sorted(i for i, _ in pairs)
+    if ids != list(range(n)):
+      bad = sorted(set(ids) ^ set(range(n)))[:5]
+      raise DataError(f"{file}: holds {len(ids)} {kind} ids, stats.txt says {n} (0..{n - 1}); "
+                      f"first differences: {bad}")
+    names = dict(pairs)
+    if len(set(names.values())) != n:
+      raise DataError(f"{file}: {kind} names repeat")
+    found[file.name] = tuple(names[i] for i in range(n))
+  if len(found) == 2 and len(set(found.values())) == 2:
+    raise DataError(f"{path}: {by_id_file.name} and {by_name_file.name} disagree on the {kind} "
+                    "names")
+  return next(iter(found.values()), tuple(str(i) for i in range(n)))
+
+
 def load_betae(directory: str | Path) -> BetaEData:
   """Loads a BetaE dataset directory. Returns a `BetaEData` (a `QueryData`; splits train, valid,
   test; types in `TYPES` order, queries sorted) whose `skipped` names the BetaE structures that
@@ -322,7 +363,32 @@ def load_betae(directory: str | Path) -> BetaEData:
   if skipped:
     log.info("%s: skipped %s (not among the nine types %s)", path,
              ", ".join(f"{n} ({c} queries)" for n, c in sorted(skipped.items())), TYPES)
-  return BetaEData(n_e, n_r, splits, skipped=tuple(sorted(skipped)))
+  return BetaEData(n_e, n_r, splits, skipped=tuple(sorted(skipped)),
+                   entities=_load_names(path, "entity", n_e),
+                   relations=_load_names(path, "relation", n_r))
+
+
+def train_kg(data: BetaEData, name: str) -> KG:
+  """G_train rebuilt from the train 1p queries, for pre-training on a BetaE directory: in
+  KGReasoning's data every (head, relation) edge of the training graph, in both directions, is a
+  train 1p query with all its tails as answers (relation 2k + 1 the inverse of 2k). Each edge is
+  kept once, in its forward (even-relation) direction, as `KG.triples["train"]`; valid and test
+  hold none (a BetaE directory has those graphs only through its queries' answers). One DataError
+  when the directory has no train 1p queries."""
+  split = data.splits["train"]
+  ones = split.queries.get("1p", [])
+  if not ones:
+    raise DataError(f"{name}: no train 1p queries, so no training graph to pre-train on (KGReasoning "
+                    "writes every training edge as one)")
+  edges = set()
+  for q in ones:
+    h, (r,) = q
+    for t in split.answers[q]:
+      edges.add((h, r, t) if r % 2 == 0 else (t, r ^ 1, h))
+  triples = np.array(sorted(edges), np.int64).reshape(-1, 3)
+  empty = np.zeros((0, 3), np.int64)
+  return KG(name, list(data.entities), list(data.relations),
+            {"train": triples, "valid": empty, "test": empty})
 
 
 def _plain(q) -> tuple | int:
@@ -335,12 +401,22 @@ def _dump(obj, path: Path) -> None:
     pickle.dump(obj, f, protocol=4)
 
 
-def write_betae(data: QueryData, directory: str | Path) -> Path:
+def write_betae(data: QueryData, directory: str | Path, entities=None, relations=None) -> Path:
   """Writes `data` in BetaE's layout (defaultdict(set) pickles, as BetaE), so `load_betae`
   round-trips it. A split missing from `data` is written empty; valid/test hard answers are
-  answers - easy. Returns the directory."""
+  answers - easy. With `entities` / `relations` (names by id) it writes KGReasoning's id2ent,
+  ent2id, id2rel and rel2id pickles too. Returns the directory."""
   path = Path(directory)
   path.mkdir(parents=True, exist_ok=True)
+  for kind, names, n in (("entity", entities, data.num_entities),
+                         ("relation", relations, data.num_relations)):
+    if names is None:
+      continue
+    if len(names) != n or len(set(names)) != n:
+      raise DataError(f"write_betae: {len(names)} {kind} names for {n} ids, or names repeat")
+    by_id, by_name = NAME_FILES[kind]
+    _dump({i: str(x) for i, x in enumerate(names)}, path / by_id)
+    _dump({str(x): i for i, x in enumerate(names)}, path / by_name)
   (path / STATS).write_text(f"numentity: {data.num_entities}\nnumrelations: {data.num_relations}\n")
   for split in SPLITS:
     sp = data.splits.get(split) or QuerySplit({}, {}, {})

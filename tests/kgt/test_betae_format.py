@@ -191,3 +191,69 @@ def test_write_rejects_mislabelled_query(data, tmp_path):
       "train": queries.QuerySplit({"2p": [(0, (1,))]}, {(0, (1,)): frozenset({2})}, {})})
   with pytest.raises(DataError, match="filed as 2p but is a 1p"):
     write_betae(bad, tmp_path / "out")
+
+
+def test_names_from_kgreasoning_maps(data, tmp_path):
+  """id2ent/id2rel (or ent2id/rel2id alone) give the names; without them the ids as strings."""
+  nations = kg.load("nations")
+  named = write_betae(data, tmp_path / "named", nations.entities, nations.relations)
+  got = load_betae(named)
+  assert list(got.entities) == list(nations.entities)
+  assert list(got.relations) == list(nations.relations)
+  assert _unpickle(named / "ent2id.pkl")[nations.entities[3]] == 3
+  (named / "id2ent.pkl").unlink()                      # ent2id alone is inverted
+  assert list(load_betae(named).entities) == list(nations.entities)
+  plain = load_betae(write_betae(data, tmp_path / "plain"))
+  assert plain.entities == tuple(str(i) for i in range(data.num_entities))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda n: {i: f"e{i}" for i in range(n - 1)}, r"id2ent.pkl: holds \d+ entity ids, stats.txt"),
+    (lambda n: {i: "same" for i in range(n)}, "entity names repeat"),
+    (lambda n: {str(i): i for i in range(n)}, "ids must be ints and names strings"),
+    (lambda n: [f"e{i}" for i in range(n)], "expected a dict"),
+])
+def test_bad_name_maps(data, tmp_path, bad, match):
+  d = write_betae(data, tmp_path / "d")
+  _pickle(d / "id2ent.pkl", bad(data.num_entities))
+  with pytest.raises(DataError, match=match):
+    load_betae(d)
+
+
+def test_name_maps_that_disagree(data, tmp_path):
+  n = data.num_entities
+  d = write_betae(data, tmp_path / "d", [f"e{i}" for i in range(n)])
+  _pickle(d / "ent2id.pkl", {f"e{(i + 1) % n}": i for i in range(n)})
+  with pytest.raises(DataError, match="id2ent.pkl and ent2id.pkl disagree"):
+    load_betae(d)
+
+
+def test_explain_resolves_a_betae_directorys_names(data, tmp_path):
+  """`jaxpapers explain --dataset <dir>` maps names to ids with the directory's own maps."""
+  import ml_collections
+
+  from jaxpapers.kgt.experiments import parse_query, vocabulary
+  nations = kg.load("nations")
+  d = write_betae(data, tmp_path / "nations-q2b", nations.entities, nations.relations)
+  c = ml_collections.ConfigDict({"datasets": (f"betae:{d}",)})
+  ents, rels = vocabulary(c, "nations-q2b")
+  q = parse_query("2p", ["poland"], ["commonbloc0", "officialvisits"], ents, rels)
+  assert q == (ents.index("poland"), (rels.index("commonbloc0"), rels.index("officialvisits")))
+
+
+def test_training_graph_rebuilt_from_train_1p_queries(data, tmp_path):
+  """A directory's train 1p queries give back G_train: the KG's training edges, each once."""
+  from jaxpapers.kgt.betae_format import train_kg
+  nations = kg.load("nations")
+  got = train_kg(load_betae(write_betae(data, tmp_path / "d")), "d")
+  want = {tuple(t) for t in nations.triples["train"].tolist()}
+  assert {tuple(t) for t in got.triples["train"].tolist()} == want
+  assert got.triples["train"].shape == (len(want), 3)
+  assert got.adjacency("train") == nations.adjacency("train")
+  assert len(got.triples["test"]) == 0
+  no_1p = queries.QueryData(data.num_entities, data.num_relations, {
+      "train": queries.QuerySplit({"2p": data.splits["train"].queries["2p"]},
+                                  data.splits["train"].answers, {}),
+      **{s: data.splits[s] for s in ("valid", "test")}})
+  with pytest.raises(DataError, match="no train 1p queries"):
+    train_kg(load_betae(write_betae(no_1p, tmp_path / "e")), "e")
