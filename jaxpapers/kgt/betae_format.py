@@ -1,7 +1,8 @@
 """BetaE / Query2Box query datasets on disk (FB15k-237-q2b, NELL-q2b, FB15k-q2b layout).
 
 A dataset directory holds `stats.txt` ("numentity: N" and "numrelations: R", inverses included),
-optionally KGReasoning's name maps (`id2ent.pkl`, `id2rel.pkl`, `ent2id.pkl`, `rel2id.pkl`),
+optionally KGReasoning's name maps (`id2ent.pkl`, `id2rel.pkl`, `ent2id.pkl`, `rel2id.pkl`; the
+query2box release's `ind2ent.pkl`... also) and its graph (`train.txt`, `valid.txt`, `test.txt`),
 `train-queries.pkl` (structure -> set of queries), `train-answers.pkl` (query -> set of answers),
 and for valid and test `{split}-queries.pkl`, `{split}-easy-answers.pkl` (answers in the next
 smaller graph) and `{split}-hard-answers.pkl` (the others). Structures are BetaE templates of
@@ -300,14 +301,18 @@ def _load_answers(path: Path, qs: dict[str, list], n_e: int) -> dict[tuple, froz
   return out
 
 
-NAME_FILES = {"entity": ("id2ent.pkl", "ent2id.pkl"), "relation": ("id2rel.pkl", "rel2id.pkl")}
+# id -> name and name -> id maps: KGReasoning's names, then the query2box release's
+NAME_FILES = {"entity": (("id2ent.pkl", "ind2ent.pkl"), ("ent2id.pkl", "ent2ind.pkl")),
+              "relation": (("id2rel.pkl", "ind2rel.pkl"), ("rel2id.pkl", "rel2ind.pkl"))}
 
 
 def _load_names(path: Path, kind: str, n: int) -> tuple[str, ...]:
   """The n names of `kind` (entity / relation) ids: from id2X.pkl ({id: name}) or X2id.pkl
   ({name: id}); both, when present, must agree; neither: the ids as strings. One DataError names
   the file for ids outside 0..n-1, missing ids, repeated names or non-string names."""
-  by_id_file, by_name_file = (path / f for f in NAME_FILES[kind])
+  by_ids, by_names = NAME_FILES[kind]
+  by_id_file = next((path / f for f in by_ids if (path / f).is_file()), path / by_ids[0])
+  by_name_file = next((path / f for f in by_names if (path / f).is_file()), path / by_names[0])
   found = {}
   for file, inverse in ((by_id_file, False), (by_name_file, True)):
     if not file.is_file():
@@ -320,6 +325,9 @@ def _load_names(path: Path, kind: str, n: int) -> tuple[str, ...]:
                for i, name in pairs):
       raise DataError(f"{file}: {kind} ids must be ints and names strings")
     ids = sorted(i for i, _ in pairs)
+    repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    if repeated:
+      raise DataError(f"{file}: {kind} id(s) {repeated[:5]} given to more than one name")
     if ids != list(range(n)):
       bad = sorted(set(ids) ^ set(range(n)))[:5]
       raise DataError(f"{file}: holds {len(ids)} {kind} ids, stats.txt says {n} (0..{n - 1}); "
@@ -347,6 +355,9 @@ def load_betae(directory: str | Path) -> BetaEData:
     raise DataError(f"{path} has no {', '.join(missing)} (a BetaE dataset needs "
                     f"{', '.join(FILES)})")
   n_e, n_r = _read_stats(path / STATS)
+  if n_r % 2:
+    raise DataError(f"{path / STATS}: numrelations {n_r} is odd; BetaE counts each relation and "
+                    "its inverse (ids 2k and 2k + 1)")
   skipped: dict[str, int] = {}
   splits = {}
   try:
@@ -368,24 +379,69 @@ def load_betae(directory: str | Path) -> BetaEData:
                    relations=_load_names(path, "relation", n_r))
 
 
+def _forward(edges) -> np.ndarray:
+  """Edges (h, r, t) each once, in the forward (even-relation) direction: (t, r ^ 1, h) for odd
+  r (relation 2k + 1 is the inverse of 2k, as KGReasoning numbers them)."""
+  out = {(h, r, t) if r % 2 == 0 else (t, r ^ 1, h) for h, r, t in edges}
+  return np.array(sorted(out), np.int64).reshape(-1, 3)
+
+
+def _read_edges(file: Path, n_e: int, n_r: int) -> list[tuple[int, int, int]]:
+  edges = []
+  for i, line in enumerate(file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    if not line.strip():
+      continue
+    parts = line.split()
+    if len(parts) != 3 or not all(p.lstrip("-").isdigit() for p in parts):
+      raise DataError(f"{file}:{i}: expected three integer ids 'head relation tail', got "
+                      f"{line[:80]!r}")
+    h, r, t = map(int, parts)
+    if not (0 <= h < n_e and 0 <= t < n_e and 0 <= r < n_r):
+      raise DataError(f"{file}:{i}: ids ({h}, {r}, {t}) outside stats.txt's {n_e} entities / "
+                      f"{n_r} relations")
+    edges.append((h, r, t))
+  return edges
+
+
+def graph(data: BetaEData, directory: str | Path) -> KG | None:
+  """The directory's knowledge graph, for pre-training and path checks: KGReasoning's
+  {train,valid,test}.txt (id triples; each split's new edges) when the directory has them, else
+  G_train rebuilt from the train 1p queries (`train_kg`), else None. Where both exist, a training
+  graph that differs from the rebuilt one is logged."""
+  path = Path(directory)
+  files = {s: path / f"{s}.txt" for s in SPLITS}
+  if not files["train"].is_file():
+    return train_kg(data, path.name) if data.splits["train"].queries.get("1p") else None
+  triples, seen = {}, set()
+  for split in SPLITS:
+    edges = _read_edges(files[split], data.num_entities, data.num_relations) if (
+        files[split].is_file()) else []
+    t = _forward(edges)
+    keep = [tuple(e) not in seen for e in t.tolist()]
+    triples[split] = t[np.array(keep, bool)] if len(t) else t
+    seen |= {tuple(e) for e in t.tolist()}
+  kg = KG(path.name, list(data.entities), list(data.relations), triples)
+  if data.splits["train"].queries.get("1p"):
+    rebuilt = {tuple(e) for e in train_kg(data, path.name).triples["train"].tolist()}
+    if rebuilt != {tuple(e) for e in triples["train"].tolist()}:
+      log.warning("%s: train.txt and the train 1p queries give different training graphs (%d vs "
+                  "%d edges); using train.txt", path, len(triples["train"]), len(rebuilt))
+  return kg
+
+
 def train_kg(data: BetaEData, name: str) -> KG:
-  """G_train rebuilt from the train 1p queries, for pre-training on a BetaE directory: in
+  """G_train rebuilt from the train 1p queries, for a BetaE directory without train.txt: in
   KGReasoning's data every (head, relation) edge of the training graph, in both directions, is a
-  train 1p query with all its tails as answers (relation 2k + 1 the inverse of 2k). Each edge is
-  kept once, in its forward (even-relation) direction, as `KG.triples["train"]`; valid and test
-  hold none (a BetaE directory has those graphs only through its queries' answers). One DataError
-  when the directory has no train 1p queries."""
+  train 1p query with all its tails as answers (its `write_links`, at the default answer cap);
+  tested on directories our generator writes, which hold every edge. Each edge is kept once, in
+  its forward (even-relation) direction, as `KG.triples["train"]`; valid and test hold none. One
+  DataError when the directory has no train 1p queries."""
   split = data.splits["train"]
   ones = split.queries.get("1p", [])
   if not ones:
     raise DataError(f"{name}: no train 1p queries, so no training graph to pre-train on (KGReasoning "
                     "writes every training edge as one)")
-  edges = set()
-  for q in ones:
-    h, (r,) = q
-    for t in split.answers[q]:
-      edges.add((h, r, t) if r % 2 == 0 else (t, r ^ 1, h))
-  triples = np.array(sorted(edges), np.int64).reshape(-1, 3)
+  triples = _forward((h, r, t) for (h, (r,)) in ones for t in split.answers[(h, (r,))])
   empty = np.zeros((0, 3), np.int64)
   return KG(name, list(data.entities), list(data.relations),
             {"train": triples, "valid": empty, "test": empty})
@@ -414,7 +470,7 @@ def write_betae(data: QueryData, directory: str | Path, entities=None, relations
       continue
     if len(names) != n or len(set(names)) != n:
       raise DataError(f"write_betae: {len(names)} {kind} names for {n} ids, or names repeat")
-    by_id, by_name = NAME_FILES[kind]
+    by_id, by_name = NAME_FILES[kind][0][0], NAME_FILES[kind][1][0]
     _dump({i: str(x) for i, x in enumerate(names)}, path / by_id)
     _dump({str(x): i for i, x in enumerate(names)}, path / by_name)
   (path / STATS).write_text(f"numentity: {data.num_entities}\nnumrelations: {data.num_relations}\n")

@@ -83,7 +83,8 @@ def load_queries(c: ml_collections.ConfigDict, name: str):
   or `betae:DIR`."""
   if name.startswith("betae:"):
     data = betae_format.load_betae(name[len("betae:"):])
-    return data, list(data.entities), list(data.relations), betae_format.train_kg(data, name)
+    kg = betae_format.graph(data, name[len("betae:"):])
+    return data, list(data.entities), list(data.relations), kg
   kg = kglib.load(name)
   q = c.queries
   counts = {"train": {"1p": -1, **{_KEY[k]: v for k, v in q.train.items()}},
@@ -129,6 +130,10 @@ def train_kgtransformer(c, data: Q.QueryData, kg, wd: Path, mesh, *, pretrain: b
   info = {}
   stages = []
   if pretrain and (c.pretrain1.steps or c.pretrain2.steps):
+    if kg is None:
+      raise ConfigError("pre-training samples the training graph; this betae: directory has no "
+                        "train.txt and no train 1p queries to rebuild it from (set "
+                        "--config.pretrain1.steps=0 --config.pretrain2.steps=0 to fine-tune only)")
     p1, p2 = c.pretrain1, c.pretrain2
     tg = TrainGraph.of(kg.triples["train"], kg.num_entities)
     stages += [("pretrain1", P.SubgraphBatches(tg, vocab, p1.batch, c.seed, p1.ladies_share, p1.mask_ratio)),
@@ -246,7 +251,7 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
         score = predictor.scores
         if variant == "kgtransformer":
           details[key]["explanations"] = _explain(predictor, data, ents, rels, c.eval.explain_examples)
-          if len(kg.triples["test"]):               # a betae: directory's G_test is unknown
+          if kg is not None and len(kg.triples["test"]):     # G_test known (not from queries)
             details[key]["path_validity_2p"] = path_validity(predictor, data.splits["test"], kg.adjacency("test"))
       t0 = time.perf_counter()
       test = E.evaluate(score, data.splits["test"])
@@ -316,8 +321,8 @@ def parse_query(qtype: str, anchors: list[str], relations: list[str], ents, rels
                       f"e.g. {', '.join(ents[:3])})")
   for r in relations:
     if r not in r_id:
-      raise DataError(f"unknown relation {r!r} in the query (e.g. {', '.join(rels[:3])}; "
-                      "inverses end in -1)")
+      raise DataError(f"unknown relation {r!r} in the query (e.g. {', '.join(rels[:4])}; the "
+                      "embedded graphs' inverses end in -1, KGReasoning's start with '-')")
   return Q.unflatten(qtype, [e_id[a] for a in anchors], [r_id[r] for r in relations])
 
 

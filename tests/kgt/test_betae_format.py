@@ -257,3 +257,44 @@ def test_training_graph_rebuilt_from_train_1p_queries(data, tmp_path):
       **{s: data.splits[s] for s in ("valid", "test")}})
   with pytest.raises(DataError, match="no train 1p queries"):
     train_kg(load_betae(write_betae(no_1p, tmp_path / "e")), "e")
+
+
+def _write_edges(path, triples):
+  """KGReasoning's {split}.txt: each edge in both directions."""
+  rows = [(h, r, t) for h, r, t in triples] + [(t, r ^ 1, h) for h, r, t in triples]
+  path.write_text("".join(f"{h}\t{r}\t{t}\n" for h, r, t in rows))
+
+
+def test_graph_files_are_read_when_present(data, tmp_path, caplog):
+  from jaxpapers.kgt.betae_format import graph
+  nations = kg.load("nations")
+  d = write_betae(data, tmp_path / "d")
+  for split in kg.SPLITS:
+    _write_edges(d / f"{split}.txt", nations.triples[split].tolist())
+  got = graph(load_betae(d), d)
+  for split in kg.SPLITS:
+    assert {tuple(t) for t in got.triples[split].tolist()} == {
+        tuple(t) for t in nations.triples[split].tolist()}, split
+  assert got.adjacency("test") == nations.adjacency("test")
+  assert "different training graphs" not in caplog.text
+  _write_edges(d / "train.txt", nations.triples["train"].tolist()[1:])    # one edge short
+  graph(load_betae(d), d)
+  assert "different training graphs" in caplog.text
+  (d / "valid.txt").write_text("1\t2\n")
+  with pytest.raises(DataError, match=r"valid.txt:1: expected three integer ids"):
+    graph(load_betae(d), d)
+  (d / "valid.txt").write_text(f"0\t0\t{data.num_entities}\n")
+  with pytest.raises(DataError, match=r"valid.txt:1: ids .* outside stats.txt"):
+    graph(load_betae(d), d)
+
+
+def test_odd_relation_count_and_repeated_ids_are_refused(data, tmp_path):
+  d = write_betae(data, tmp_path / "d")
+  (d / "stats.txt").write_text(f"numentity: {data.num_entities}\nnumrelations: 5\n")
+  with pytest.raises(DataError, match="numrelations 5 is odd"):
+    load_betae(d)
+  d = write_betae(data, tmp_path / "e")
+  n = data.num_entities
+  _pickle(d / "ent2id.pkl", {f"e{i}": max(i, 1) for i in range(n)})
+  with pytest.raises(DataError, match=r"ent2id.pkl: entity id\(s\) \[1\] given to more than one"):
+    load_betae(d)
