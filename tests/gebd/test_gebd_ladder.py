@@ -20,6 +20,10 @@ def test_ladder_end_to_end(tmp_path):
   assert r["f1_curve"]["0.05"] == pytest.approx(r["f1"][r["best"]])
   report = (wd / "REPORT.md").read_text()
   assert "The ladder" in report and (wd / "test_videos.png").stat().st_size > 10_000
+  # the ladder's claims are its paired changes, one row each (one seed: no verdict)
+  assert "| F1@0.05 change soft - baseline | +0.50 (a gain) |" in report
+  assert "| F1@0.05 change mae - align | -0.14 (level with it" in report
+  assert report.count("n/a (one seed)") == 5
   assert (wd / "f1_curve.png").exists()
   # the benchmark's annotation files are in the Kinetics-GEBD layout and score with gebd/score
   gt = wd / "seed0" / "gebd_synth_test.pkl"
