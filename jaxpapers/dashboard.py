@@ -114,8 +114,10 @@ def write(out: str | Path, status: dict, papers: list[str] | None = None) -> Pat
     index_rows.append({"paper": paper, "page": page, "counts": counts, "state": state,
                        "seconds": sum(e["seconds"] or 0 for e in exps)})
   index = out / "index.html"
-  machines = [m for i, m in enumerate(st.get("machine") for st in status.values())
-              if m and m not in [st.get("machine") for st in list(status.values())[:i]]]
+  machines = []                                       # each machine once, in run order
+  for st in status.values():
+    if st.get("machine") and st["machine"] not in machines:
+      machines.append(st["machine"])
   atomic_write_text(index, env.get_template("index.html.j2").render(
       rows=index_rows, machines=machines))
   return index

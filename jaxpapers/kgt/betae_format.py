@@ -416,10 +416,9 @@ def graph(data: BetaEData, directory: str | Path) -> KG | None:
   for split in SPLITS:
     edges = _read_edges(files[split], data.num_entities, data.num_relations) if (
         files[split].is_file()) else []
-    t = _forward(edges)
-    keep = [tuple(e) not in seen for e in t.tolist()]
-    triples[split] = t[np.array(keep, bool)] if len(t) else t
-    seen |= {tuple(e) for e in t.tolist()}
+    new = [e for e in map(tuple, _forward(edges).tolist()) if e not in seen]   # the split's own
+    triples[split] = np.array(new, np.int64).reshape(-1, 3)
+    seen.update(new)
   kg = KG(path.name, list(data.entities), list(data.relations), triples)
   if data.splits["train"].queries.get("1p"):
     rebuilt = {tuple(e) for e in train_kg(data, path.name).triples["train"].tolist()}
