@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxpapers.core import faults
 from jaxpapers.core.errors import CheckpointError
 
 log = logging.getLogger("jaxpapers")
@@ -169,6 +170,7 @@ class Checkpointer:
     if not all_finite(state):
       raise CheckpointError(f"refusing to checkpoint a non-finite state at step {step}")
     meta = dict(meta, checksums=checksums(state))
+    faults.kill_while_writing("save", self.directory)
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(
         state, save_args=layer_chunked_save_args(state)),
                                                     meta=ocp.args.JsonSave(meta)), force=True)

@@ -83,6 +83,13 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
   return value
 
 
+# keys a train section (one with `inject_nan_step`) may take on the command line without its
+# config file naming them, with these defaults (core.train reads them with .get): the fault
+# injector's other settings and the cap on consecutive skipped steps
+TRAIN_OPTIONAL = {"inject_nan_into": "loss", "inject_value": "nan", "inject_nan_count": 1,
+                  "max_consecutive_skips": 5}
+
+
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict[str, str]) -> None:
   """Applies {"a.b": "value"} overrides in place; unknown keys and bad types raise ConfigError."""
   for key, text in overrides.items():
@@ -93,6 +100,9 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict[str, str]) -
         raise ConfigError(f"unknown config key --config.{'.'.join(parts[:i + 1])}")
       node = node[part]
     leaf = parts[-1]
+    if (isinstance(node, ml_collections.ConfigDict) and leaf not in node
+        and leaf in TRAIN_OPTIONAL and "inject_nan_step" in node):
+      node[leaf] = TRAIN_OPTIONAL[leaf]
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
       raise ConfigError(f"unknown config key --config.{key}")
     if isinstance(node[leaf], ml_collections.ConfigDict):

@@ -36,16 +36,29 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str | Path) -> list[dict]:
-  """The rows of metrics.jsonl; a last line cut short by a killed run is ignored."""
+  """The rows of metrics.jsonl; a last line cut short by a killed run is ignored, any other line
+  that is not a JSON object is a WorkdirError naming it (the rows are the run's history: a report
+  must not silently lose some)."""
+  from jaxpapers.core.errors import WorkdirError
   path = Path(workdir) / "metrics.jsonl"
   if not path.exists():
     return []
+  try:
+    lines = path.read_text().splitlines()
+  except UnicodeDecodeError:
+    raise WorkdirError(f"{path} is not text (damaged?); restore it or use a new --workdir") from None
   rows = []
-  for line in path.read_text().splitlines():
+  for n, line in enumerate(lines, 1):
     try:
-      rows.append(json.loads(line))
+      row = json.loads(line)
     except json.JSONDecodeError:
-      continue
+      row = None
+    if not isinstance(row, dict):
+      if n == len(lines):   # the line a kill cut short
+        break
+      raise WorkdirError(f"{path}:{n} is not a JSON object (damaged or edited?); restore it or "
+                         "use a new --workdir")
+    rows.append(row)
   return rows
 
 

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import jax
 
+from jaxpapers.core import faults
 from jaxpapers.core.workdir import atomic_write_json, atomic_write_text
 
 
@@ -63,6 +64,7 @@ def write_report(workdir: str | Path, report: Report, results: dict) -> Path:
   if jax.process_index() != 0:
     return path
   write_json(workdir / "results.json", results)
+  faults.point("report")
   lines = [f"# {report.title}", "", f"Made by: `{report.command}`", "",
            "| metric | paper | measured | verdict | note |", "|---|---|---|---|---|"]
   lines += [f"| {r.metric} | {r.paper} | {r.measured} | {r.verdict} | {r.note} |" for r in report.rows]

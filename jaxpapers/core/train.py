@@ -19,6 +19,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
+from jaxpapers.core import faults
 from jaxpapers.core.checkpoint import Checkpointer, has_checkpoints
 from jaxpapers.core.errors import NonFiniteError
 from jaxpapers.core.mesh import global_array, logical_to_spec, state_shardings
@@ -39,26 +40,50 @@ class TrainState:
   rng: jax.Array         # uint32 key data of the run's base key
 
 
-def validate_train(c: ml_collections.ConfigDict, key: str = "train") -> None:
-  """The optimizer and guard settings of c[key] (ConfigError naming the key): finite positive
-  lr, 0 <= b1, b2 < 1, finite eps > 0, clip >= 0 (0: no clipping), weight_decay >= 0,
-  max_consecutive_skips >= 1 when set."""
+def validate_train(c: ml_collections.ConfigDict, key: str = "train", partial: bool = False) -> None:
+  """The optimizer and guard settings of the section `key` (dotted: "idm.train") of c, each a
+  ConfigError naming its key: finite positive lr, 0 <= b1, b2 < 1, finite eps > 0, clip >= 0 (0:
+  no clipping), weight_decay >= 0, max_consecutive_skips >= 1 and the fault injector's settings
+  when set. partial=True checks only the keys the section has (a stage's overrides of a train
+  section)."""
   from jaxpapers.core.config import check
+  section = c
+  for part in key.split("."):
+    section = section[part]
   finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-  check(c, f"{key}.lr", lambda v: finite(v) and v > 0, "a finite positive number")
-  for b in ("b1", "b2"):
-    check(c, f"{key}.{b}", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
-  check(c, f"{key}.eps", lambda v: finite(v) and v > 0, "a finite positive number")
-  check(c, f"{key}.clip", lambda v: finite(v) and v >= 0,
-        "a finite number >= 0 (the global gradient norm; 0 disables clipping)")
-  check(c, f"{key}.weight_decay", lambda v: finite(v) and v >= 0, "a finite number >= 0")
-  if "warmup_start_ratio" in c[key]:
-    check(c, f"{key}.warmup_start_ratio", lambda v: finite(v) and 0 <= v <= 1, "in [0, 1]")
-  if "schedule" in c[key]:
-    check(c, f"{key}.schedule", lambda v: v in ("cosine", "linear"), "'cosine' or 'linear'")
-  if "max_consecutive_skips" in c[key]:
-    check(c, f"{key}.max_consecutive_skips", lambda v: isinstance(v, int) and v >= 1,
-          "a positive int")
+  rules = [("lr", lambda v: finite(v) and v > 0, "a finite positive number"),
+           ("b1", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)"),
+           ("b2", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)"),
+           ("eps", lambda v: finite(v) and v > 0, "a finite positive number"),
+           ("clip", lambda v: finite(v) and v >= 0,
+            "a finite number >= 0 (the global gradient norm; 0 disables clipping)"),
+           ("weight_decay", lambda v: finite(v) and v >= 0, "a finite number >= 0")]
+  optional = [("warmup_start_ratio", lambda v: finite(v) and 0 <= v <= 1, "in [0, 1]"),
+              ("schedule", lambda v: v in ("cosine", "linear"), "'cosine' or 'linear'"),
+              ("max_consecutive_skips", lambda v: isinstance(v, int) and v >= 1, "a positive int"),
+              ("inject_nan_into", lambda v: v in INJECT_INTO, f"one of {', '.join(INJECT_INTO)}"),
+              ("inject_value", lambda v: v in ("nan", "inf"), "'nan' or 'inf'"),
+              ("inject_nan_count", lambda v: isinstance(v, int) and v >= 1, "a positive int")]
+  for name, ok, what in rules + optional:
+    if name in section or (not partial and (name, ok, what) in rules):
+      check(c, f"{key}.{name}", ok, what)
+
+
+OPTIMIZER_KEYS = ("lr", "b1", "b2", "eps", "clip", "weight_decay", "max_consecutive_skips")
+
+
+def validate_train_sections(c: ml_collections.ConfigDict) -> None:
+  """Every section of c that holds an optimizer setting (a train section, or a stage's overrides
+  of one),
+  checked with validate_train(partial=True): `jaxpapers run` does this before it writes
+  anything, so a bad optimizer setting of any stage fails at once, named by its own key."""
+  def walk(node, prefix):
+    for k, v in node.items():
+      if isinstance(v, ml_collections.ConfigDict):
+        if any(name in v for name in OPTIMIZER_KEYS):
+          validate_train(c, prefix + k, partial=True)
+        walk(v, f"{prefix}{k}.")
+  walk(c, "")
 
 
 def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -96,17 +121,20 @@ def leaf_names(tree) -> list[str]:
 
 
 def make_train_step(graphdef, loss_fn: LossFn, tx, grad_accum: int = 1):
-  """step(state, batch, poison, frozen=None) -> (state, metrics). `poison` multiplies the loss
-  (1.0 normally; NaN to inject a fault in tests). `frozen`: the model's variables outside
+  """step(state, batch, poison, frozen=None) -> (state, metrics). `poison`, three float32s, is
+  the fault injector of tests and the fault suite (ones normally): [0] multiplies the loss, [1]
+  the first gradient leaf, [2] the first updated parameter leaf (NaN or Inf there injects a
+  fault; a scalar stands for all three). `frozen`: the model's variables outside
   state.params (see `init_state`'s `trainable`), constant, no gradient taken. A step whose loss,
   gradients or new parameters are not all finite leaves params and optimizer state unchanged;
   metrics say which gradient leaves were bad."""
 
   def step(state: TrainState, batch: dict, poison, frozen=None):
+    poison = jnp.broadcast_to(jnp.asarray(poison, jnp.float32), (3,))
     def loss_of(params, batch, key, poison):
       model = nnx.merge(graphdef, params) if frozen is None else nnx.merge(graphdef, params, frozen)
       loss, aux = loss_fn(model, batch, key)
-      return loss * poison, aux
+      return loss * poison[0], aux
 
     grad_fn = jax.value_and_grad(loss_of, has_aux=True)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -132,12 +160,16 @@ def make_train_step(graphdef, loss_fn: LossFn, tx, grad_accum: int = 1):
       loss, aux, grads = jax.tree.map(lambda x: x / total, (loss, aux, grads))
       if "tokens" in aux:
         aux = dict(aux, tokens=total)
+    g_leaves, g_def = jax.tree.flatten(grads)
+    grads = jax.tree.unflatten(g_def, [g_leaves[0] * poison[1].astype(g_leaves[0].dtype)] + g_leaves[1:])
     leaf_ok = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
     ok = jnp.isfinite(loss) & jnp.all(leaf_ok)
 
     def update(_):
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
+      p_leaves, p_def = jax.tree.flatten(params)
+      params = jax.tree.unflatten(p_def, [p_leaves[0] * poison[2].astype(p_leaves[0].dtype)] + p_leaves[1:])
       params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
       return jax.lax.cond(params_ok, lambda: (params, opt_state, jnp.bool_(True)),
                           lambda: (state.params, state.opt_state, jnp.bool_(False)))
@@ -224,6 +256,31 @@ def _batch_shardings(batch: dict, mesh, batch_logical: dict[str, tuple]) -> dict
           for k in batch}
 
 
+INJECT_INTO = ("loss", "grad", "param", "data")
+
+
+def _poison(t, step: int, host: dict) -> jax.Array:
+  """The step's `poison` (see make_train_step): ones, except at the steps the fault injector
+  names (train.inject_nan_step, and the train.inject_nan_count - 1 steps after it), where the
+  place train.inject_nan_into says ('loss', 'grad', 'param'; 'data': the first floating array
+  of the host batch, set in place) gets train.inject_value ('nan' or 'inf')."""
+  poison = np.ones(3, np.float32)
+  first = t.inject_nan_step
+  if first < 0 or not first <= step < first + t.get("inject_nan_count", 1):
+    return jnp.asarray(poison)
+  value = np.float32(math.inf if t.get("inject_value", "nan") == "inf" else math.nan)
+  into = t.get("inject_nan_into", "loss")
+  if into == "data":
+    floats = [k for k, v in host.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
+    if not floats:
+      raise ValueError(f"train.inject_nan_into='data': this batch holds no floating array "
+                       f"({', '.join(host)})")
+    host[floats[0]] = np.full_like(np.asarray(host[floats[0]]), value)
+  else:
+    poison[INJECT_INTO.index(into)] = value
+  return jnp.asarray(poison)
+
+
 def _history_row(row: dict) -> dict:
   return {k: float(v) for k, v in row.items()} | {"step": int(row["step"])}
 
@@ -237,7 +294,8 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
   cfg.train: steps, batch, lr, warmup, end_lr_ratio, weight_decay, b1, b2, eps, clip,
   grad_accum, log_every, eval_every, ckpt_every, keep, on_nonfinite ('skip'|'stop'),
   max_consecutive_skips (default 5: that many skipped steps in a row stop the run),
-  inject_nan_step (-1 = never). restart (or `jaxpapers run --restart`): start from step 0 when
+  inject_nan_step (-1 = never; with inject_nan_into, inject_value, inject_nan_count: see
+  `_poison`). restart (or `jaxpapers run --restart`): start from step 0 when
   the workdir holds only unusable checkpoints. `trainable`: the NNX filter of the parameters
   trained (and checkpointed); the others stay as in `model`, and no gradient is taken for them.
 
@@ -252,6 +310,7 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
   batch_logical = batch_logical or {}
   tx = make_optimizer(t)
   Path(workdir).mkdir(parents=True, exist_ok=True)
+  faults.point("train", str(workdir))
   ckpt = Checkpointer(f"{workdir}/checkpoints", keep=t.keep) if t.ckpt_every > 0 else None
 
   with jax.set_mesh(mesh):
@@ -323,9 +382,10 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
       if b_shard is None:
         b_shard = _batch_shardings(host, mesh, batch_logical)
       batch = {k: global_array(v, b_shard[k]) for k, v in host.items()}
-      poison = jnp.float32(math.nan if step == t.inject_nan_step else 1.0)
+      poison = _poison(t, step, host)
       t_dispatch = time.perf_counter()
       state, m = step_fn(state, batch, poison, frozen)
+      faults.point("step")
       if pending is not None:
         finish(*pending)
       pending = (step, m, t_dispatch)
@@ -336,6 +396,7 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
         finish(*pending)
         pending = None
       if evaluate:
+        faults.point("eval")
         writer.write(step + 1, {f"eval/{k}": v for k, v in
                                 eval_fn(nnx.merge(graphdef, state.params, frozen), step + 1).items()})
       if save:

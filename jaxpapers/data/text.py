@@ -16,11 +16,19 @@ SPECIAL_TOKENS = ("<pad>", "[MASK]", "[gMASK]", "<sop>", "<eop>")
 _DOC_SEP = re.compile(r"^=== (.+?) ===$", re.MULTILINE)
 
 
-def check_corpus(name_or_path: str) -> None:
-  """DataError unless `name_or_path` names an embedded corpus or an existing file (cheap)."""
-  if name_or_path not in EMBEDDED and not Path(name_or_path).is_file():
+def check_corpus(name_or_path: str, min_tokens: int = 0) -> None:
+  """DataError unless `name_or_path` names an embedded corpus or a readable UTF-8 file with at
+  least `min_tokens` bytes (a byte-level BPE token holds at least one byte): what a run checks
+  before it writes anything."""
+  if name_or_path in EMBEDDED:
+    return
+  if not Path(name_or_path).is_file():
     raise DataError(f"corpus file not found: {name_or_path} (use one of {sorted(EMBEDDED)} or a "
                     ".txt/.txt.xz path)")
+  n = len(load_corpus(name_or_path).encode("utf-8"))
+  if n < min_tokens:
+    raise DataError(f"corpus {name_or_path!r} holds {n} bytes, so at most {n} tokens; need at "
+                    f"least {min_tokens}")
 
 
 def load_corpus(name_or_path: str) -> str:
@@ -28,8 +36,10 @@ def load_corpus(name_or_path: str) -> str:
   if name_or_path in EMBEDDED:
     data = resources.files("jaxpapers.data").joinpath("assets", EMBEDDED[name_or_path]).read_bytes()
     return lzma.decompress(data).decode("utf-8")
-  check_corpus(name_or_path)
   path = Path(name_or_path)
+  if not path.is_file():
+    raise DataError(f"corpus file not found: {name_or_path} (use one of {sorted(EMBEDDED)} or a "
+                    ".txt/.txt.xz path)")
   try:
     raw = path.read_bytes()
     if path.suffix == ".xz":

@@ -38,6 +38,7 @@ from jaxpapers.core import config as cfglib
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.report import Report, Row, fmt, plot_curves, write_report
 from jaxpapers.core.train import TrainState, make_optimizer, make_train_step
+from jaxpapers.data import text as textdata
 from jaxpapers.gact import adaptive, block_families
 from jaxpapers.gact.adaptive import REFERENCE_LEVELS
 from jaxpapers.gact.measure import max_batch, temp_probe
@@ -60,6 +61,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for fam in c.families:
     if fam not in FAMILIES:
       raise ConfigError(f"unknown family {fam!r}; use one of {', '.join(FAMILIES)}")
+  if "transformer" in c.families:     # the corpus itself, before anything is written
+    textdata.check_corpus(c.data.corpus, 8 * c.seq_len)
   for key in ("train.steps", "train.batch", "budget_batch", "memory_batch", "adapt_interval",
               "probe_batch"):
     cfglib.check(c, key, lambda v: isinstance(v, int) and v > 0, "a positive int")

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxpapers.core import safe_pickle
 from jaxpapers.core.errors import DataError
+
+# what a Kinetics-GEBD annotation or prediction pickle may build: containers, numbers, strings
+# and numpy arrays or scalars; any other global (code) is refused before it runs
+PICKLE_GLOBALS = safe_pickle.CONTAINERS | safe_pickle.NUMPY
+HOLDS = "a GEBD pickle holds only dicts, lists, numbers, strings and numpy arrays"
 
 
 @dataclasses.dataclass
@@ -98,11 +104,7 @@ def load(path: str | Path) -> dict[str, Video]:
   path = Path(path)
   if not path.is_file():
     raise DataError(f"annotation file {path} not found")
-  try:
-    with open(path, "rb") as f:
-      data = pickle.load(f)
-  except Exception as e:   # noqa: BLE001 -- any unpickling failure is a malformed file
-    raise DataError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
+  data = safe_pickle.load(path, PICKLE_GLOBALS, HOLDS)
   if not isinstance(data, dict) or not data:
     raise DataError(f"{path}: expected a non-empty dict video_id -> record, got "
                     f"{type(data).__name__}")

@@ -67,7 +67,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   cfglib.check(c, "generate.temperature", lambda v: math.isfinite(v) and v > 0, "a finite positive number")
   # the inputs a run reads and the devices it needs, before anything is written
   make_mesh(c.mesh.shape, c.mesh.axes)
-  textdata.check_corpus(c.data.corpus)
+  textdata.check_corpus(c.data.corpus, 8 * c.objective.seq_len)   # training + held-out: 4 each
 
 
 def model_config(c: ml_collections.ConfigDict, vocab_size: int) -> GLMConfig:

@@ -55,6 +55,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
                "at least scenario.n_pedestrians (each pedestrian waits behind a parked car)")
   cfglib.check(c, "scenario.frames", lambda v: v >= 10, "at least 10")
   cfglib.check(c, "network.trace", lambda v: isinstance(v, str), "a file path or ''")
+  if c.network.trace:                 # the file itself, before anything is written
+    network.load_trace(c.network.trace)
   if not c.network.trace:
     cfglib.check(c, "network.levels", lambda v: len(v) > 0 and all(_level_ok(lv) for lv in v),
                  f"a non-empty tuple of {network.LEVEL_FIELDS} tuples (a name, then latencies >= 0 "

@@ -16,6 +16,7 @@ in stats.txt."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import operator
 import pickle
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxpapers.core import safe_pickle
 from jaxpapers.core.errors import DataError
 from jaxpapers.kgt.kg import KG, SPLITS
 from jaxpapers.kgt.queries import (STRUCTURES, TYPES, UNION, QueryData, QuerySplit, check_ids,
@@ -49,9 +51,8 @@ BETAE_STRUCTURE_NAMES = {
 }
 _OUR_TYPE = {v: k for k, v in STRUCTURES.items()}
 # The only globals a BetaE pickle may name ("__builtin__" is how protocols 0-2 spell builtins).
-_ALLOWED = {("collections", "defaultdict")} | {
-    (m, n) for m in ("builtins", "__builtin__")
-    for n in ("set", "frozenset", "list", "dict", "tuple", "int", "str")}
+_ALLOWED = safe_pickle.CONTAINERS - {("builtins", "float"), ("__builtin__", "float")} | {
+    ("collections", "defaultdict")}
 
 
 @dataclasses.dataclass
@@ -62,23 +63,6 @@ class BetaEData(QueryData):
   skipped: tuple[str, ...] = ()
   entities: tuple[str, ...] = ()
   relations: tuple[str, ...] = ()
-
-
-class _Unpickler(pickle.Unpickler):
-  """Builds only tuples, strings, ints, sets, frozensets, lists, dicts and defaultdicts."""
-
-  def __init__(self, file, where: str):
-    super().__init__(file)
-    self.where = where
-
-  def find_class(self, module, name):
-    if (module, name) not in _ALLOWED:
-      raise DataError(f"{self.where}: refusing to load the global {module}.{name} (a BetaE pickle "
-                      "holds only tuples, ints, strings, sets, lists and dicts)")
-    return super().find_class(module, name)
-
-  def persistent_load(self, pid):
-    raise DataError(f"{self.where}: refusing a persistent id (not a BetaE pickle)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,14 +190,8 @@ def scan_pickle(path: Path, limits: Limits = LIMITS) -> None:
 
 def _unpickle(path: Path):
   scan_pickle(path)
-  try:
-    with open(path, "rb") as f:
-      return _Unpickler(f, str(path)).load()
-  except DataError:
-    raise
-  except Exception as e:  # noqa: BLE001 - any malformed pickle is one DataError
-    msg = " ".join(str(e).split())[:200]
-    raise DataError(f"{path}: not a readable pickle ({type(e).__name__}: {msg})") from None
+  return safe_pickle.load(path, _ALLOWED, "a BetaE pickle holds only tuples, ints, strings, sets, "
+                          "lists and dicts")
 
 
 def _read_stats(path: Path) -> tuple[int, int]:
@@ -346,7 +324,17 @@ def load_betae(directory: str | Path) -> BetaEData:
   """Loads a BetaE dataset directory. Returns a `BetaEData` (a `QueryData`; splits train, valid,
   test; types in `TYPES` order, queries sorted) whose `skipped` names the BetaE structures that
   are none of our nine types. Train: answers = train-answers, easy = {}; valid/test:
-  answers = easy ∪ hard, easy = easy-answers. Any problem is one `DataError`."""
+  answers = easy ∪ hard, easy = easy-answers. Any problem is one `DataError`. The last two
+  directories loaded are kept while their files are unchanged (a run checks the files before it
+  writes anything, then uses them: they are read once)."""
+  path = Path(directory)
+  stamp = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in path.iterdir()
+                       if p.is_file())) if path.is_dir() else ()
+  return _load_betae(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_betae(directory: str, stamp: tuple) -> BetaEData:
   path = Path(directory)
   if not path.is_dir():
     raise DataError(f"BetaE dataset directory {path} does not exist")

@@ -71,6 +71,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if name not in kglib.EMBEDDED and not Path(path).is_dir():
       raise ConfigError(f"--config.datasets: {name!r} is neither an embedded graph {kglib.EMBEDDED}, "
                         "a directory of train/valid/test.tsv, nor betae:DIR")
+    if name.startswith("betae:"):       # the files themselves, before anything is written
+      betae_format.load_betae(path)     # (cached: the run reads them once)
+    elif name not in kglib.EMBEDDED:
+      kglib.load_tsv_dir(path)
   cfglib.check(c, "pretrain1.ladies_share", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
   cfglib.check(c, "pretrain1.mask_ratio", lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 0.4,
                "(lo, hi) with 0 < lo <= hi <= 0.4 (the batch budget holds 40% of 16 entities)")

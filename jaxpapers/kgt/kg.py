@@ -96,7 +96,10 @@ def load_tsv_dir(path: str | Path) -> KG:
     f = path / f"{s}.tsv"
     if not f.is_file():
       raise DataError(f"{path} has no {s}.tsv (needs train.tsv, valid.tsv, test.tsv)")
-    texts[s] = (f.read_text(encoding="utf-8"), str(f))
+    try:
+      texts[s] = (f.read_text(encoding="utf-8"), str(f))
+    except UnicodeDecodeError as e:
+      raise DataError(f"{f} is not UTF-8 text (byte {e.start}: {e.reason})") from None
   return _build(path.name, texts)
 
 

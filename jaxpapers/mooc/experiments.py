@@ -68,6 +68,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   sim.validate(StudentConfig(**c.students.to_dict()))
   if c.n_students * c.split.test < 20:
     raise ConfigError(f"--config.n_students={c.n_students}: too few for a test split")
+  if c.kt_file:                       # a bad file fails now, before anything is written
+    formats.read_kt(c.kt_file, c.kt_format)
 
 
 def train_cfg(c, part: str, steps: int, seed: int, lr: float) -> ml_collections.ConfigDict:
@@ -440,8 +442,6 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   mesh = make_mesh(c.mesh.shape, c.mesh.axes)
   progress = c.get("progress", True)
   t0 = time.perf_counter()
-  if c.kt_file:                       # a bad file fails now, before the simulated part runs
-    formats.read_kt(c.kt_file, c.kt_format)
   per_seed = []
   for k in range(c.seeds):
     seed = c.seed + k

@@ -63,6 +63,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if name not in tasklib.BUILTIN and not Path(name).is_file():
       raise ConfigError(f"--config.tasks: {name!r} is neither a shipped task {tasklib.BUILTIN} "
                         "nor an existing JSONL file")
+    if name not in tasklib.BUILTIN:
+      load_task(name, c)              # the file itself, before anything is written
   for key in ("data.n_train", "data.n_dev", "data.n_test", "data.default_max_len", "eval.batch",
               "eval.per_stage", "train.batch", "train.epochs"):
     cfglib.check(c, key, pos_int, "a positive int")

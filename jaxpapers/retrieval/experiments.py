@@ -72,6 +72,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if not Path(folder).is_dir():
       raise ConfigError(f"--config.data.beir: {folder!r} is not a folder (BEIR's layout: "
                         "corpus.jsonl, queries.jsonl, qrels/test.tsv)")
+    datalib.load_beir(folder)         # the files themselves, before anything is written
   cfglib.check(c, "model.encoder", lambda v: v in ("minilm", "tiny"), "'minilm' or 'tiny'")
   cfglib.check(c, "model.towers", lambda v: v in TOWERS, f"one of {TOWERS}")
   cfglib.check(c, "model.pool", lambda v: v in POOLS, f"one of {POOLS}")

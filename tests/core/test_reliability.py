@@ -146,6 +146,27 @@ def test_resume_drops_the_rows_logged_past_the_checkpoint(tmp_path):
   assert metrics.read_metrics(tmp_path) == kept                   # the file itself was rewritten
 
 
+def test_a_damaged_line_inside_metrics_is_an_error_not_a_silent_gap(tmp_path):
+  rows = [{"step": s, "loss": 1.0} for s in range(1, 4)]
+  lines = [json.dumps(r) for r in rows]
+  (tmp_path / "metrics.jsonl").write_text("\n".join(lines[:1] + ["garbage"] + lines[1:]) + "\n")
+  with pytest.raises(WorkdirError, match=r"metrics.jsonl:2 is not a JSON object"):
+    metrics.read_metrics(tmp_path)
+
+
+# --- kill points of the fault suite --------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, killed", [("step:2", True), ("step:4", False), ("eval:1", False)])
+def test_kill_points_kill_at_the_nth_pass_and_are_traced(tmp_path, spec, killed):
+  trace = tmp_path / "trace.txt"
+  code = ("from jaxpapers.core import faults\n"
+          "for i in range(3):\n  faults.point('step')\nprint('survived')")
+  p = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True,
+                     env=dict(os.environ, JAXPAPERS_KILL_AT=spec, JAXPAPERS_FAULT_TRACE=str(trace)))
+  assert (p.returncode == -9) == killed and ("survived" in p.stdout) != killed, p
+  assert trace.read_text().split() == ["step"] * (2 if killed else 3)
+
+
 # --- non-finite: a cap on consecutive skipped steps --------------------------------------------
 
 class _Linear(nnx.Module):

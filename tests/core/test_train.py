@@ -236,3 +236,33 @@ def test_weight_decay_only_on_matrices():
   decayed = {jax.tree_util.keystr(k[:1]).strip("[]'") for k, v in jax.tree_util.tree_flatten_with_path(u)[0]
              if float(jnp.abs(v).max()) > 0}
   assert decayed == {"embed", "wq", "wk", "wv", "wo", "w_in", "w_out"}
+
+
+@pytest.mark.parametrize("into, value, message", [
+    ("grad", "nan", "non-finite gradient leaf"), ("grad", "inf", "non-finite gradient leaf"),
+    ("param", "nan", "non-finite updated parameters")])
+def test_injected_faults_are_skipped_and_named(tmp_path, caplog, into, value, message):
+  """The fault injector's other places (faults.py uses them on every experiment): a NaN/Inf in
+  one gradient leaf, or in the updated parameters, skips the step and leaves the state as it was."""
+  c, sampler, model = _setup(steps=3, ckpt_every=0, eval_every=0, inject_nan_step=1,
+                             inject_nan_into=into, inject_value=value)
+  mesh = make_mesh((1, 1), ("data", "model"), jax.devices()[:1])
+  out = _train(c, sampler, model, tmp_path, mesh)
+  assert out.skipped_steps == [1]
+  assert message in caplog.text and "at step 1" in caplog.text
+  assert all_finite(out.state.params)
+  assert np.isfinite(out.history[1]["loss"]) == (into != "loss")
+
+
+def test_every_train_section_is_checked_by_its_own_key():
+  from jaxpapers.core.errors import ConfigError
+  from jaxpapers.core.train import validate_train_sections
+  c = cfglib.load_config_file(configs_root() / "vpt/pipeline.py", "tiny")
+  validate_train_sections(c)
+  c.idm.train.b2 = 5.0
+  with pytest.raises(ConfigError, match=r"--config.idm.train.b2 must be in \[0, 1\), got 5.0"):
+    validate_train_sections(c)
+  c = cfglib.load_config_file(configs_root() / "gebd/ladder.py", "tiny")
+  c.base.lr = float("inf")     # a stage's partial override of the train section
+  with pytest.raises(ConfigError, match="--config.base.lr must be a finite positive number"):
+    validate_train_sections(c)

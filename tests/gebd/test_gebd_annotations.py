@@ -70,3 +70,25 @@ def test_bad_files(tmp_path):
     ann.load(tmp_path / "junk.pkl")
   with pytest.raises(DataError, match="missing key"):
     ann.load(write(tmp_path, {"abc": {"fps": 24.0}}))
+
+
+class _RunsCode:
+  def __reduce__(self):
+    import os
+    return (os.system, ("touch ran_code",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path, monkeypatch):
+  """Annotation and prediction files are pickles a user brings: only containers, numbers,
+  strings and numpy arrays are built (numpy scalars and arrays as Kinetics-GEBD stores them)."""
+  import numpy as np
+  from jaxpapers.core import safe_pickle
+  monkeypatch.chdir(tmp_path)
+  path = tmp_path / "evil.pkl"
+  path.write_bytes(pickle.dumps({"v": _RunsCode()}))
+  with pytest.raises(DataError, match="refusing to load the global posix.system"):
+    ann.load(path)
+  assert not (tmp_path / "ran_code").exists()
+  path.write_bytes(pickle.dumps({"v": [np.float64(1.5), np.arange(3.0)]}))
+  v = safe_pickle.load(path, ann.PICKLE_GLOBALS, ann.HOLDS)["v"]
+  assert v[0] == 1.5 and v[1].tolist() == [0.0, 1.0, 2.0]
