@@ -153,9 +153,9 @@ def cmd_run(fv, positional, overrides, argv: list[str]) -> int:
   if not fv.workdir:
     raise WorkdirError("--workdir is required")
   maybe_initialize(fv.coordinator, fv.num_processes, fv.process_id)
-  exp.validate(cfg)                  # everything checkable before a file is written
   from jaxpapers.core.train import validate_train_sections
-  validate_train_sections(cfg)
+  validate_train_sections(cfg)       # every stage's optimizer settings, by their own keys
+  exp.validate(cfg)                  # everything checkable before a file is written
   workdir = _check_workdir(fv.workdir)
   import jax
   lead = jax.process_index() == 0

@@ -25,7 +25,7 @@ class _Code:
     return (os.system, (f"touch '{self.path}'",))
 
 
-def bad_inputs(tmp: Path, corpus: Path, full: bool, glm_workdir: Path | None = None):
+def bad_inputs(tmp: Path, corpus: Path, full: bool, targets, glm_workdir: Path | None = None):
   tmp = tmp / "inputs"
   tmp.mkdir(exist_ok=True)
   n = iter(range(10_000))
@@ -71,13 +71,15 @@ def bad_inputs(tmp: Path, corpus: Path, full: bool, glm_workdir: Path | None = N
       "run", "glm/pretrain", "--preset", "tiny", "--workdir", f / "sub"], None
 
   # optimizer and guard settings, per experiment's train section
-  from faults import TARGETS
   values = (("lr", "inf"), ("lr", "-1.0"), ("b2", "5.0"), ("clip", "-1.0"), ("eps", "0.0"),
             ("max_consecutive_skips", "0"), ("inject_nan_into", "weights"))
-  for t in [t for t in TARGETS if t.train][:None if full else 1]:
+  for t in [t for t in targets if t.lr][:None if full else 1]:
     data = [f"--config.data.corpus={corpus}"] if t.name in ("glm/pretrain", "gact/memory") else []
+    section = t.train or t.lr.rsplit(".", 1)[0]
     for key, value in values:
-      key = t.lr if key == "lr" else f"{t.train}.{key}"
+      if key.startswith(("inject", "max_consecutive")) and t.train is None:
+        continue         # no fault injector or skip cap in this experiment's own loop
+      key = t.lr if key == "lr" else f"{section}.{key}"
       args, w = run(t.name, *data, f"--config.{key}={value}")
       yield t.name, "out-of-range optimizer setting", f"{key}={value}", args, w
   args, w = run("glm/pretrain", f"--config.data.corpus={corpus}", "--config.mesh.shape=(3, 1)")
@@ -168,7 +170,8 @@ def bad_inputs(tmp: Path, corpus: Path, full: bool, glm_workdir: Path | None = N
   def beir(corpus_text=None, queries_text=None, qrels=None, drop=None):
     d = tmp / f"beir{next(n)}"
     (d / "qrels").mkdir(parents=True)
-    (d / "corpus.jsonl").write_text(corpus_text or "".join(json.dumps(r) + "\n" for r in corpus_rows))
+    body = corpus_text or "".join(json.dumps(r) + "\n" for r in corpus_rows)
+    (d / "corpus.jsonl").write_bytes(body if isinstance(body, bytes) else body.encode())
     (d / "queries.jsonl").write_text(queries_text or "".join(json.dumps(r) + "\n" for r in query_rows))
     (d / "qrels" / "test.tsv").write_text(qrels or "query-id\tcorpus-id\tscore\n" + "".join(
         f"q{i}\td{i}\t1\n" for i in range(20)))
@@ -179,7 +182,8 @@ def bad_inputs(tmp: Path, corpus: Path, full: bool, glm_workdir: Path | None = N
                   ("a query without _id", beir(queries_text="{\"text\": \"q\"}\n")),
                   ("qrels naming an unknown document", beir(qrels="query-id\tcorpus-id\tscore\nq0\tnope\t1\n")),
                   ("no queries.jsonl", beir(drop="queries.jsonl")),
-                  ("qrels score not a number", beir(qrels="query-id\tcorpus-id\tscore\nq0\td0\thigh\n"))):
+                  ("qrels score not a number", beir(qrels="query-id\tcorpus-id\tscore\nq0\td0\thigh\n")),
+                  ("corpus.jsonl not UTF-8", beir(corpus_text=b'{"_id": "d0", "text": "\xff"}\n'))):
     args, w = run("retrieval/transfer", f"--config.data.beir=('{d}',)")
     yield "retrieval/transfer", "BEIR data set", what, args, w
 
@@ -189,7 +193,8 @@ def bad_inputs(tmp: Path, corpus: Path, full: bool, glm_workdir: Path | None = N
                           ("DKT: empty file", "dkt", ""),
                           ("ASSISTments: no correct column", "assistments", "user_id,skill_id,order_id\n1,2,3\n"),
                           ("ASSISTments: correct is NaN", "assistments",
-                           "user_id,skill_id,correct,order_id\n1,2,nan,1\n1,3,1,2\n")):
+                           "user_id,skill_id,correct,order_id\n1,2,nan,1\n1,3,1,2\n"),
+                          ("DKT: bytes that are not UTF-8", "dkt", b"2\n1,\xff\n1,0\n")):
     f = file(f"kt{next(n)}.csv", body)
     args, w = run("mooc/pretrain", f"--config.kt_file={f}", f"--config.kt_format={fmt}")
     yield "mooc/pretrain", "knowledge-tracing CSV", what, args, w
@@ -200,7 +205,8 @@ def bad_inputs(tmp: Path, corpus: Path, full: bool, glm_workdir: Path | None = N
                      ("NaN latency", "time_s,latency_ms,lost\n0,10,0\n1,nan,0\n"),
                      ("time going backwards", "time_s,latency_ms,lost\n0,10,0\n2,20,0\n1,20,0\n"),
                      ("header only", "time_s,latency_ms,lost\n"),
-                     ("lost not 0/1", "time_s,latency_ms,lost\n0,10,0\n1,10,maybe\n")):
+                     ("lost not 0/1", "time_s,latency_ms,lost\n0,10,0\n1,10,maybe\n"),
+                     ("bytes that are not UTF-8", b"time_s,latency_ms,lost\n0,10,0\n1,\xff\xfe,0\n")):
     f = file(f"trace{next(n)}.csv", body)
     args, w = run("iaad/sweep", f"--config.network.trace={f}")
     yield "iaad/sweep", "network trace CSV", what, args, w
@@ -211,7 +217,8 @@ def bad_inputs(tmp: Path, corpus: Path, full: bool, glm_workdir: Path | None = N
                      ("a row without label", "".join(json.dumps(r) + "\n" for r in rows) + "{\"text\": \"x\"}\n"),
                      ("one class only", "".join(json.dumps(dict(r, label="pos")) + "\n" for r in rows)),
                      ("empty file", ""),
-                     ("text not a string", "".join(json.dumps(dict(r, text=[1])) + "\n" for r in rows))):
+                     ("text not a string", "".join(json.dumps(dict(r, text=[1])) + "\n" for r in rows)),
+                     ("bytes that are not UTF-8", b'{"text": "\xff", "label": "pos"}\n')):
     f = file(f"task{next(n)}.jsonl", body)
     args, w = run("pethead/suite", f"--config.tasks=('{f}',)")
     yield "pethead/suite", "task JSONL", what, args, w

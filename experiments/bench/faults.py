@@ -13,8 +13,11 @@ runs); a finished run is left byte for byte as it was; a user error is one `erro
 stderr, exit code 2, no traceback, and (for bad input) no workdir written. `lost` marks a fault
 after which a finished run was changed or a resumed run's results differ.
 
-`small` (the default test suite runs it): glm/pretrain, one fault of each kind that needs a run
-and every bad-input class. `full`: every experiment, every class (>= 200 faults, ~1 h on 2 cores).
+`small` (the default test suite runs it): glm/pretrain killed mid-step with its newest checkpoint
+damaged, finished runs rerun, NaN gradients, a run of non-finite steps, and every bad-input
+class. `full`: every experiment; each gets the faults that need a run (kills, checkpoint damage,
+workdir damage, NaN/Inf), some of the kinds in turn over the experiments (glm/pretrain gets
+every kind), and every bad-input class.
 """
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ import json
 import lzma
 import math
 import os
-import pickle
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -41,35 +44,34 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))          # this checkout's jaxpapers, here and in the subprocesses
 ENV = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
 ENV.pop("JAXPAPERS_KILL_AT", None)
-TRACE = "JAXPAPERS_FAULT_TRACE"
+INPUT_SECONDS = 30   # bad input fails before any work: a run still going after this accepted it
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
   """An experiment as the suite runs it: the tiny preset plus `overrides` that keep it short and
-  make at least one of its training stages checkpoint before its end; `train` names the config
-  section the NaN/Inf faults use; `lr` the learning rate the changed-config rerun and the
-  optimizer checks set (default: the train section's)."""
+  make at least one of its training stages checkpoint before its end. `train`: the config
+  section the NaN/Inf faults set (None: the experiment's loop has no fault injector); `lr`: the
+  learning-rate key the changed-config rerun and the optimizer checks set."""
   name: str
   overrides: tuple[str, ...]
-  train: str
-  lr_key: str = ""
-
-  @property
-  def lr(self) -> str:
-    return self.lr_key or f"{self.train}.lr"
+  train: str | None
+  lr: str
 
 
 TARGETS = [
     Target("glm/pretrain", ("--config.train.steps=8", "--config.train.ckpt_every=2",
-                            "--config.train.eval_every=3"), "train"),
+                            "--config.train.eval_every=3"), "train", "train.lr"),
     Target("glm/quantize", ("--config.pretrain.train.ckpt_every=2",
-                            "--config.pretrain.train.eval_every=3"), "pretrain.train"),
+                            "--config.pretrain.train.eval_every=3"), "pretrain.train",
+           "pretrain.train.lr"),
+    # its own loop (memory probes and timed steps): no checkpoints, no injector
     Target("gact/memory", ("--config.families=('transformer',)", "--config.levels=('L0','L2.2')"),
-           "train"),
-    Target("kgt/queries", ("--config.finetune.steps=4", "--config.finetune.ckpt_every=2"), "finetune"),
+           None, "train.lr"),
+    Target("kgt/queries", ("--config.finetune.steps=4", "--config.finetune.ckpt_every=2"),
+           "finetune", "finetune.lr"),
     Target("cogvideo/t2v", ("--config.video_train.steps=4", "--config.video_train.ckpt_every=2"),
-           "video_train"),
+           "video_train", "video_train.lr"),
     Target("gebd/ladder", ("--config.train.ckpt_every=2",), "train", "base.lr"),
     # these two resume by finished method and seed (their checkpoints stay off)
     Target("pethead/suite", ("--config.seeds=1", "--config.tasks=('polarity',)",
@@ -77,22 +79,18 @@ TARGETS = [
     Target("retrieval/transfer", ("--config.seeds=1",), "train", "lr.ft"),
     Target("mooc/pretrain", ("--config.train.ckpt_every=2",), "train", "finetune.lr"),
     Target("vpt/pipeline", ("--config.idm.train.steps=4", "--config.idm.train.ckpt_every=2"),
-           "idm.train"),
-    Target("iaad/sweep", (), ""),
+           "idm.train", "idm.train.lr"),
+    Target("iaad/sweep", (), None, ""),    # no training: a simulation sweep
 ]
 
-# results.json keys two uninterrupted runs may disagree on are found by running twice; these words
-# mark readings that are never compared even when the two runs happened to agree
-VOLATILE = ("time", "per_s", "tokens_s", "speed", "mfu", "rss", "wall", "second", "minute", "peak",
-            "gflop", "machine", "version", "host", "date", "_ms", "ms_", "throughput",
-            "resumed")   # resumed_from: where the run restarted, the one figure a resume changes
+# results.json keys that are readings of this machine, never compared (a part of the key's path
+# matches); the full preset also drops the keys on which two uninterrupted runs disagree
+VOLATILE = re.compile(r"(^|_)(time|times|seconds|minutes|wall|rss|mfu|peak|gflops?|speedup|ms|"
+                      r"per_s|throughput|machine|version|host|date)(_|$)|^resumed_from$")
 
 
-INPUT_SECONDS = 30   # bad input fails before any work: a run still going after this accepted it
-
-
-class Accepted(BaseException):
-  """Raised by the alarm in a bad-input run that did not fail."""
+def volatile(key: str) -> bool:
+  return any(VOLATILE.search(part) for part in key.split("."))
 
 
 @dataclasses.dataclass
@@ -105,13 +103,24 @@ class Fault:
   last_line: str
   traceback: bool
   lost: bool
-  s: float
+  seconds: float
+
+
+@dataclasses.dataclass
+class Reference:
+  """An uninterrupted run: its workdir, wall time, the kill points it passed, its results
+  (flattened) and the keys a faulted run's results must equal."""
+  workdir: Path
+  wall: float
+  trace: list[str]
+  results: dict
+  compared: set
 
 
 class Suite:
 
   def __init__(self, tmp: Path, rng: random.Random):
-    self.tmp, self.rng, self.faults, self.unstable = tmp, rng, [], {}
+    self.tmp, self.rng, self.faults, self.not_compared = tmp, rng, [], {}
     self.corpus = tmp / "corpus.txt"
     from importlib import resources
     raw = resources.files("jaxpapers.data").joinpath("assets", "austen.txt.xz").read_bytes()
@@ -132,7 +141,7 @@ class Suite:
     out, err = p.communicate(timeout=1800)
     return p.returncode, out, err
 
-  def record(self, target, cls, what, code, err, t0, ok, lost=False):
+  def record(self, target, cls, what, code, err, t0, ok, lost=False) -> Fault:
     lines = err.strip().splitlines() or [""]
     f = Fault(target, cls, what, bool(ok), code, lines[-1][:240],
               any("Traceback" in l or "Event loop is closed" in l for l in lines), bool(lost),
@@ -147,64 +156,61 @@ class Suite:
     return code == 2 and bool(lines) and lines[-1].startswith("error: ") and not any(
         "Traceback" in l or "Event loop is closed" in l for l in lines)
 
-  def copy(self, src: Path, name: str) -> Path:
-    wd = self.tmp / name
+  def workdir(self, t: Target, name: str, copy_of: Path | None = None) -> Path:
+    wd = self.tmp / f"{t.name.replace('/', '_')}_{name}"
     shutil.rmtree(wd, ignore_errors=True)
-    shutil.copytree(src, wd)
+    if copy_of is not None:
+      shutil.copytree(copy_of, wd)
     return wd
 
   # ---------------------------------------------------------------- the reference runs
-  def base(self, t: Target, full: bool):
-    """The uninterrupted run and (full) a second one under a concurrent start: the reference
-    results, the keys compared (those the two runs agree on; small: every key but VOLATILE's),
-    the trace of kill points, the files of the finished run."""
-    key = t.name.replace("/", "_")
-    wd, trace = self.tmp / f"{key}_base", self.tmp / f"{key}_trace.txt"
-    shutil.rmtree(wd, ignore_errors=True)
+  def reference(self, t: Target, full: bool) -> Reference | None:
+    """The uninterrupted run (traced: where its steps, evaluations and saves fall) and, in the
+    full preset, a second one started while a third start on its workdir is refused (the
+    concurrent-start fault): the keys compared are those the two runs agree on."""
+    wd, trace = self.workdir(t, "base"), self.tmp / f"{t.name.replace('/', '_')}_trace.txt"
     trace.unlink(missing_ok=True)
     t0 = time.time()
-    code, _, err = self.jp(self.args(t, wd), env={TRACE: str(trace)})
-    wall = time.time() - t0
-    self.record(t.name, "uninterrupted run", "the reference run", code, err, t0, code == 0)
+    code, _, err = self.jp(self.args(t, wd), env={"JAXPAPERS_FAULT_TRACE": str(trace)})
     if code != 0:
+      self.record(t.name, "the uninterrupted run", "failed: no fault tried", code, err, t0, False)
       return None
-    r1 = flat(json.loads((wd / "results.json").read_text()))
-    b = dict(wd=wd, wall=wall, trace=trace.read_text().split("\n")[:-1], ref=r1,
-             stable={k for k in r1 if not any(w in k.lower() for w in VOLATILE)})
+    results = flat(json.loads((wd / "results.json").read_text()))
+    ref = Reference(wd, time.time() - t0, trace.read_text().split("\n")[:-1], results,
+                    {k for k in results if not volatile(k)})
     if not full:
-      return b
-    # a second start while the first runs: refused in one line; the first finishes
-    wd2, t0 = self.tmp / f"{key}_base2", time.time()
-    shutil.rmtree(wd2, ignore_errors=True)
-    a = self.jp(self.args(t, wd2), wait=False)
-    while a.poll() is None and not (wd2 / ".lock").exists():
+      return ref
+    wd2, t0 = self.workdir(t, "base2"), time.time()
+    first = self.jp(self.args(t, wd2), wait=False)
+    while first.poll() is None and not (wd2 / ".lock").exists():
       time.sleep(0.02)
     code, _, err = self.jp(self.args(t, wd2))
-    a_running = a.poll() is None
-    a_out, a_err = a.communicate()
+    first_running = first.poll() is None
+    first.communicate()
     self.record(t.name, "concurrent start", "a second run on a workdir in use", code, err, t0,
-                a_running and self.one_line(code, err) and a.returncode == 0)
-    r2 = flat(json.loads((wd2 / "results.json").read_text())) if a.returncode == 0 else {}
-    b["stable"] = {k for k in b["stable"] if k in r2 and same(r1[k], r2[k])}
-    b["unstable"] = sorted(k for k in r1 if k not in b["stable"])
-    self.unstable[t.name] = b["unstable"]
-    return b
+                first_running and self.one_line(code, err) and first.returncode == 0)
+    if first.returncode == 0:
+      again = flat(json.loads((wd2 / "results.json").read_text()))
+      ref.compared = {k for k in ref.compared if k in again and same(results[k], again[k])}
+    self.not_compared[t.name] = sorted(k for k in results if k not in ref.compared)
+    return ref
 
-  def same_results(self, b, wd: Path) -> tuple[bool, list[str]]:
+  def same_results(self, ref: Reference, wd: Path) -> tuple[bool, list[str]]:
     path = wd / "results.json"
     if not path.is_file():
       return False, ["no results.json"]
+    if not ref.compared:
+      return False, ["no figure to compare"]
     got = flat(json.loads(path.read_text()))
-    bad = [k for k in sorted(b["stable"]) if k not in got or not same(got[k], b["ref"][k])]
+    bad = [k for k in sorted(ref.compared) if k not in got or not same(got[k], ref.results[k])]
     return not bad, bad
 
   # ---------------------------------------------------------------- process faults
-  def kill_then_rerun(self, t, b, cls, what, *, at=None, after=None, damage=None):
-    """Kills a fresh run (at a kill point `at`, or `after` seconds), optionally damages what it
-    left (`damage(wd) -> description` of the expected rerun outcome), reruns it to the end and
-    compares its results with the reference."""
-    wd, t0 = self.tmp / f"{t.name.replace('/', '_')}_kill", time.time()
-    shutil.rmtree(wd, ignore_errors=True)
+  def kill_then_rerun(self, t, ref, cls, what, *, at=None, after=None, damage=None):
+    """Kills a fresh run (at the kill point `at`, or `after` seconds), optionally damages what it
+    left (`damage(wd)` returns "restart" when the rerun must refuse and need --restart), reruns
+    it to the end and compares its results with the reference."""
+    wd, t0 = self.workdir(t, "kill"), time.time()
     if at is not None:
       code, _, err = self.jp(self.args(t, wd), env={"JAXPAPERS_KILL_AT": at})
     else:
@@ -220,52 +226,52 @@ class Suite:
                          code, "", t0, False)
     expect = damage(wd) if damage else None
     code, _, err = self.jp(self.args(t, wd))
+    seen, refused = err, True
     if expect == "restart":    # only unusable checkpoints: refused once, then --restart
       refused = self.one_line(code, err) and "--restart" in err
       code, _, err = self.jp(self.args(t, wd, "--restart"))
-      ok, bad = self.same_results(b, wd)
-      return self.record(t.name, cls, what, code, err, t0, refused and code == 0 and ok,
-                         lost=code == 0 and not ok)
-    ok, bad = self.same_results(b, wd)
+    ok, bad = self.same_results(ref, wd)
     if bad and code == 0:
       what += f" (differs: {', '.join(bad[:3])})"
-    if damage is not None:     # the damage was found, and the run went back to an older one
-      ok = ok and "unusable checkpoint" in err
+    if damage is not None:     # the damage was found and set aside
+      ok = ok and refused and "unusable checkpoint" in seen
     return self.record(t.name, cls, what, code, err, t0, code == 0 and ok, lost=code == 0 and not ok)
 
-  def process_faults(self, t, b, i):
+  def process_faults(self, t, ref, i):
     """SIGKILL during a step, and one of: during a checkpoint save, while the report is written,
-    at a random time (in turn over the experiments; glm/pretrain gets all, and an evaluation)."""
-    tr = b["trace"]
-    n_steps, n_saves, n_evals = tr.count("step"), sum(e.startswith("save") for e in tr), tr.count("eval")
+    at a random time (in turn over the experiments; glm/pretrain gets all three, and one after an
+    evaluation)."""
+    n_steps, n_evals = ref.trace.count("step"), ref.trace.count("eval")
+    n_saves = sum(e.startswith("save") for e in ref.trace)
     if n_steps:
       k = self.rng.randint(1, n_steps)
-      self.kill_then_rerun(t, b, "SIGKILL during a step", f"step point {k} of {n_steps}", at=f"step:{k}")
+      self.kill_then_rerun(t, ref, "SIGKILL during a step", f"step {k} of {n_steps}", at=f"step:{k}")
     kinds = ["save", "report", "random"]
     for kind in kinds if i == 0 else [kinds[i % 3]]:
       if kind == "save" and n_saves:
         k = self.rng.randint(1, n_saves)
-        self.kill_then_rerun(t, b, "SIGKILL during a checkpoint save", f"save {k} of {n_saves}",
+        self.kill_then_rerun(t, ref, "SIGKILL during a checkpoint save", f"save {k} of {n_saves}",
                              at=f"save:{k}")
-      elif kind == "report":
-        self.kill_then_rerun(t, b, "SIGKILL while the report is written", "after results.json",
+      elif kind in ("report", "save"):     # (no checkpoint saves: the report instead)
+        self.kill_then_rerun(t, ref, "SIGKILL while the report is written", "after results.json",
                              at="report:1")
       else:
-        s = round(self.rng.uniform(0.15, 0.9) * b["wall"], 1)
-        self.kill_then_rerun(t, b, "SIGKILL at a random time", f"after {s} s of {b['wall']:.0f}",
+        s = round(self.rng.uniform(0.15, 0.9) * ref.wall, 1)
+        self.kill_then_rerun(t, ref, "SIGKILL at a random time", f"after {s} s of {ref.wall:.0f}",
                              after=s)
     if n_evals and i % 2 == 0:
       k = self.rng.randint(1, n_evals)
-      self.kill_then_rerun(t, b, "SIGKILL during an evaluation", f"evaluation {k} of {n_evals}",
-                           at=f"eval:{k}")
+      self.kill_then_rerun(t, ref, "SIGKILL after an evaluation, before its row is written",
+                           f"evaluation {k} of {n_evals}", at=f"eval:{k}")
 
   # ---------------------------------------------------------------- checkpoint faults
-  def resumable_kill(self, b):
-    """The step point after which a rerun restores a checkpoint: the first step that follows two
-    saves within the same training run (so an older checkpoint is there to fall back to), else
-    the first that follows one, else None."""
+  @staticmethod
+  def resumable_kill(ref) -> int | None:
+    """The step after which a rerun restores a checkpoint: the first step that follows two saves
+    within the same training run (so an older checkpoint is there to fall back to), else the
+    first that follows one, else None."""
     n, saves, first = 0, 0, None
-    for e in b["trace"]:
+    for e in ref.trace:
       if e.startswith("train"):
         saves = 0
       elif e.startswith("save"):
@@ -278,38 +284,41 @@ class Suite:
           first = n
     return first
 
-  def checkpoint_faults(self, t, b, full, i=0):
-    k = self.resumable_kill(b)
+  def checkpoint_faults(self, t, ref, full, i):
+    k = self.resumable_kill(ref)
     if k is None:
       return
-    latest = lambda wd: max((d for d in wd.rglob("checkpoints/*") if d.name.isdigit() and d.is_dir()),
-                            key=lambda d: d.stat().st_mtime)
 
-    def data_file(wd):
+    def latest(wd):
+      return max((d for d in wd.rglob("checkpoints/*") if d.name.isdigit() and d.is_dir()),
+                 key=lambda d: d.stat().st_mtime)
+
+    def biggest_file(wd):
       return max((f for f in latest(wd).rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
 
+    def then_fallback(edit):
+      def damage(wd):
+        expect = None if any(x.name.isdigit() and x != latest(wd) for x in latest(wd).parent.iterdir()) \
+            else "restart"
+        edit(wd)
+        return expect
+      return damage
+
     def flip(wd):
-      f = data_file(wd)
-      b_ = bytearray(f.read_bytes())
-      mid = len(b_) // 2
-      b_[mid:mid + 64] = bytes(x ^ 0xA5 for x in b_[mid:mid + 64])
-      f.write_bytes(bytes(b_))
-      return self.fallback_or_restart(wd)
+      f = biggest_file(wd)
+      raw = bytearray(f.read_bytes())
+      mid = len(raw) // 2
+      raw[mid:mid + 64] = bytes(x ^ 0xA5 for x in raw[mid:mid + 64])
+      f.write_bytes(bytes(raw))
 
     def truncate(wd):
-      f = data_file(wd)
+      f = biggest_file(wd)
       f.write_bytes(f.read_bytes()[:max(1, f.stat().st_size // 3)])
-      return self.fallback_or_restart(wd)
-
-    def delete(wd):
-      data_file(wd).unlink()
-      return self.fallback_or_restart(wd)
 
     def meta(wd):
       for f in latest(wd).rglob("*"):
         if f.is_file() and f.parent.name == "meta":
           f.write_text(f.read_text()[:-20] + "garbage")
-      return self.fallback_or_restart(wd)
 
     def everything(wd):
       for d in wd.rglob("checkpoints/*"):
@@ -319,123 +328,113 @@ class Suite:
               h.truncate(7)
       return "restart"
 
-    faults = [("bit flip in a checkpoint", "64 bytes of the largest array file", flip),
-              ("truncated checkpoint file", "largest array file cut to a third", truncate),
-              ("deleted checkpoint file", "largest array file removed", delete),
-              ("damaged checkpoint metadata", "the checksums' JSON cut short", meta),
+    faults = [("bit flip in a checkpoint", "64 bytes of the largest array file", then_fallback(flip)),
+              ("truncated checkpoint file", "largest array file cut to a third", then_fallback(truncate)),
+              ("deleted checkpoint file", "largest array file removed",
+               then_fallback(lambda wd: biggest_file(wd).unlink())),
+              ("damaged checkpoint metadata", "the checksums' JSON cut short", then_fallback(meta)),
               ("every checkpoint unreadable", "all array files cut to 7 bytes", everything)]
-    chosen = faults if i == 0 else faults[:1] + [faults[1 + i % 4]]
-    for cls, what, fn in (chosen if full else faults[:1]):
-      self.kill_then_rerun(t, b, cls, what, at=f"step:{k}", damage=fn)
-
-  @staticmethod
-  def fallback_or_restart(wd):
-    """A damaged latest checkpoint is set aside; the rerun resumes from an older one of the
-    same directory, or, when it was the only one, needs --restart."""
-    d = max((d for d in wd.rglob("checkpoints/*") if d.name.isdigit() and d.is_dir()),
-            key=lambda d: d.stat().st_mtime)
-    others = [x for x in d.parent.iterdir() if x.name.isdigit() and x != d]
-    return None if others else "restart"
+    chosen = faults[:1] if not full else faults if i == 0 else faults[:1] + [faults[1 + i % 4]]
+    for cls, what, damage in chosen:
+      self.kill_then_rerun(t, ref, cls, f"{what}, killed at step {k}", at=f"step:{k}", damage=damage)
 
   # ---------------------------------------------------------------- workdir faults
-  def workdir_faults(self, t, b, full):
+  def workdir_faults(self, t, ref, full):
     def snapshot(wd):
       return {str(f.relative_to(wd)): f.read_bytes() for f in sorted(wd.rglob("*")) if f.is_file()
               and "xla_cache" not in f.parts}
 
-    wd, t0 = self.copy(b["wd"], f"{t.name.replace('/', '_')}_rerun"), time.time()
+    wd, t0 = self.workdir(t, "rerun", ref.workdir), time.time()
     before = snapshot(wd)
     code, out, err = self.jp(self.args(t, wd))
+    changed = snapshot(wd) != before
     self.record(t.name, "rerun of a finished run", "same config", code, err, t0,
-                code == 0 and "nothing to do" in out and snapshot(wd) == before,
-                lost=snapshot(wd) != before)
-    if t.train:
+                code == 0 and "nothing to do" in out and not changed, lost=changed)
+    if t.lr:
       t0 = time.time()
       code, out, err = self.jp(self.args(t, wd, f"--config.{t.lr}=0.0123"))
+      changed = snapshot(wd) != before
       self.record(t.name, "rerun of a finished run, config changed", "another lr", code, err, t0,
-                  self.one_line(code, err) and snapshot(wd) == before, lost=snapshot(wd) != before)
+                  self.one_line(code, err) and not changed, lost=changed)
+    if not full:
+      return
 
     def unfinished(name):
-      wd = self.copy(b["wd"], f"{t.name.replace('/', '_')}_{name}")
+      wd = self.workdir(t, name, ref.workdir)
       for f in ("finished.json", "results.json", "REPORT.md", "report.json"):
         (wd / f).unlink(missing_ok=True)
       return wd, time.time()
 
-    if not full:
-      return
     wd, t0 = unfinished("stale")
     (wd / ".lock").write_text(json.dumps({"pid": dead_pid(), "host": os.uname().nodename}))
     code, _, err = self.jp(self.args(t, wd))
-    ok, _ = self.same_results(b, wd)
+    ok, _ = self.same_results(ref, wd)
     self.record(t.name, "stale lock of a dead process", "taken over", code, err, t0,
                 code == 0 and ok and "stale lock" in err, lost=code == 0 and not ok)
-    cases = [("lock file not ours", ".lock", lambda s: "not a lock"),
-             ("truncated config.json", "config.json", lambda s: s[:len(s) // 2])]
-    if full:
-      cases += [("truncated finished.json", "finished.json", lambda s: s[:len(s) // 2])]
-    for cls, name, edit in cases:
-      wd, t0 = self.copy(b["wd"], f"{t.name.replace('/', '_')}_edit"), time.time()
+    for cls, name, edit in (("lock file not ours", ".lock", lambda s: "not a lock"),
+                            ("truncated config.json", "config.json", lambda s: s[:len(s) // 2]),
+                            ("truncated finished.json", "finished.json", lambda s: s[:len(s) // 2])):
+      wd, t0 = self.workdir(t, "edit", ref.workdir), time.time()
       if name != "finished.json":
         (wd / "finished.json").unlink()
       path = wd / name
       path.write_text(edit(path.read_text() if path.exists() else ""))
       code, _, err = self.jp(self.args(t, wd))
       self.record(t.name, cls, name, code, err, t0, self.one_line(code, err))
-    metrics = sorted(b["wd"].rglob("metrics.jsonl"))
-    if metrics and full:
-      rel = metrics[-1].relative_to(b["wd"])
-      wd, t0 = unfinished("metrics")
-      lines = (wd / rel).read_text().splitlines()
-      (wd / rel).write_text("\n".join(lines[:len(lines) // 2] + ["{\"step\": 1, \"lo"]) )
-      self.record(t.name, "metrics.jsonl cut by a kill", str(rel), *self.rerun_compare(t, b, wd, t0))
-      wd, t0 = unfinished("metrics2")
-      lines = (wd / rel).read_text().splitlines()
-      (wd / rel).write_text("\n".join(lines[:1] + ["garbage"] + lines[1:]) + "\n")
-      code, _, err = self.jp(self.args(t, wd))
-      self.record(t.name, "metrics.jsonl damaged mid-file", str(rel), code, err, t0,
-                  self.one_line(code, err) or (code == 0 and self.same_results(b, wd)[0]),
-                  lost=code == 0 and not self.same_results(b, wd)[0])
-
-  def rerun_compare(self, t, b, wd, t0):
+    metrics = sorted(ref.workdir.rglob("metrics.jsonl"))
+    if not metrics:
+      return
+    rel = metrics[-1].relative_to(ref.workdir)
+    wd, t0 = unfinished("metrics")
+    lines = (wd / rel).read_text().splitlines()
+    (wd / rel).write_text("\n".join(lines[:len(lines) // 2] + ['{"step": 1, "lo']))
     code, _, err = self.jp(self.args(t, wd))
-    ok, _ = self.same_results(b, wd)
-    return code, err, t0, code == 0 and ok, code == 0 and not ok
+    ok, _ = self.same_results(ref, wd)
+    self.record(t.name, "metrics.jsonl cut by a kill", str(rel), code, err, t0, code == 0 and ok,
+                lost=code == 0 and not ok)
+    wd, t0 = unfinished("metrics2")
+    lines = (wd / rel).read_text().splitlines()
+    (wd / rel).write_text("\n".join(lines[:1] + ["garbage"] + lines[1:]) + "\n")
+    code, _, err = self.jp(self.args(t, wd))
+    ok, _ = self.same_results(ref, wd)
+    self.record(t.name, "metrics.jsonl damaged mid-file", str(rel), code, err, t0,
+                self.one_line(code, err) or (code == 0 and ok), lost=code == 0 and not ok)
 
   # ---------------------------------------------------------------- non-finite values
-  def nonfinite_faults(self, t, b, full, i=0):
-    if not t.train:
+  def nonfinite_faults(self, t, ref, full, i):
+    """NaN/Inf at step 1 in the loss, a gradient leaf, the updated parameters or the batch: the
+    step is skipped with a warning naming the place, the run finishes; then NaN at every step:
+    the cap on consecutive skips stops the run in one line."""
+    if t.train is None:
       return
-    kinds = [("loss", "nan"), ("grad", "nan"), ("grad", "inf"), ("param", "nan"), ("data", "nan")]
-    if not full:
-      kinds = kinds[1:2]
-    elif i > 0:
-      kinds = [kinds[i % 5]]
-    for into, value in kinds:
-      wd, t0 = self.tmp / f"{t.name.replace('/', '_')}_nan", time.time()
-      shutil.rmtree(wd, ignore_errors=True)
+    kinds = [("loss", "nan", "non-finite loss"), ("grad", "nan", "non-finite gradient leaf"),
+             ("grad", "inf", "non-finite gradient leaf"),
+             ("param", "nan", "non-finite updated parameters"), ("data", "nan", "non-finite")]
+    kinds = kinds[1:2] if not full else kinds if i == 0 else [kinds[i % 5]]
+    for into, value, named in kinds:
+      wd, t0 = self.workdir(t, "nan"), time.time()
       code, _, err = self.jp(self.args(t, wd, f"--config.{t.train}.inject_nan_step=1",
                                        f"--config.{t.train}.inject_nan_into={into}",
                                        f"--config.{t.train}.inject_value={value}"))
-      if code != 0 and "holds no floating array" in err:
-        continue   # this experiment's batches are integers only: no float data to poison
-      warned = "batch skipped" in err and "non-finite" in err
       place = {"loss": "the loss", "grad": "a gradient", "param": "the updated parameters",
                "data": "a batch"}[into]
-      self.record(t.name, f"{'NaN' if value == 'nan' else 'Inf'} in {place}", "at step 1: skipped",
-                  code, err, t0, code == 0 and warned)
-    wd, t0 = self.tmp / f"{t.name.replace('/', '_')}_nan", time.time()
-    shutil.rmtree(wd, ignore_errors=True)
+      if into == "data" and self.one_line(code, err) and "no floating array" in err:
+        continue      # integer batches only (token ids): no batch value can be NaN
+      skipped = f"{named}" in err and "at step 1" in err and "batch skipped" in err
+      self.record(t.name, f"{'NaN' if value == 'nan' else 'Inf'} in {place}",
+                  "at step 1: skipped, the place named", code, err, t0, code == 0 and skipped)
+    wd, t0 = self.workdir(t, "nan"), time.time()
     code, _, err = self.jp(self.args(t, wd, f"--config.{t.train}.inject_nan_step=0",
                                      f"--config.{t.train}.inject_nan_count=1000000",
-                                     f"--config.{t.train}.max_consecutive_skips=2",
-                                     f"--config.{t.train}.steps=4"))
-    self.record(t.name, "non-finite steps in a row", "every step NaN: stopped after 2", code, err, t0,
-                self.one_line(code, err) and "in a row" in err)
+                                     f"--config.{t.train}.max_consecutive_skips=2"))
+    self.record(t.name, "non-finite steps in a row", "NaN at every step: stopped after 2", code,
+                err, t0, self.one_line(code, err) and "in a row" in err)
 
   # ---------------------------------------------------------------- bad input, in one process
-  def in_process(self, target, cls, what, args, *, wd=None, expect_written=False):
+  def in_process(self, target, cls, what, args, wd=None) -> Fault:
     """Runs `jaxpapers ARGS` in this process (bad input fails before any work, so no subprocess
-    is needed): exit 2, one error line, no traceback, and no workdir written."""
+    is needed; a run still going after INPUT_SECONDS accepted it): exit 2, one error line, no
+    traceback, and no workdir written."""
     from jaxpapers import cli
     t0, err = time.time(), io.StringIO()
 
@@ -446,8 +445,6 @@ class Suite:
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
       try:
         code = cli.main([str(a) for a in args])
-      except SystemExit as e:
-        code = e.code
       except Accepted:
         err.write(f"(no error within {INPUT_SECONDS} s: the input was accepted and the run went on)\n")
         code = None
@@ -464,24 +461,23 @@ class Suite:
 
   def input_faults(self, full, glm_workdir=None):
     from fault_inputs import PWNED, bad_inputs    # noqa: PLC0415 - beside this file
-    for target, cls, what, args, wd in bad_inputs(self.tmp, self.corpus, full, glm_workdir):
-      f = self.in_process(target, cls, what, args, wd=wd)
+    for target, cls, what, args, wd in bad_inputs(self.tmp, self.corpus, full, TARGETS, glm_workdir):
+      f = self.in_process(target, cls, what, args, wd)
       if (self.tmp / "inputs" / PWNED).exists():   # a pickle's code ran: never survived
         f.ok, f.lost = False, True
         (self.tmp / "inputs" / PWNED).unlink()
 
 
+class Accepted(BaseException):
+  """Raised by the alarm in a bad-input run that did not fail."""
+
+
 def flat(d, prefix=""):
-  out = {}
   if isinstance(d, dict):
-    for k, v in d.items():
-      out.update(flat(v, f"{prefix}{k}."))
-  elif isinstance(d, list):
-    for i, v in enumerate(d):
-      out.update(flat(v, f"{prefix}{i}."))
-  else:
-    out[prefix[:-1]] = d
-  return out
+    return {k: v for key, val in d.items() for k, v in flat(val, f"{prefix}{key}.").items()}
+  if isinstance(d, list):
+    return {k: v for n, val in enumerate(d) for k, v in flat(val, f"{prefix}{n}.").items()}
+  return {prefix[:-1]: d}
 
 
 def same(a, b) -> bool:
@@ -523,21 +519,20 @@ def main(argv=None):
   tmp = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="faults_"))
   tmp.mkdir(parents=True, exist_ok=True)
   sys.path.insert(0, str(Path(__file__).parent))
-  suite, t_start = Suite(tmp, random.Random(a.seed)), time.time()
-  glm_workdir = None
-  for i, t in enumerate(TARGETS):     # i: which faults of a rotation this experiment gets
+  suite, t_start, glm_workdir = Suite(tmp, random.Random(a.seed)), time.time(), None
+  for i, t in enumerate(TARGETS):     # i: which kinds of a rotation this experiment gets
     if t.name not in names:
       continue
-    b = suite.base(t, full)
-    if b is None:
+    ref = suite.reference(t, full)
+    if ref is None:
       continue
     if t.name == "glm/pretrain":
-      glm_workdir = b["wd"]
+      glm_workdir = ref.workdir
     if full:
-      suite.process_faults(t, b, i)
-    suite.checkpoint_faults(t, b, full, i)
-    suite.workdir_faults(t, b, full)
-    suite.nonfinite_faults(t, b, full, i)
+      suite.process_faults(t, ref, i)
+    suite.checkpoint_faults(t, ref, full, i)
+    suite.workdir_faults(t, ref, full)
+    suite.nonfinite_faults(t, ref, full, i)
   suite.input_faults(full, glm_workdir)
   fs = suite.faults
   summary = dict(preset=a.preset, faults=len(fs), classes=len({f.cls for f in fs}),
@@ -547,7 +542,7 @@ def main(argv=None):
   print(json.dumps(summary))
   if a.json:
     Path(a.json).write_text(json.dumps(dict(summary, rows=[dataclasses.asdict(f) for f in fs],
-                                            not_compared=suite.unstable), indent=1))
+                                            not_compared=suite.not_compared), indent=1))
   if not a.keep:
     shutil.rmtree(tmp, ignore_errors=True)
   return 0 if summary["survived"] == len(fs) else 1

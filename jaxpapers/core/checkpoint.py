@@ -30,7 +30,11 @@ _NOT_FORMAT = ("PERMISSION_DENIED", "UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLI
 
 
 def is_corruption(e: BaseException) -> bool:
-  """Whether a restore failure means the checkpoint's bytes are bad (decode/format errors)."""
+  """Whether a restore failure means the checkpoint's bytes are bad (decode/format errors).
+  orbax reports a failed array read as a bare Exception whose cause is tensorstore's error: that
+  cause decides."""
+  if type(e) is Exception and (e.__cause__ or e.__context__) is not None:
+    return is_corruption(e.__cause__ or e.__context__)
   if not isinstance(e, _FORMAT_ERRORS):
     return False
   msg = str(e)
@@ -170,11 +174,12 @@ class Checkpointer:
     if not all_finite(state):
       raise CheckpointError(f"refusing to checkpoint a non-finite state at step {step}")
     meta = dict(meta, checksums=checksums(state))
-    faults.kill_while_writing("save", self.directory)
+    saved = faults.kill_while_writing("save", self.directory)
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(
         state, save_args=layer_chunked_save_args(state)),
                                                     meta=ocp.args.JsonSave(meta)), force=True)
     self.manager.wait_until_finished()
+    saved()
 
   def restore_latest(self, abstract_state, allow_fresh: bool = False):
     """(state, meta) of the newest checkpoint that restores and verifies, or None when there is
@@ -212,7 +217,8 @@ class Checkpointer:
               state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         problem = self._verify(out)
       except Exception as e:  # noqa: BLE001 - sorted into corruption or not just below
-        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        cause = (e.__cause__ or e.__context__) if type(e) is Exception else None
+        msg = " ".join(str(cause or e).split())[:200] or type(e).__name__
         if not is_corruption(e):
           self._reset()
           raise CheckpointError(

@@ -4,10 +4,10 @@ With JAXPAPERS_KILL_AT="<point>:<n>" in its environment, a process SIGKILLs itse
 it reaches `point(<point>)`, so a kill lands exactly where the suite wants it:
 
   step    a train step has been dispatched and is running (core.train)
-  eval    an evaluation has begun (core.train)
+  eval    an evaluation inside the train loop has run, its row not yet written (core.train)
   save    a checkpoint is being written: a thread kills the process as soon as orbax's temporary
-          directory exists, before the rename that makes the checkpoint visible
-          (core.checkpoint)
+          directory exists, before the rename that makes the checkpoint visible (or, if the
+          write was too quick to be seen, as it returns) (core.checkpoint)
   report  results.json is written, REPORT.md not yet (core.report)
 
 With JAXPAPERS_FAULT_TRACE=<file>, every point reached is appended to <file> (with `train
@@ -51,20 +51,30 @@ def point(name: str, detail: str = "") -> None:
     _kill()
 
 
-def kill_while_writing(name: str, directory: str | Path) -> None:
+def kill_while_writing(name: str, directory: str | Path):
   """For a point whose work writes a temporary entry in `directory` (orbax's
-  `*.orbax-checkpoint-tmp*`): when due, a thread SIGKILLs the process as soon as one appears."""
+  `*.orbax-checkpoint-tmp*`): when due, a thread SIGKILLs the process as soon as one appears.
+  Returns `done`, to call when that work has returned: it stops the thread, and if the entry
+  came and went between two looks, kills the process then (the write finished, nothing after
+  it ran), so the kill never moves on to a later, unrelated write."""
   if not _due(name, str(directory)):
-    return
-  directory = Path(directory)
+    return lambda: None
+  directory, finished = Path(directory), threading.Event()
 
   def watch():
-    while True:
+    while not finished.is_set():
       try:
         if any("tmp" in p.name for p in directory.iterdir()):
           _kill()
-      except FileNotFoundError:
+      except OSError:
         pass
       time.sleep(0.0005)
 
-  threading.Thread(target=watch, daemon=True).start()
+  thread = threading.Thread(target=watch, daemon=True)
+  thread.start()
+
+  def done():
+    finished.set()
+    thread.join()
+    _kill()
+  return done

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import jax
 
+from jaxpapers.core.errors import WorkdirError
+
 
 class MetricWriter:
 
@@ -39,7 +41,6 @@ def read_metrics(workdir: str | Path) -> list[dict]:
   """The rows of metrics.jsonl; a last line cut short by a killed run is ignored, any other line
   that is not a JSON object is a WorkdirError naming it (the rows are the run's history: a report
   must not silently lose some)."""
-  from jaxpapers.core.errors import WorkdirError
   path = Path(workdir) / "metrics.jsonl"
   if not path.exists():
     return []
@@ -47,8 +48,12 @@ def read_metrics(workdir: str | Path) -> list[dict]:
     lines = path.read_text().splitlines()
   except UnicodeDecodeError:
     raise WorkdirError(f"{path} is not text (damaged?); restore it or use a new --workdir") from None
+  while lines and not lines[-1].strip():
+    lines.pop()
   rows = []
   for n, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
     try:
       row = json.loads(line)
     except json.JSONDecodeError:

@@ -10,10 +10,13 @@ from jaxpapers.core.errors import DataError
 
 CONTAINERS = frozenset((m, n) for m in ("builtins", "__builtin__")
                        for n in ("set", "frozenset", "list", "dict", "tuple", "int", "str", "float"))
-# numpy arrays and scalars as pickle stores them (numpy 1.x and 2.x module names)
-NUMPY = frozenset({("numpy", "ndarray"), ("numpy", "dtype")} | {
+# numpy arrays and scalars as pickle stores them: numpy 1.x and 2.x module names; protocols 0-2
+# store bytes through _codecs.encode (a text codec: no code runs), protocol 5 arrays through
+# numeric._frombuffer
+NUMPY = frozenset({("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")} | {
     (m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
-    for n in ("_reconstruct", "scalar")})
+    for n in ("_reconstruct", "scalar")} | {
+    (m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")})
 
 
 class RestrictedUnpickler(pickle.Unpickler):

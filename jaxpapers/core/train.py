@@ -64,23 +64,21 @@ def validate_train(c: ml_collections.ConfigDict, key: str = "train", partial: bo
               ("inject_nan_into", lambda v: v in INJECT_INTO, f"one of {', '.join(INJECT_INTO)}"),
               ("inject_value", lambda v: v in ("nan", "inf"), "'nan' or 'inf'"),
               ("inject_nan_count", lambda v: isinstance(v, int) and v >= 1, "a positive int")]
+  required = set() if partial else {name for name, _, _ in rules}
   for name, ok, what in rules + optional:
-    if name in section or (not partial and (name, ok, what) in rules):
+    if name in section or name in required:
       check(c, f"{key}.{name}", ok, what)
 
 
-OPTIMIZER_KEYS = ("lr", "b1", "b2", "eps", "clip", "weight_decay", "max_consecutive_skips")
-
-
 def validate_train_sections(c: ml_collections.ConfigDict) -> None:
-  """Every section of c that holds an optimizer setting (a train section, or a stage's overrides
-  of one),
+  """Every section of c that holds an `lr` or `inject_nan_step` (a train section, or a stage's
+  overrides of one),
   checked with validate_train(partial=True): `jaxpapers run` does this before it writes
   anything, so a bad optimizer setting of any stage fails at once, named by its own key."""
   def walk(node, prefix):
     for k, v in node.items():
       if isinstance(v, ml_collections.ConfigDict):
-        if any(name in v for name in OPTIMIZER_KEYS):
+        if "lr" in v or "inject_nan_step" in v:
           validate_train(c, prefix + k, partial=True)
         walk(v, f"{prefix}{k}.")
   walk(c, "")
@@ -120,26 +118,34 @@ def leaf_names(tree) -> list[str]:
   return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
-def make_train_step(graphdef, loss_fn: LossFn, tx, grad_accum: int = 1):
-  """step(state, batch, poison, frozen=None) -> (state, metrics). `poison`, three float32s, is
-  the fault injector of tests and the fault suite (ones normally): [0] multiplies the loss, [1]
-  the first gradient leaf, [2] the first updated parameter leaf (NaN or Inf there injects a
-  fault; a scalar stands for all three). `frozen`: the model's variables outside
+def make_train_step(graphdef, loss_fn: LossFn, tx, grad_accum: int = 1, inject: bool = False):
+  """step(state, batch, poison, frozen=None) -> (state, metrics). `poison` multiplies the loss
+  (1.0 normally; NaN to inject a fault in tests). inject=True (the fault injector of tests and
+  the fault suite, fixed at compile time, so a run without it compiles as it always did): poison
+  is three float32s, [0] multiplying the loss, [1] the first gradient leaf, [2] the first updated
+  parameter leaf. `frozen`: the model's variables outside
   state.params (see `init_state`'s `trainable`), constant, no gradient taken. A step whose loss,
   gradients or new parameters are not all finite leaves params and optimizer state unchanged;
   metrics say which gradient leaves were bad."""
 
+  def poison_first(tree, factor):
+    if not inject:
+      return tree
+    leaves, treedef = jax.tree.flatten(tree)
+    return jax.tree.unflatten(treedef, [leaves[0] * factor.astype(leaves[0].dtype)] + leaves[1:])
+
   def step(state: TrainState, batch: dict, poison, frozen=None):
-    poison = jnp.broadcast_to(jnp.asarray(poison, jnp.float32), (3,))
+    poison = jnp.asarray(poison, jnp.float32)
+    loss_poison = poison[0] if inject else poison
     def loss_of(params, batch, key, poison):
       model = nnx.merge(graphdef, params) if frozen is None else nnx.merge(graphdef, params, frozen)
       loss, aux = loss_fn(model, batch, key)
-      return loss * poison[0], aux
+      return loss * poison, aux
 
     grad_fn = jax.value_and_grad(loss_of, has_aux=True)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     if grad_accum == 1:
-      (loss, aux), grads = grad_fn(state.params, batch, key, poison)
+      (loss, aux), grads = grad_fn(state.params, batch, key, loss_poison)
     else:
       micro = jax.tree.map(lambda x: x.reshape((grad_accum, x.shape[0] // grad_accum) + x.shape[1:]), batch)
 
@@ -147,12 +153,13 @@ def make_train_step(graphdef, loss_fn: LossFn, tx, grad_accum: int = 1):
       # accumulated gradient is the gradient of the whole batch's token-mean loss
       def acc(carry, xs):
         i, mb = xs
-        (l, a), g = grad_fn(state.params, mb, jax.random.fold_in(key, i), poison)
+        (l, a), g = grad_fn(state.params, mb, jax.random.fold_in(key, i), loss_poison)
         w = a.get("tokens", jnp.float32(1.0))
         scaled = jax.tree.map(lambda x: x * w, (l, a, g))
         return jax.tree.map(jnp.add, carry, scaled + (w,)), None
 
-      shapes = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), key, poison)
+      shapes = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), key,
+                              loss_poison)
       (l_s, a_s), g_s = shapes
       zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (l_s, a_s, g_s, l_s))
       (loss, aux, grads, total), _ = jax.lax.scan(acc, zeros, (jnp.arange(grad_accum), micro))
@@ -160,16 +167,16 @@ def make_train_step(graphdef, loss_fn: LossFn, tx, grad_accum: int = 1):
       loss, aux, grads = jax.tree.map(lambda x: x / total, (loss, aux, grads))
       if "tokens" in aux:
         aux = dict(aux, tokens=total)
-    g_leaves, g_def = jax.tree.flatten(grads)
-    grads = jax.tree.unflatten(g_def, [g_leaves[0] * poison[1].astype(g_leaves[0].dtype)] + g_leaves[1:])
+    if inject:
+      grads = poison_first(grads, poison[1])
     leaf_ok = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
     ok = jnp.isfinite(loss) & jnp.all(leaf_ok)
 
     def update(_):
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
-      p_leaves, p_def = jax.tree.flatten(params)
-      params = jax.tree.unflatten(p_def, [p_leaves[0] * poison[2].astype(p_leaves[0].dtype)] + p_leaves[1:])
+      if inject:
+        params = poison_first(params, poison[2])
       params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
       return jax.lax.cond(params_ok, lambda: (params, opt_state, jnp.bool_(True)),
                           lambda: (state.params, state.opt_state, jnp.bool_(False)))
@@ -259,26 +266,30 @@ def _batch_shardings(batch: dict, mesh, batch_logical: dict[str, tuple]) -> dict
 INJECT_INTO = ("loss", "grad", "param", "data")
 
 
-def _poison(t, step: int, host: dict) -> jax.Array:
-  """The step's `poison` (see make_train_step): ones, except at the steps the fault injector
-  names (train.inject_nan_step, and the train.inject_nan_count - 1 steps after it), where the
-  place train.inject_nan_into says ('loss', 'grad', 'param'; 'data': the first floating array
-  of the host batch, set in place) gets train.inject_value ('nan' or 'inf')."""
-  poison = np.ones(3, np.float32)
+def _poison(t, step: int, host: dict) -> tuple[jax.Array, dict]:
+  """(poison, host batch) of a step (see make_train_step): 1.0 and the batch, except in a run
+  whose train.inject_nan_step >= 0 (the fault injector): three ones, except at that step and the
+  train.inject_nan_count - 1 after it, where the place train.inject_nan_into says ('loss',
+  'grad', 'param'; 'data': a copy of the batch whose first floating array is filled) gets
+  train.inject_value ('nan' or 'inf')."""
   first = t.inject_nan_step
-  if first < 0 or not first <= step < first + t.get("inject_nan_count", 1):
-    return jnp.asarray(poison)
+  if first < 0:
+    return jnp.float32(1.0), host
+  poison = np.ones(3, np.float32)
+  if not first <= step < first + t.get("inject_nan_count", 1):
+    return jnp.asarray(poison), host
   value = np.float32(math.inf if t.get("inject_value", "nan") == "inf" else math.nan)
   into = t.get("inject_nan_into", "loss")
   if into == "data":
     floats = [k for k, v in host.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
     if not floats:
-      raise ValueError(f"train.inject_nan_into='data': this batch holds no floating array "
-                       f"({', '.join(host)})")
-    host[floats[0]] = np.full_like(np.asarray(host[floats[0]]), value)
+      from jaxpapers.core.errors import ConfigError
+      raise ConfigError(f"inject_nan_into='data': this run's batches hold no floating array "
+                        f"({', '.join(host)}); inject into 'loss', 'grad' or 'param'")
+    host = dict(host, **{floats[0]: np.full_like(np.asarray(host[floats[0]]), value)})
   else:
     poison[INJECT_INTO.index(into)] = value
-  return jnp.asarray(poison)
+  return jnp.asarray(poison), host
 
 
 def _history_row(row: dict) -> dict:
@@ -326,7 +337,8 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
         log.info("resumed from the checkpoint at step %d (data position %d)", resumed_from,
                  meta["data_position"])
 
-    step_fn = jax.jit(make_train_step(graphdef, loss_fn, tx, t.grad_accum),
+    step_fn = jax.jit(make_train_step(graphdef, loss_fn, tx, t.grad_accum,
+                                      inject=t.inject_nan_step >= 0),
                       in_shardings=(state_shard, None, None, None), out_shardings=(state_shard, None),
                       donate_argnums=0)
     names = leaf_names(params)
@@ -378,11 +390,10 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
       t_done = now
 
     for step in bar:
-      host = get_batch(step)
+      poison, host = _poison(t, step, get_batch(step))
       if b_shard is None:
         b_shard = _batch_shardings(host, mesh, batch_logical)
       batch = {k: global_array(v, b_shard[k]) for k, v in host.items()}
-      poison = _poison(t, step, host)
       t_dispatch = time.perf_counter()
       state, m = step_fn(state, batch, poison, frozen)
       faults.point("step")
@@ -396,9 +407,9 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
         finish(*pending)
         pending = None
       if evaluate:
-        faults.point("eval")
-        writer.write(step + 1, {f"eval/{k}": v for k, v in
-                                eval_fn(nnx.merge(graphdef, state.params, frozen), step + 1).items()})
+        evaluated = eval_fn(nnx.merge(graphdef, state.params, frozen), step + 1)
+        faults.point("eval")     # evaluated, its row not yet written
+        writer.write(step + 1, {f"eval/{k}": v for k, v in evaluated.items()})
       if save:
         ckpt.save(step + 1, state, {"step": step + 1, "data_position": step + 1})
       if evaluate or save:   # their time is not the next step's

@@ -19,6 +19,7 @@ or before (offset + s*dt) modulo the trace's duration, the offset uniform per ep
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -99,7 +100,11 @@ def load_trace(path: str | Path) -> Trace:
   path = Path(path)
   if not path.is_file():
     raise DataError(f"network trace {path}: no such file")
-  with path.open(newline="") as f:
+  try:
+    text = path.read_text(encoding="utf-8")
+  except UnicodeDecodeError as e:
+    raise DataError(f"network trace {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+  with io.StringIO(text, newline="") as f:
     reader = csv.DictReader(f)
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in TRACE_COLUMNS if c not in header]

@@ -63,7 +63,11 @@ def read_dkt_csv(path: str | Path) -> KTData:
   path = Path(path)
   if not path.is_file():
     raise DataError(f"{path}: no such file (a DKT-format CSV: count / question ids / correctness lines)")
-  lines = [(i + 1, l) for i, l in enumerate(path.read_text().splitlines())]
+  try:
+    text = path.read_text(encoding="utf-8")
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+  lines = [(i + 1, l) for i, l in enumerate(text.splitlines())]
   while lines and not lines[-1][1].strip():
     lines.pop()
   if not lines:

@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib.resources
+import io
 import json
 import logging
 import lzma
@@ -183,11 +184,17 @@ def _jsonl(path: Path):
   if not path.is_file():
     raise DataError(f"{path} not found (a BEIR data set has corpus.jsonl, queries.jsonl and "
                     "qrels/test.tsv)")
-  with open(path, encoding="utf-8") as f:
-    for n, row in jsonl.objects(f, str(path)):
-      if "_id" not in row:
-        raise DataError(f"{path}:{n}: no '_id' field")
-      yield n, row
+  for n, row in jsonl.objects(_utf8(path).splitlines(), str(path)):
+    if "_id" not in row:
+      raise DataError(f"{path}:{n}: no '_id' field")
+    yield n, row
+
+
+def _utf8(path: Path) -> str:
+  try:
+    return path.read_text(encoding="utf-8")
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def load_beir(folder: str | Path, split: str = "test") -> Collection:
@@ -221,7 +228,7 @@ def load_beir(folder: str | Path, split: str = "test") -> Collection:
     raise DataError(f"{qrels_path} not found")
   qrels = collections.defaultdict(dict)
   unknown_docs, unknown_queries = 0, 0
-  with open(qrels_path, encoding="utf-8") as f:
+  with io.StringIO(_utf8(qrels_path), newline="") as f:
     for n, fields in enumerate(csv.reader(f, delimiter="\t"), 1):
       if not fields or (n == 1 and fields[0] == "query-id"):
         continue

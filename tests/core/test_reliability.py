@@ -5,6 +5,7 @@ generation argument."""
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -88,6 +89,22 @@ def test_a_failure_that_is_not_corruption_renames_nothing(tmp_path, error):
   assert ck.restore_latest(_abstract(state))[1]["step"] == 2      # a fresh manager reads it
 
 
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_a_cut_or_missing_array_file_is_corruption(tmp_path, caplog, damage):
+  """orbax reports these as a bare Exception caused by tensorstore's OUT_OF_RANGE or
+  FAILED_PRECONDITION: corruption, so restore sets step 2 aside and falls back to step 1."""
+  ck, state = _saved(tmp_path)
+  data = max((f for f in (tmp_path / "ck" / "2").rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+  if damage == "truncate":
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 3])
+  else:
+    data.unlink()
+  restored, meta = ck.restore_latest(_abstract(state))
+  assert meta == {"step": 1, "data_position": 1}
+  np.testing.assert_array_equal(restored["w"], state["w"] + 1)
+  assert "unreadable" in caplog.text and (tmp_path / "ck" / "2.corrupt").is_dir()
+
+
 def test_corruption_means_format_errors_only():
   assert is_corruption(ValueError("OUT_OF_RANGE: Error reading \"w/.zarray\""))
   assert is_corruption(json.JSONDecodeError("Expecting value", "x", 0))
@@ -161,7 +178,7 @@ def test_kill_points_kill_at_the_nth_pass_and_are_traced(tmp_path, spec, killed)
   trace = tmp_path / "trace.txt"
   code = ("from jaxpapers.core import faults\n"
           "for i in range(3):\n  faults.point('step')\nprint('survived')")
-  p = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True,
+  p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                      env=dict(os.environ, JAXPAPERS_KILL_AT=spec, JAXPAPERS_FAULT_TRACE=str(trace)))
   assert (p.returncode == -9) == killed and ("survived" in p.stdout) != killed, p
   assert trace.read_text().split() == ["step"] * (2 if killed else 3)
@@ -192,6 +209,21 @@ def test_consecutive_skipped_steps_stop_the_run(tmp_path):
           mesh=make_mesh((1,), ("data",), jax.devices()[:1]), progress=False)
   rows = metrics.read_metrics(tmp_path)
   assert [r["finite"] for r in rows] == [1.0, 1.0, 0.0, 0.0, 0.0]   # step 0 has lr 0 (warmup)
+
+
+def test_nan_data_is_injected_into_that_step_only_and_skipped(tmp_path, caplog):
+  """train.inject_nan_into='data': the step's batch (a copy: the sampler's arrays stay as they
+  were) gets NaN in its first floating array; that step is skipped, the others train."""
+  c = ml_collections.ConfigDict(dict(seed=0, train=dict(
+      steps=4, batch=2, lr=1e-2, warmup=0, end_lr_ratio=1.0, weight_decay=0.0, b1=0.9, b2=0.95,
+      eps=1e-8, clip=1.0, grad_accum=1, log_every=1, eval_every=0, ckpt_every=0, keep=1,
+      on_nonfinite="skip", inject_nan_step=2, inject_nan_into="data", tensorboard=False)))
+  loss = lambda m, b, key: (jnp.mean((m(b["x"]) - b["y"]) ** 2), {})
+  fixed = {"x": np.ones((2, 4), np.float32), "y": np.zeros((2, 1), np.float32)}
+  out = train(cfg=c, workdir=tmp_path, model=_Linear(), loss_fn=loss, get_batch=lambda step: fixed,
+              mesh=make_mesh((1,), ("data",), jax.devices()[:1]), progress=False)
+  assert out.skipped_steps == [2] and np.isfinite(fixed["x"]).all()
+  assert "non-finite gradient leaf" in caplog.text and "at step 2" in caplog.text
 
 
 # --- one line and exit 2 -----------------------------------------------------------------------

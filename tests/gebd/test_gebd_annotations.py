@@ -89,6 +89,7 @@ def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path, monkey
   with pytest.raises(DataError, match="refusing to load the global posix.system"):
     ann.load(path)
   assert not (tmp_path / "ran_code").exists()
-  path.write_bytes(pickle.dumps({"v": [np.float64(1.5), np.arange(3.0)]}))
-  v = safe_pickle.load(path, ann.PICKLE_GLOBALS, ann.HOLDS)["v"]
-  assert v[0] == 1.5 and v[1].tolist() == [0.0, 1.0, 2.0]
+  for protocol in range(pickle.HIGHEST_PROTOCOL + 1):   # numpy's globals differ by protocol
+    path.write_bytes(pickle.dumps({"v": [np.float64(1.5), np.arange(3.0)]}, protocol=protocol))
+    v = safe_pickle.load(path, ann.PICKLE_GLOBALS, ann.HOLDS)["v"]
+    assert v[0] == 1.5 and v[1].tolist() == [0.0, 1.0, 2.0], protocol
