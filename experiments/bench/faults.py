@@ -122,9 +122,12 @@ class Suite:
   def __init__(self, tmp: Path, rng: random.Random):
     self.tmp, self.rng, self.faults, self.not_compared = tmp, rng, [], {}
     self.corpus = tmp / "corpus.txt"
-    from importlib import resources
-    raw = resources.files("jaxpapers.data").joinpath("assets", "austen.txt.xz").read_bytes()
-    self.corpus.write_text(lzma.decompress(raw).decode("utf-8")[:400_000])
+    if not self.corpus.exists():     # (--jobs: the parent writes it before its workers start)
+      from importlib import resources
+      raw = resources.files("jaxpapers.data").joinpath("assets", "austen.txt.xz").read_bytes()
+      part = tmp / f".corpus.{os.getpid()}"
+      part.write_text(lzma.decompress(raw).decode("utf-8")[:400_000])
+      os.replace(part, self.corpus)
 
   # ---------------------------------------------------------------- running and recording
   def args(self, t: Target, wd: Path, *extra) -> list[str]:
@@ -385,13 +388,20 @@ class Suite:
     if not metrics:
       return
     rel = metrics[-1].relative_to(ref.workdir)
-    wd, t0 = unfinished("metrics")
-    lines = (wd / rel).read_text().splitlines()
-    (wd / rel).write_text("\n".join(lines[:len(lines) // 2] + ['{"step": 1, "lo']))
+    wd, t0 = unfinished("metrics")           # a kill mid-write: the last line cut short
+    with (wd / rel).open("a") as f:
+      f.write('{"step": 99999, "lo')
     code, _, err = self.jp(self.args(t, wd))
     ok, _ = self.same_results(ref, wd)
     self.record(t.name, "metrics.jsonl cut by a kill", str(rel), code, err, t0, code == 0 and ok,
                 lost=code == 0 and not ok)
+    wd, t0 = unfinished("metrics1")          # rows lost: the report cannot cover the run
+    lines = (wd / rel).read_text().splitlines()
+    (wd / rel).write_text("\n".join(lines[:len(lines) // 2]) + "\n")
+    code, _, err = self.jp(self.args(t, wd))
+    ok, _ = self.same_results(ref, wd)
+    self.record(t.name, "metrics.jsonl rows lost", str(rel), code, err, t0,
+                self.one_line(code, err) or (code == 0 and ok), lost=code == 0 and not ok)
     wd, t0 = unfinished("metrics2")
     lines = (wd / rel).read_text().splitlines()
     (wd / rel).write_text("\n".join(lines[:1] + ["garbage"] + lines[1:]) + "\n")
@@ -503,23 +513,8 @@ def table(faults: list[Fault]) -> str:
   return "\n".join(rows)
 
 
-def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--preset", choices=("small", "full"), default="small")
-  ap.add_argument("--only", default="", help="comma-separated experiments (default: the preset's)")
-  ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--keep", default=None, help="keep the runs in this folder")
-  ap.add_argument("--json", default=None, help="write every fault and the summary here")
-  a = ap.parse_args(argv)
-  full = a.preset == "full"
-  names = a.only.split(",") if a.only else ([t.name for t in TARGETS] if full else ["glm/pretrain"])
-  unknown = set(names) - {t.name for t in TARGETS}
-  if unknown:
-    ap.error(f"unknown experiment(s) {', '.join(sorted(unknown))}")
-  tmp = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="faults_"))
-  tmp.mkdir(parents=True, exist_ok=True)
-  sys.path.insert(0, str(Path(__file__).parent))
-  suite, t_start, glm_workdir = Suite(tmp, random.Random(a.seed)), time.time(), None
+def run_targets(suite: Suite, names, full: bool, inputs: bool = True) -> None:
+  glm_workdir = None
   for i, t in enumerate(TARGETS):     # i: which kinds of a rotation this experiment gets
     if t.name not in names:
       continue
@@ -533,7 +528,61 @@ def main(argv=None):
     suite.checkpoint_faults(t, ref, full, i)
     suite.workdir_faults(t, ref, full)
     suite.nonfinite_faults(t, ref, full, i)
-  suite.input_faults(full, glm_workdir)
+  if inputs:
+    suite.input_faults(full, glm_workdir)
+
+
+def run_jobs(a, names, tmp: Path):
+  """The experiments dealt round-robin (in TARGETS order, slowest apart) to a.jobs worker
+  processes of this script (same seed, preset and folder; no bad-input faults), their JSON lines
+  passed through; returns their rows and not-compared keys."""
+  order = [t.name for t in TARGETS if t.name in names]
+  parts = [order[k::a.jobs] for k in range(a.jobs)]
+  procs = []
+  for k, part in enumerate(p for p in parts if p):
+    cmd = [sys.executable, __file__, "--preset", a.preset, "--seed", str(a.seed), "--keep", str(tmp),
+           "--only", ",".join(part), "--json", str(tmp / f"job{k}.json"), "--no_inputs"]
+    procs.append(subprocess.Popen(cmd, stdout=sys.stdout, stderr=open(tmp / f"job{k}.err", "w")))
+  for p in procs:
+    p.wait()
+  rows, not_compared = [], {}
+  for k in range(len(procs)):
+    path = tmp / f"job{k}.json"
+    if path.is_file():
+      r = json.loads(path.read_text())
+      rows += r["rows"]
+      not_compared.update(r["not_compared"])
+  return rows, not_compared
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--preset", choices=("small", "full"), default="small")
+  ap.add_argument("--only", default="", help="comma-separated experiments (default: the preset's)")
+  ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--keep", default=None, help="keep the runs in this folder")
+  ap.add_argument("--json", default=None, help="write every fault and the summary here")
+  ap.add_argument("--jobs", type=int, default=1,
+                  help="run the experiments in this many processes side by side (each its own "
+                       "rotation slot, as in one process), then merge")
+  ap.add_argument("--no_inputs", action="store_true", help=argparse.SUPPRESS)   # (--jobs' workers)
+  a = ap.parse_args(argv)
+  full = a.preset == "full"
+  names = a.only.split(",") if a.only else ([t.name for t in TARGETS] if full else ["glm/pretrain"])
+  unknown = set(names) - {t.name for t in TARGETS}
+  if unknown:
+    ap.error(f"unknown experiment(s) {', '.join(sorted(unknown))}")
+  tmp = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="faults_"))
+  tmp.mkdir(parents=True, exist_ok=True)
+  sys.path.insert(0, str(Path(__file__).parent))
+  suite, t_start = Suite(tmp, random.Random(a.seed)), time.time()
+  if a.jobs > 1:
+    rows, suite.not_compared = run_jobs(a, names, tmp)
+    suite.faults = [Fault(**r) for r in rows]
+    glm = tmp / "glm_pretrain_base"
+    suite.input_faults(full, glm if (glm / "finished.json").is_file() else None)
+  else:
+    run_targets(suite, names, full, inputs=not a.no_inputs)
   fs = suite.faults
   summary = dict(preset=a.preset, faults=len(fs), classes=len({f.cls for f in fs}),
                  survived=sum(f.ok for f in fs), runs_lost=sum(f.lost for f in fs),

@@ -344,6 +344,14 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
     names = leaf_names(params)
     start = int(state.step)
     history = [_history_row(r) for r in keep_up_to(workdir, start) if "loss" in r]
+    if [h["step"] for h in history] != list(range(1, start + 1)):
+      from jaxpapers.core.errors import WorkdirError
+      have = {h["step"] for h in history}
+      gone = [s for s in range(1, start + 1) if s not in have]
+      raise WorkdirError(
+          f"{workdir}/metrics.jsonl lacks the rows of {len(gone)} of the {start} steps before the "
+          f"checkpoint it resumes from (first: step {gone[0] if gone else '?'}), so the report "
+          "would not cover the whole run; restore the file, or rerun with --restart")
     writer = MetricWriter(workdir, tensorboard=t.get("tensorboard", True))
     run_of_skips = 0
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train",
@@ -361,7 +369,8 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
         bar.set_postfix(loss=f"{row['loss']:.3f}")
       if not m["finite"]:
         bad = [n for n, ok in zip(names, m["grad_leaf_finite"]) if not ok]
-        what = f"gradient leaf {bad[0]}" if bad else ("loss" if not np.isfinite(m["loss"]) else "updated parameters")
+        what = ("loss" if not np.isfinite(m["loss"]) else f"gradient leaf {bad[0]}" if bad
+                else "updated parameters")     # the first of them to go wrong
         if t.on_nonfinite == "stop":
           raise NonFiniteError(f"non-finite {what} at step {step} (loss={m['loss']}); stopped, "
                                f"parameters of step {step} kept, nothing checkpointed")
