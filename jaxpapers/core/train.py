@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from jaxpapers.core import faults
 from jaxpapers.core.checkpoint import Checkpointer, has_checkpoints
-from jaxpapers.core.errors import NonFiniteError
+from jaxpapers.core.errors import CheckpointError, ConfigError, NonFiniteError, WorkdirError
 from jaxpapers.core.mesh import global_array, logical_to_spec, state_shardings
 from jaxpapers.core.metrics import MetricWriter
 
@@ -221,7 +221,6 @@ def abstract_like(state, shardings):
 def load_params(cfg, workdir, model: nnx.Module, mesh=None, trainable=nnx.Param) -> nnx.Module:
   """`model` with the parameters of the latest usable checkpoint in workdir (`trainable`: the
   filter the run trained with; the other variables are `model`'s)."""
-  from jaxpapers.core.errors import CheckpointError
   from jaxpapers.core.mesh import make_mesh
   from jaxpapers.nn.quantized import check_not_quantized_checkpoint, quantization_of
   if quantization_of(model) is not None:
@@ -283,7 +282,6 @@ def _poison(t, step: int, host: dict) -> tuple[jax.Array, dict]:
   if into == "data":
     floats = [k for k, v in host.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
     if not floats:
-      from jaxpapers.core.errors import ConfigError
       raise ConfigError(f"inject_nan_into='data': this run's batches hold no floating array "
                         f"({', '.join(host)}); inject into 'loss', 'grad' or 'param'")
     host = dict(host, **{floats[0]: np.full_like(np.asarray(host[floats[0]]), value)})
@@ -345,7 +343,6 @@ def train(*, cfg: ml_collections.ConfigDict, workdir, model: nnx.Module, loss_fn
     start = int(state.step)
     history = [_history_row(r) for r in keep_up_to(workdir, start) if "loss" in r]
     if [h["step"] for h in history] != list(range(1, start + 1)):
-      from jaxpapers.core.errors import WorkdirError
       have = {h["step"] for h in history}
       gone = [s for s in range(1, start + 1) if s not in have]
       raise WorkdirError(
