@@ -4,7 +4,7 @@ malformed files of every format the project reads and NaN/Inf in data, loss, gra
 parameters. Prints one JSON line per fault, then the table of fault classes.
 
   python experiments/bench/faults.py [--preset small|full] [--only EXP[,EXP]] [--seed N]
-                                     [--keep DIR] [--json FILE]
+                                     [--keep DIR] [--json FILE] [--jobs N]
 
 A fault is `ok` when the behaviour is the one issue 17 asks for: a run killed and rerun (or
 resumed past a damaged checkpoint) ends with results equal to an uninterrupted run's in every
@@ -52,35 +52,38 @@ class Target:
   """An experiment as the suite runs it: the tiny preset plus `overrides` that keep it short and
   make at least one of its training stages checkpoint before its end. `train`: the config
   section the NaN/Inf faults set (None: the experiment's loop has no fault injector); `lr`: the
-  learning-rate key the changed-config rerun and the optimizer checks set."""
+  learning-rate key the changed-config rerun and the optimizer checks set; `minutes`: what its
+  faults took in the full preset of 2026-12-06 (--jobs starts the longest first)."""
   name: str
   overrides: tuple[str, ...]
   train: str | None
   lr: str
+  minutes: float
 
 
 TARGETS = [
     Target("glm/pretrain", ("--config.train.steps=8", "--config.train.ckpt_every=2",
-                            "--config.train.eval_every=3"), "train", "train.lr"),
+                            "--config.train.eval_every=3"), "train", "train.lr", 21),
     Target("glm/quantize", ("--config.pretrain.train.ckpt_every=2",
                             "--config.pretrain.train.eval_every=3"), "pretrain.train",
-           "pretrain.train.lr"),
+           "pretrain.train.lr", 23),
     # its own loop (memory probes and timed steps): no checkpoints, no injector
     Target("gact/memory", ("--config.families=('transformer',)", "--config.levels=('L0','L2.2')"),
-           None, "train.lr"),
+           None, "train.lr", 4.5),
     Target("kgt/queries", ("--config.finetune.steps=4", "--config.finetune.ckpt_every=2"),
-           "finetune", "finetune.lr"),
+           "finetune", "finetune.lr", 16),
     Target("cogvideo/t2v", ("--config.video_train.steps=4", "--config.video_train.ckpt_every=2"),
-           "video_train", "video_train.lr"),
-    Target("gebd/ladder", ("--config.train.ckpt_every=2",), "train", "base.lr"),
+           "video_train", "video_train.lr", 21),
+    Target("gebd/ladder", ("--config.train.ckpt_every=2",), "train", "base.lr", 14),
     # these two resume by finished method and seed (their checkpoints stay off)
     Target("pethead/suite", ("--config.seeds=1", "--config.tasks=('polarity',)",
-                             "--config.full_lr_grid=(1e-4,)"), "train", "lr.full"),
-    Target("retrieval/transfer", ("--config.seeds=1",), "train", "lr.ft"),
-    Target("mooc/pretrain", ("--config.train.ckpt_every=2",), "train", "finetune.lr"),
-    Target("vpt/pipeline", ("--config.idm.train.steps=4", "--config.idm.train.ckpt_every=2"),
-           "idm.train", "idm.train.lr"),
-    Target("iaad/sweep", (), None, ""),    # no training: a simulation sweep
+                             "--config.full_lr_grid=(1e-4,)"), "train", "lr.full", 8),
+    Target("retrieval/transfer", ("--config.seeds=1",), "train", "lr.ft", 7),
+    Target("mooc/pretrain", ("--config.train.ckpt_every=2",), "train", "finetune.lr", 20),
+    # (no data-scaling IDMs: one compiled IDM fewer; a run still takes ~75 s, mostly compiling)
+    Target("vpt/pipeline", ("--config.idm.train.steps=4", "--config.idm.train.ckpt_every=2",
+                            "--config.idm.scaling=()"), "idm.train", "idm.train.lr", 15),
+    Target("iaad/sweep", (), None, "", 2.5),    # no training: a simulation sweep
 ]
 
 # results.json keys that are readings of this machine, never compared (a part of the key's path
@@ -241,28 +244,31 @@ class Suite:
     return self.record(t.name, cls, what, code, err, t0, code == 0 and ok, lost=code == 0 and not ok)
 
   def process_faults(self, t, ref, i):
-    """SIGKILL during a step, and one of: during a checkpoint save, while the report is written,
-    at a random time (in turn over the experiments; glm/pretrain gets all three, and one after an
-    evaluation)."""
+    """SIGKILL during a step, during a checkpoint save (or, where the experiment saves none,
+    while the report is written), after an evaluation before its row is written (where it
+    evaluates), and one of: while the report is written, at a random time (in turn over the
+    experiments; glm/pretrain gets both)."""
     n_steps, n_evals = ref.trace.count("step"), ref.trace.count("eval")
     n_saves = sum(e.startswith("save") for e in ref.trace)
     if n_steps:
       k = self.rng.randint(1, n_steps)
       self.kill_then_rerun(t, ref, "SIGKILL during a step", f"step {k} of {n_steps}", at=f"step:{k}")
-    kinds = ["save", "report", "random"]
-    for kind in kinds if i == 0 else [kinds[i % 3]]:
-      if kind == "save" and n_saves:
+    kinds = ["save", *(["report", "random"] if i == 0 else [("report", "random")[i % 2]])]
+    if not n_saves:     # (no checkpoint saves: the report instead, once)
+      kinds = ["report", *(["random"] if "random" in kinds else [])]
+    for kind in kinds:
+      if kind == "save":
         k = self.rng.randint(1, n_saves)
         self.kill_then_rerun(t, ref, "SIGKILL during a checkpoint save", f"save {k} of {n_saves}",
                              at=f"save:{k}")
-      elif kind in ("report", "save"):     # (no checkpoint saves: the report instead)
+      elif kind == "report":
         self.kill_then_rerun(t, ref, "SIGKILL while the report is written", "after results.json",
                              at="report:1")
       else:
         s = round(self.rng.uniform(0.15, 0.9) * ref.wall, 1)
         self.kill_then_rerun(t, ref, "SIGKILL at a random time", f"after {s} s of {ref.wall:.0f}",
                              after=s)
-    if n_evals and i % 2 == 0:
+    if n_evals:
       k = self.rng.randint(1, n_evals)
       self.kill_then_rerun(t, ref, "SIGKILL after an evaluation, before its row is written",
                            f"evaluation {k} of {n_evals}", at=f"eval:{k}")
@@ -533,25 +539,34 @@ def run_targets(suite: Suite, names, full: bool, inputs: bool = True) -> None:
 
 
 def run_jobs(a, names, tmp: Path):
-  """The experiments dealt round-robin (in TARGETS order, slowest apart) to a.jobs worker
-  processes of this script (same seed, preset and folder; no bad-input faults), their JSON lines
-  passed through; returns their rows and not-compared keys."""
-  order = [t.name for t in TARGETS if t.name in names]
-  parts = [order[k::a.jobs] for k in range(a.jobs)]
-  procs = []
-  for k, part in enumerate(p for p in parts if p):
-    cmd = [sys.executable, __file__, "--preset", a.preset, "--seed", str(a.seed), "--keep", str(tmp),
-           "--only", ",".join(part), "--json", str(tmp / f"job{k}.json"), "--no_inputs"]
-    procs.append(subprocess.Popen(cmd, stdout=sys.stdout, stderr=open(tmp / f"job{k}.err", "w")))
-  for p in procs:
-    p.wait()
+  """A work queue: each experiment is one worker process of this script (same seed, preset and
+  folder; no bad-input faults), at most a.jobs at a time, the longest first; their JSON lines
+  passed through. Returns their rows and not-compared keys."""
+  queue = sorted((t for t in TARGETS if t.name in names), key=lambda t: -t.minutes)
+  running, done = {}, []
+  while queue or running:
+    while queue and len(running) < a.jobs:
+      t = queue.pop(0)
+      slug = t.name.replace("/", "_")
+      cmd = [sys.executable, __file__, "--preset", a.preset, "--seed", str(a.seed), "--keep",
+             str(tmp), "--only", t.name, "--json", str(tmp / f"job_{slug}.json"), "--no_inputs"]
+      running[slug] = subprocess.Popen(cmd, stdout=sys.stdout,
+                                       stderr=open(tmp / f"job_{slug}.err", "w"))
+    time.sleep(1)
+    for slug in [s for s, p in running.items() if p.poll() is not None]:
+      done.append(slug)
+      del running[slug]
   rows, not_compared = [], {}
-  for k in range(len(procs)):
-    path = tmp / f"job{k}.json"
+  for slug in done:
+    path = tmp / f"job_{slug}.json"
     if path.is_file():
       r = json.loads(path.read_text())
       rows += r["rows"]
       not_compared.update(r["not_compared"])
+    else:
+      rows.append(dataclasses.asdict(Fault(slug.replace("_", "/", 1), "the uninterrupted run",
+                                           f"worker failed: see {tmp / f'job_{slug}.err'}",
+                                           False, None, "", True, False, 0.0)))
   return rows, not_compared
 
 
@@ -563,8 +578,8 @@ def main(argv=None):
   ap.add_argument("--keep", default=None, help="keep the runs in this folder")
   ap.add_argument("--json", default=None, help="write every fault and the summary here")
   ap.add_argument("--jobs", type=int, default=1,
-                  help="run the experiments in this many processes side by side (each its own "
-                       "rotation slot, as in one process), then merge")
+                  help="run the experiments in up to this many processes side by side, one "
+                       "process per experiment (each keeps its rotation slot), then merge")
   ap.add_argument("--no_inputs", action="store_true", help=argparse.SUPPRESS)   # (--jobs' workers)
   a = ap.parse_args(argv)
   full = a.preset == "full"
