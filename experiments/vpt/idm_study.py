@@ -3,9 +3,9 @@ once and cached; the IDM trains on the first `--labelled` and is scored on the l
 non-noop accuracy, per action, confusion of the movement actions). Overrides of the pipeline's
 quick-preset IDM config are given as JSON.
 
-    python experiments/vpt/idm_study.py                                             # quick preset's IDM
-    python experiments/vpt/idm_study.py '{"net": {"motion": false}}'                # without tile_motion
-    python experiments/vpt/idm_study.py '{"train": {"lr": 1e-3, "steps": 300}, "net": {"motion": false}}'
+    python experiments/vpt/idm_study.py                                             # quick preset's IDM (pixels)
+    python experiments/vpt/idm_study.py '{"net": {"motion": true}}'                 # with tile_motion
+    python experiments/vpt/idm_study.py '{"train": {"lr": 1e-3, "steps": 300}}'
 """
 from __future__ import annotations
 
@@ -21,17 +21,16 @@ from jaxpapers.vpt.learners import idm_accuracy, pseudo_label
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("overrides", nargs="?", default="{}", help='JSON: {"net": {...}, "train": {...}, "flip": p}')
+  ap.add_argument("overrides", nargs="?", default="{}", help='JSON: {"net": {...}, "train": {...}}')
   ap.add_argument("--labelled", type=int, default=20, help="training episodes (of the first 40)")
   ap.add_argument("--cache", default="/tmp/jaxpapers_vpt_idm_study.npz", help="demonstrations cache")
   args = ap.parse_args()
   over = json.loads(args.overrides)
   c = quick_config("idm", over)
-  c.idm.flip = over.get("flip", c.idm.flip)
   env = E.make_env(c.env)
   eps = cached_episodes(c, env, 56, args.cache)
   train, held = eps.take(np.arange(min(args.labelled, 40))), eps.take(np.arange(40, 56))
-  t = fit_once("idm", c, env, train, c.idm.flip)
+  t = fit_once("idm", c, env, train)
   held_acc = idm_accuracy(pseudo_label(t.model, held.frames), held)
   train_acc = idm_accuracy(pseudo_label(t.model, train.frames), train)
   print(json.dumps({"overrides": over, "labelled_episodes": len(train),

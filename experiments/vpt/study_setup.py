@@ -12,12 +12,13 @@ import numpy as np
 
 from jaxpapers.core.config import load_config_file
 from jaxpapers.core.mesh import make_mesh
+from jaxpapers.registry import configs_root
 from jaxpapers.vpt import env as E
 from jaxpapers.vpt.data import Episodes
 from jaxpapers.vpt.experiments import demonstrations, net_config
 from jaxpapers.vpt.learners import Trained, fit
 
-CONFIG = Path(__file__).parent / "configs" / "pipeline.py"
+CONFIG = configs_root() / "vpt" / "pipeline.py"
 
 
 def quick_config(learner: str, overrides: dict) -> ml_collections.ConfigDict:
@@ -37,12 +38,14 @@ def cached_episodes(c: ml_collections.ConfigDict, env: E.Env, n: int, cache: str
   return Episodes(z["frames"], z["actions"], z["valid"])
 
 
-def fit_once(kind: str, c: ml_collections.ConfigDict, env: E.Env, episodes: Episodes, flip: float = 0.0) -> Trained:
-  """fit() of c.idm or c.policy (by `kind`) with seed 0 in a temporary workdir (no resuming)."""
+def fit_once(kind: str, c: ml_collections.ConfigDict, env: E.Env, episodes: Episodes) -> Trained:
+  """fit() of c.idm or c.policy (by `kind`) with seed 0 in a temporary workdir (no resuming; the
+  policy without its validation choice of length, and with the pipeline's drop_null)."""
   section = c.idm if kind == "idm" else c.policy
   wd = Path(tempfile.mkdtemp(prefix=f"{kind}_study_"))
   try:
     return fit(kind, net_config(section.net, env), ml_collections.ConfigDict(section.train.to_dict()),
-               episodes, wd, make_mesh(c.mesh.shape, c.mesh.axes), 0, flip)
+               episodes, wd, make_mesh(c.mesh.shape, c.mesh.axes), 0,
+               drop_null=kind == "policy" and c.policy.drop_null)
   finally:
     shutil.rmtree(wd, ignore_errors=True)

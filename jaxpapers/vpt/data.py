@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from jaxpapers.core.errors import DataError
-from jaxpapers.vpt.env import Rollout
+from jaxpapers.vpt.env import NOOP, Rollout
 
 
 @dataclasses.dataclass
@@ -96,22 +96,32 @@ def idm_targets(actions: np.ndarray, valid: np.ndarray, start: np.ndarray, windo
   return y.astype(np.int32), w.astype(np.float32)
 
 
-def policy_targets(actions: np.ndarray, valid: np.ndarray, start: np.ndarray, window: int):
-  """Targets and weights [B, W] of the causal policy: position i (frames s..s+i) is a_{s+i}."""
+def policy_targets(actions: np.ndarray, valid: np.ndarray, start: np.ndarray, window: int,
+                   drop_null: bool = False):
+  """Targets and weights [B, W] of the causal policy: position i (frames s..s+i) is a_{s+i}. A
+  window may reach frame T, the frame after the last action: it has no action, so weight 0 (as
+  steps after the episode ended). `drop_null`: no-op targets get weight 0 too (VPT's BC data
+  loader drops null actions, App. D)."""
   b, t = actions.shape
-  pos = np.minimum(start[:, None] + np.arange(window)[None, :], t - 1)
-  return (np.take_along_axis(actions, pos, 1).astype(np.int32),
-          np.take_along_axis(valid, pos, 1).astype(np.float32))
+  pos = start[:, None] + np.arange(window)[None, :]
+  inside = pos < t
+  p = np.minimum(pos, t - 1)
+  y = np.take_along_axis(actions, p, 1)
+  w = np.take_along_axis(valid, p, 1) & inside
+  if drop_null:
+    w &= y != NOOP
+  return y.astype(np.int32), w.astype(np.float32)
 
 
 class WindowBatches:
   """Random windows of `window` frames, `get_batch(step)` for `core.train.train`: frames
   [B, W, H, W', 3] uint8, labels [B, W], weights [B, W]. `kind` is "idm" or "policy" (which
-  positions are targets, see idm_targets/policy_targets). Windows start where their first step is
-  valid; deterministic in (seed, step), so a resumed run sees the same data."""
+  positions are targets, see idm_targets/policy_targets; `drop_null` for the policy). Windows
+  start where their first step is valid; deterministic in (seed, step), so a resumed run sees the
+  same data."""
 
   def __init__(self, episodes: Episodes, window: int, batch: int, kind: str, seed: int,
-               flip: float = 0.0):
+               drop_null: bool = False):
     if kind not in ("idm", "policy"):
       raise ValueError(kind)
     t = episodes.actions.shape[1]
@@ -121,7 +131,8 @@ class WindowBatches:
     if not starts:
       raise DataError("no training window has a valid first step")
     self.ep, self.starts = episodes, np.array(starts, np.int64)
-    self.window, self.batch, self.kind, self.seed, self.flip = window, batch, kind, seed, flip
+    self.window, self.batch, self.kind, self.seed = window, batch, kind, seed
+    self.drop_null = drop_null
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([self.seed, 3, step])
@@ -129,24 +140,11 @@ class WindowBatches:
     e, s = pick[:, 0], pick[:, 1]
     idx = s[:, None] + np.arange(self.window)[None, :]
     frames = self.ep.frames[e[:, None], idx]
-    targets = idm_targets if self.kind == "idm" else policy_targets
-    y, w = targets(self.ep.actions[e], self.ep.valid[e], s, self.window)
-    if self.flip:
-      frames, y = mirror(frames, y, rng.random(self.batch) < self.flip)
+    if self.kind == "idm":
+      y, w = idm_targets(self.ep.actions[e], self.ep.valid[e], s, self.window)
+    else:
+      y, w = policy_targets(self.ep.actions[e], self.ep.valid[e], s, self.window, self.drop_null)
     return {"frames": frames, "labels": y, "weights": w}
-
-
-LEFT, RIGHT = 1, 2
-
-
-def mirror(frames: np.ndarray, labels: np.ndarray, which: np.ndarray):
-  """Left-right mirrored windows (frames flipped on the width axis, LEFT and RIGHT swapped) for
-  the rows in `which`: a label-preserving augmentation of Craftax video."""
-  frames, labels = frames.copy(), labels.copy()
-  frames[which] = frames[which][..., ::-1, :]
-  y = labels[which]
-  labels[which] = np.where(y == LEFT, RIGHT, np.where(y == RIGHT, LEFT, y))
-  return frames, labels
 
 
 def label_windows(num_frames: int, window: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,17 +12,23 @@ import jax
 import ml_collections
 import numpy as np
 
+from flax import nnx
+
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.mesh import make_mesh
+from jaxpapers.core.report import public
+from jaxpapers.core.stats import mean_std
+from jaxpapers.core.workdir import cached_result, persistent_compilation_cache
 from jaxpapers.vpt import env as E
 from jaxpapers.vpt.data import Episodes, split
 from jaxpapers.vpt.demonstrator import DemoConfig, make_demonstrator
 from jaxpapers.vpt.learners import (fit, idm_accuracy, initial_policy_carry, make_policy_act,
                                     pseudo_label)
-from jaxpapers.vpt.models import NetConfig
+from jaxpapers.vpt.models import NetConfig, Policy
+from jaxpapers.vpt.report import save_gif, write
 
 log = logging.getLogger("jaxpapers")
-POLICIES = ("bc_idm", "bc_small", "bc_true", "random")
+POLICIES = ("bc_idm", "bc_small", "bc_true", "random")   # the three BC policies, then the baseline
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -35,10 +41,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"--config.idm.scaling: fractions of the labelled set in (0, 1), got {f}")
   if c.data.steps + 1 < max(c.idm.net.window, c.policy.net.window):
     raise ConfigError(f"--config.data.steps={c.data.steps}: episodes shorter than the model windows")
-  if not 0.0 <= c.idm.flip <= 1.0:
-    raise ConfigError(f"--config.idm.flip is a probability, got {c.idm.flip}")
-  if not c.seeds:
-    raise ConfigError("--config.seeds is empty")
+  if not isinstance(c.seeds, int) or c.seeds < 1:
+    raise ConfigError(f"--config.seeds is the number of replications (>= 1), got {c.seeds!r}")
+  if c.eval.episodes < 1 or c.eval.steps < 1:
+    raise ConfigError(f"--config.eval.episodes and steps must be >= 1, got {c.eval.episodes}, {c.eval.steps}")
   for name in ("idm", "policy"):
     n = c[name].net
     if n.window < 2:
@@ -47,13 +53,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"--config.{name}.net.d_model={n.d_model} is not divisible by heads={n.heads}")
 
 
-def net_config(n: ml_collections.ConfigDict, env: E.Env) -> NetConfig:
+def net_config(n: ml_collections.ConfigDict, env: E.Env, **override) -> NetConfig:
   return NetConfig(frame_shape=env.frame_shape, num_actions=env.num_actions, window=n.window,
                    stem_channels=n.stem_channels, channels=tuple(n.channels),
                    blocks_per_stage=n.blocks_per_stage, d_model=n.d_model, heads=n.heads,
                    layers=n.layers, temporal_kernel=n.get("temporal_kernel", 5),
                    tile_features=n.get("tile_features", 16), pooled=n.get("pooled", False),
-                   motion=n.get("motion", False))
+                   motion=override.get("motion", n.get("motion", False)))
 
 
 def demonstrations(c, env: E.Env, episodes: int, key) -> tuple[Episodes, E.Rollout]:
@@ -92,111 +98,193 @@ def _train_cfg(t: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(t.to_dict())
 
 
+def world_keys(seed: int) -> dict[str, jax.Array]:
+  """A replication's randomness outside the learners: its demonstrations' worlds, the validation
+  worlds that choose each policy's BC length, and the test worlds of the reported numbers (three
+  disjoint streams of one seed)."""
+  k = jax.random.key(seed)
+  return {"demonstrations": jax.random.fold_in(k, 0), "validation": jax.random.fold_in(k, 1),
+          "test": jax.random.fold_in(k, 2)}
+
+
+def train_idms(c, env, labelled: Episodes, held_out: Episodes, wd: Path, mesh, seed: int,
+               first: bool) -> dict:
+  """The IDM of this replication (learned from pixels), its held-out accuracy, the tile_motion
+  ablation (`c.idm.motion_ablation`: the same IDM with the hand-made motion features) and, in the
+  first replication only, the data-scaling curve."""
+  idm = fit("idm", net_config(c.idm.net, env, motion=False), _train_cfg(c.idm.train), labelled,
+            wd / "idm", mesh, seed)
+  out = {"model": idm, "eval": idm_accuracy(pseudo_label(idm.model, held_out.frames), held_out)}
+  if c.idm.motion_ablation:
+    m = fit("idm", net_config(c.idm.net, env, motion=True), _train_cfg(c.idm.train), labelled,
+            wd / "idm_tile_motion", mesh, seed)
+    out["tile_motion"] = idm_accuracy(pseudo_label(m.model, held_out.frames), held_out)
+  if first:
+    scaling = []
+    for f in sorted(c.idm.scaling):
+      k = max(1, int(round(f * len(labelled))))
+      sub = labelled.take(np.arange(k))
+      m = fit("idm", net_config(c.idm.net, env, motion=False), _train_cfg(c.idm.train), sub,
+              wd / f"idm_scaling_{k}", mesh, seed)
+      acc = idm_accuracy(pseudo_label(m.model, held_out.frames), held_out)
+      scaling.append({"episodes": k, "steps": sub.steps, "accuracy_non_noop": acc["accuracy_non_noop"],
+                      "accuracy": acc["accuracy"]})
+    scaling.append({"episodes": len(labelled), "steps": labelled.steps,
+                    "accuracy_non_noop": out["eval"]["accuracy_non_noop"], "accuracy": out["eval"]["accuracy"]})
+    out["scaling"] = scaling
+  return out
+
+
+def select_and_test(c, name: str, data: Episodes, pol_net: NetConfig, evaluator: Evaluator,
+                    keys: dict, wd: Path, mesh, seed: int, gifs: bool) -> dict:
+  """One BC policy of one replication, its length chosen without peeking (VPT's claims are
+  judged on the test worlds only): every `policy.train.eval_every` steps and at the end the
+  policy plays the validation worlds; the test worlds are played where the validation score
+  improves (the earliest best point is the reported one). With `gifs`, that point's test episodes
+  are saved as GIFs. A sub-run (its result.json is reused by a rerun; BC keeps no checkpoints, so
+  a killed one starts again)."""
+
+  def fresh():
+    curve, best = [], {"validation": -1.0}
+
+    def evaluate(model, step):
+      val = success(evaluator(model, keys["validation"]))
+      curve.append({"step": step, "validation_score": val["score"]})
+      if val["score"] > best["validation"]:
+        r = evaluator(model, keys["test"])
+        best.update(validation=val["score"], step=step, test=success(r), rollout=r)
+      return {"validation_score": val["score"]}
+
+    pol = fit("policy", pol_net, _train_cfg(c.policy.train), data, wd / name, mesh, seed,
+              drop_null=c.policy.drop_null, eval_fn=evaluate)
+    evaluate(pol.model, c.policy.train.steps)
+    if gifs:
+      r = best["rollout"]
+      for i in range(min(c.eval.gif_episodes, r.frames.shape[1])):
+        save_gif(wd.parent / f"episode_{name}_{i}.gif", r.frames[:, i], r.alive[:, i])
+    return {"selected_step": best["step"], "validation_score": best["validation"],
+            "test": best["test"], "curve": curve,
+            "training": {"seconds": pol.seconds, "final_loss": pol.final_loss,
+                         "step_time": pol.step_time}}, None
+
+  return cached_result(wd / name / "result.json", fresh, c.to_dict())[0]
+
+
+def replication(c, env, seed: int, wd: Path, mesh, evaluator: Evaluator, first: bool) -> dict:
+  """Everything random drawn from `seed`: demonstrations, the labelled split, the IDM, every BC
+  policy's initialisation and batches, validation and test worlds."""
+  keys = world_keys(seed)
+  t0 = time.perf_counter()
+  everything, demo_rollout = demonstrations(c, env, c.data.episodes + c.data.test_episodes,
+                                            keys["demonstrations"])
+  n = c.data.episodes
+  episodes, held_out = everything.take(np.arange(n)), everything.take(np.arange(n, len(everything)))
+  labelled, unlabelled = split(episodes, c.data.labelled_fraction, seed)
+  timing = {"demonstrations": time.perf_counter() - t0}
+  log.info("seed %d: %d demonstration episodes x %d steps (%d labelled, %d unlabelled, %d held out)",
+           seed, len(episodes), c.data.steps, len(labelled), len(unlabelled), len(held_out))
+
+  t0 = time.perf_counter()
+  idms = train_idms(c, env, labelled, held_out, wd, mesh, seed, first)
+  timing["idm"] = time.perf_counter() - t0
+  log.info("seed %d IDM: held-out accuracy %.3f (non-noop %.3f)%s", seed, idms["eval"]["accuracy"],
+           idms["eval"]["accuracy_non_noop"],
+           f"; with tile_motion {idms['tile_motion']['accuracy_non_noop']:.3f}" if "tile_motion" in idms else "")
+
+  t0 = time.perf_counter()
+  pseudo = pseudo_label(idms["model"].model, unlabelled.frames)
+  pseudo_eval = idm_accuracy(pseudo, unlabelled)
+  timing["pseudo_label"] = time.perf_counter() - t0
+  datasets = {"bc_idm": Episodes.concat([labelled, unlabelled.relabel(pseudo)]),
+              "bc_small": labelled,
+              "bc_true": Episodes.concat([labelled, unlabelled])}
+  # what bc_idm was trained on: the unlabelled part's labels against the hidden actions (equal to
+  # the pseudo-labels' agreement unless something else reached that dataset)
+  trained = datasets["bc_idm"].take(np.arange(len(labelled), len(datasets["bc_idm"])))
+  v = trained.valid
+  bc_idm_labels = {"steps": int(v.sum()),
+                   "agreement_with_hidden": float((trained.actions == unlabelled.actions)[v].mean())}
+
+  t0 = time.perf_counter()
+  pol_net = net_config(c.policy.net, env)
+  policies = {}
+  for name, data in datasets.items():
+    policies[name] = select_and_test(c, name, data, pol_net, evaluator, keys, wd, mesh, seed, first)
+    log.info("seed %d %s: step %d chosen on validation worlds (score %.2f); test score %.2f", seed,
+             name, policies[name]["selected_step"], policies[name]["validation_score"],
+             policies[name]["test"]["score"])
+  r = evaluator(None, keys["test"])
+  policies["random"] = {"test": success(r)}
+  if first:
+    for i in range(min(c.eval.gif_episodes, r.frames.shape[1])):
+      save_gif(wd.parent / f"episode_random_{i}.gif", r.frames[:, i], r.alive[:, i])
+  timing["bc_and_eval"] = time.perf_counter() - t0
+  return {"seed": seed, "idm": idms["eval"], "idm_tile_motion": idms.get("tile_motion"),
+          "idm_scaling": idms.get("scaling"), "pseudo_labels": pseudo_eval,
+          "bc_idm_labels": bc_idm_labels, "policies": policies, "demonstrator": success(demo_rollout),
+          "data": {"episodes": len(episodes), "labelled_episodes": len(labelled),
+                   "labelled_steps": labelled.steps, "unlabelled_steps": unlabelled.steps,
+                   "held_out_steps": held_out.steps},
+          "training": {"idm": {"seconds": idms["model"].seconds, "final_loss": idms["model"].final_loss}},
+          "timing_seconds": timing}
+
+
+PAIRS = (("bc_idm", "bc_small"), ("bc_idm", "bc_true"), ("bc_idm", "random"), ("bc_small", "random"),
+         ("bc_true", "random"))
+
+
+def summarise(reps: list[dict]) -> dict:
+  """Mean, sample std and 95% t-interval over replications of every reported figure, and the
+  paired differences of test scores (each replication's policies share its worlds)."""
+  score = {p: [r["policies"][p]["test"]["score"] for r in reps] for p in POLICIES}
+  success_ = {p: {"score": mean_std(score[p]),
+                  "return": mean_std([r["policies"][p]["test"]["return"] for r in reps]),
+                  "per_achievement": {a: float(np.mean([r["policies"][p]["test"]["per_achievement"][a]
+                                                        for r in reps])) for a in E.ACHIEVEMENT_NAMES}}
+              for p in POLICIES}
+  paired = {}
+  for a, b in PAIRS:
+    d = mean_std(np.subtract(score[a], score[b]))
+    d["se"] = d["std"] / np.sqrt(d["n"]) if d["std"] is not None else None
+    paired[f"{a} - {b}"] = d
+  ratio = [x / max(y, 1e-9) for x, y in zip(score["bc_idm"], score["bc_true"])]
+  motion = [r["idm_tile_motion"]["accuracy_non_noop"] for r in reps if r["idm_tile_motion"]]
+  return {
+      "idm_accuracy": float(np.mean([r["idm"]["accuracy_non_noop"] for r in reps])),
+      "idm_accuracy_all": float(np.mean([r["idm"]["accuracy"] for r in reps])),
+      "idm_accuracy_tile_motion": float(np.mean(motion)) if motion else None,
+      "idm_accuracy_over_seeds": mean_std([r["idm"]["accuracy_non_noop"] for r in reps]),
+      "pseudo_label_agreement": mean_std([r["pseudo_labels"]["accuracy"] for r in reps]),
+      "success": success_, "paired": paired,
+      "score": {p: success_[p]["score"]["mean"] for p in POLICIES},
+      "score_std": {p: success_[p]["score"]["std"] for p in POLICIES},
+      "bc_idm_over_bc_true": float(np.mean(score["bc_idm"]) / max(np.mean(score["bc_true"]), 1e-9)),
+      "bc_idm_over_bc_true_per_seed": ratio,
+      "selected_steps": {p: [r["policies"][p]["selected_step"] for r in reps] for p in POLICIES[:3]},
+  }
+
+
 def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   validate(c)
-  from jaxpapers.vpt.report import write  # noqa: PLC0415 (matplotlib/imageio only when reporting)
   wd = Path(workdir)
   t_start = time.perf_counter()
   env = E.make_env(c.env)
   mesh = make_mesh(c.mesh.shape, c.mesh.axes)
-  timing: dict[str, float] = {}
-
-  # 1. demonstrations: training episodes (split into labelled / unlabelled) and held-out labelled
-  t0 = time.perf_counter()
-  everything, demo_rollout = demonstrations(c, env, c.data.episodes + c.data.test_episodes,
-                                            jax.random.key(c.seed))
-  n = c.data.episodes
-  episodes, held_out = everything.take(np.arange(n)), everything.take(np.arange(n, len(everything)))
-  labelled, unlabelled = split(episodes, c.data.labelled_fraction, c.seed)
-  timing["demonstrations"] = time.perf_counter() - t0
-  log.info("demonstrations: %d episodes x %d steps (%d labelled, %d unlabelled, %d held out) in %.0f s",
-           len(episodes), c.data.steps, len(labelled), len(unlabelled), len(held_out), timing["demonstrations"])
-
-  # 2. IDM on the labelled set; 3. its held-out accuracy and the data-scaling curve
-  t0 = time.perf_counter()
-  idm_net = net_config(c.idm.net, env)
-  idm = fit("idm", idm_net, _train_cfg(c.idm.train), labelled, wd / "idm", mesh, c.seed, c.idm.flip)
-  held_pred = pseudo_label(idm.model, held_out.frames)
-  idm_eval = idm_accuracy(held_pred, held_out)
-  scaling = []
-  for f in sorted(c.idm.scaling):
-    k = max(1, int(round(f * len(labelled))))
-    sub = labelled.take(np.arange(k))
-    t = _train_cfg(c.idm.train)
-    m = fit("idm", idm_net, t, sub, wd / f"idm_scaling_{k}", mesh, c.seed, c.idm.flip)
-    acc = idm_accuracy(pseudo_label(m.model, held_out.frames), held_out)
-    scaling.append({"episodes": k, "steps": sub.steps, "train_steps": t.steps, "accuracy_non_noop": acc["accuracy_non_noop"],
-                    "accuracy": acc["accuracy"]})
-  scaling.append({"episodes": len(labelled), "steps": labelled.steps, "train_steps": c.idm.train.steps,
-                  "accuracy_non_noop": idm_eval["accuracy_non_noop"], "accuracy": idm_eval["accuracy"]})
-  timing["idm"] = time.perf_counter() - t0
-  log.info("IDM: held-out accuracy %.3f (non-noop %.3f)", idm_eval["accuracy"], idm_eval["accuracy_non_noop"])
-
-  # 4. pseudo-labels of the unlabelled video
-  t0 = time.perf_counter()
-  pseudo = pseudo_label(idm.model, unlabelled.frames)
-  pseudo_eval = idm_accuracy(pseudo, unlabelled)
-  timing["pseudo_label"] = time.perf_counter() - t0
-  log.info("pseudo-labels: %d steps, agreement with the hidden actions %.3f (non-noop %.3f)",
-           unlabelled.steps, pseudo_eval["accuracy"], pseudo_eval["accuracy_non_noop"])
-
-  # 5. BC policies and the environment evaluation, per seed
-  t0 = time.perf_counter()
-  pol_net = net_config(c.policy.net, env)
-  datasets = {"bc_idm": Episodes.concat([labelled, unlabelled.relabel(pseudo)]),
-              "bc_small": labelled,
-              "bc_true": Episodes.concat([labelled, unlabelled])}
-  evaluator = None
-  per_seed: dict[str, list] = {p: [] for p in POLICIES}
-  training: dict[str, list] = {p: [] for p in datasets}
-  gif_rollouts = {}
-  for seed in c.seeds:
-    k_eval = jax.random.fold_in(jax.random.key(c.seed + 1000), seed)
-    for name, data in datasets.items():
-      pol = fit("policy", pol_net, _train_cfg(c.policy.train), data, wd / f"{name}_seed{seed}", mesh, seed)
-      training[name].append({"seconds": pol.seconds, "final_loss": pol.final_loss, "step_time": pol.step_time})
-      if evaluator is None:
-        evaluator = Evaluator(env, pol.model, c.eval.episodes, c.eval.steps)
-      r = evaluator(pol.model, k_eval)
-      per_seed[name].append(success(r))
-      log.info("seed %d %s: score %.2f, return %.2f", seed, name, per_seed[name][-1]["score"],
-               per_seed[name][-1]["return"])
-      if seed == c.seeds[0]:
-        gif_rollouts[name] = r
-    r = evaluator(None, k_eval)
-    per_seed["random"].append(success(r))
-    if seed == c.seeds[0]:
-      gif_rollouts["random"] = r
-  timing["bc_and_eval"] = time.perf_counter() - t0
-
-  summary = {}
-  for p in POLICIES:
-    runs = per_seed[p]
-    summary[p] = {
-        "score": float(np.mean([r["score"] for r in runs])),
-        "score_std": float(np.std([r["score"] for r in runs])),
-        "return": float(np.mean([r["return"] for r in runs])),
-        "per_achievement": {a: float(np.mean([r["per_achievement"][a] for r in runs]))
-                            for a in E.ACHIEVEMENT_NAMES}}
-  demo = success(demo_rollout)
-  timing["total"] = time.perf_counter() - t_start
-  results = {
-      "idm_accuracy": idm_eval["accuracy_non_noop"],
-      "idm_accuracy_all": idm_eval["accuracy"],
-      "idm": idm_eval, "idm_scaling": scaling, "pseudo_labels": pseudo_eval,
-      "success": {p: summary[p]["per_achievement"] for p in POLICIES},
-      "score": {p: summary[p]["score"] for p in POLICIES},
-      "score_std": {p: summary[p]["score_std"] for p in POLICIES},
-      "return": {p: summary[p]["return"] for p in POLICIES},
-      "per_seed": per_seed,
-      "bc_idm_over_bc_true": summary["bc_idm"]["score"] / max(summary["bc_true"]["score"], 1e-9),
-      "demonstrator": demo,
-      "data": {"episodes": len(episodes), "steps_per_episode": c.data.steps,
-               "labelled_episodes": len(labelled), "labelled_steps": labelled.steps,
-               "unlabelled_steps": unlabelled.steps, "held_out_steps": held_out.steps},
-      "training": {"idm": {"seconds": idm.seconds, "final_loss": idm.final_loss, "step_time": idm.step_time},
-                   **training},
-      "seeds": list(c.seeds), "timing_seconds": timing,
-  }
-  write(wd, command, c, results, gif_rollouts)
+  persistent_compilation_cache(wd / "xla_cache")   # the BC policies share one train step
+  template = Policy(net_config(c.policy.net, env), rngs=nnx.Rngs(0))
+  evaluator = Evaluator(env, template, c.eval.episodes, c.eval.steps)
+  seeds = [c.seed + k for k in range(c.seeds)]
+  reps = [replication(c, env, s, wd / f"seed{s}", mesh, evaluator, first=k == 0)
+          for k, s in enumerate(seeds)]
+  results = summarise(reps)
+  results.update({
+      "replications": [public(r) for r in reps],
+      "idm": reps[0]["idm"], "idm_scaling": reps[0]["idm_scaling"],
+      "demonstrator": reps[0]["demonstrator"], "data": dict(reps[0]["data"], steps_per_episode=c.data.steps),
+      "seeds": seeds,
+      "timing_seconds": {"total": time.perf_counter() - t_start,
+                         **{k: float(sum(r["timing_seconds"][k] for r in reps))
+                            for k in reps[0]["timing_seconds"]}},
+  })
+  write(wd, command, c, results)
   return results

@@ -41,15 +41,17 @@ class Trained:
 
 
 def fit(kind: str, net: NetConfig, train_cfg: ml_collections.ConfigDict, episodes: Episodes,
-        workdir: Path, mesh, seed: int, flip: float = 0.0) -> Trained:
-  """Trains an IDM (`kind="idm"`) or a policy on `episodes` (resuming from workdir's checkpoint)."""
+        workdir: Path, mesh, seed: int, drop_null: bool = False, eval_fn=None) -> Trained:
+  """Trains an IDM (`kind="idm"`) or a policy on `episodes` (resuming from workdir's checkpoint);
+  `drop_null`: the policy's no-op targets left out (see data.policy_targets); `eval_fn(model,
+  step)`: called every train_cfg.eval_every steps (see core.train.train)."""
   cls = InverseDynamicsModel if kind == "idm" else Policy
   model = cls(net, rngs=nnx.Rngs(params=seed))
   cfg = ml_collections.ConfigDict({"seed": seed, "train": train_cfg})
-  batches = WindowBatches(episodes, net.window, train_cfg.batch, kind, seed, flip)
+  batches = WindowBatches(episodes, net.window, train_cfg.batch, kind, seed, drop_null)
   t0 = time.perf_counter()
   out = train(cfg=cfg, workdir=workdir, model=model, loss_fn=action_loss, get_batch=batches,
-              mesh=mesh, batch_logical=BATCH_AXES, progress=True)
+              mesh=mesh, batch_logical=BATCH_AXES, eval_fn=eval_fn, progress=True)
   losses = [h["loss"] for h in out.history[-10:]] or [float("nan")]
   return Trained(out.model(), time.perf_counter() - t0, float(np.mean(losses)),
                  float(np.median(out.step_times)) if out.step_times else float("nan"))

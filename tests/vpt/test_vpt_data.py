@@ -35,11 +35,32 @@ def test_policy_target_of_position_t_is_the_action_taken_at_t():
   np.testing.assert_array_equal(w, [[1, 0, 0]])     # steps after the episode ended do not count
 
 
+def test_the_frame_after_the_last_action_has_no_policy_target():
+  """A window reaching frame T (the frame after a_{T-1}) of an episode that did not end: that
+  position has no action to imitate (it was trained on a_{T-1} before)."""
+  y, w = policy_targets(np.array([[5, 6, 7, 8, 9]]), np.ones((1, 5), bool), np.array([3]), 3)
+  np.testing.assert_array_equal(w, [[1, 1, 0]])
+  np.testing.assert_array_equal(y[w > 0], [8, 9])
+
+
+def test_null_actions_dropped_from_policy_targets_on_request():
+  y, w = policy_targets(np.array([[0, 6, 0, 8]]), np.ones((1, 4), bool), np.array([0]), 4,
+                        drop_null=True)
+  np.testing.assert_array_equal(w, [[0, 1, 0, 1]])
+  _, w = policy_targets(np.array([[0, 6, 0, 8]]), np.ones((1, 4), bool), np.array([0]), 4)
+  np.testing.assert_array_equal(w, [[1, 1, 1, 1]])
+
+
+@pytest.mark.parametrize("dead_after", [9, None])
 @pytest.mark.parametrize("kind", ["idm", "policy"])
-def test_window_batches_align_frames_and_actions(kind):
-  ep = counting_episodes(dead_after=9)
-  b = WindowBatches(ep, window=4, batch=32, kind=kind, seed=0)(step=3)
-  assert b["frames"].shape == (32, 4) + SHAPE and b["frames"].dtype == np.uint8
+def test_window_batches_align_frames_and_actions(kind, dead_after):
+  """Every weighted target, including those of windows that reach the episode's last frame
+  (dead_after=None: no episode ends, so nothing masks the boundary), is the action from its frame
+  to the next."""
+  ep = counting_episodes(dead_after=dead_after)
+  b = WindowBatches(ep, window=4, batch=256, kind=kind, seed=0)(step=3)
+  assert b["frames"].shape == (256, 4) + SHAPE and b["frames"].dtype == np.uint8
+  reaches_end = 0
   for frames, y, w in zip(b["frames"], b["labels"], b["weights"]):
     e, t0 = divmod(int(frames[0, 0, 0, 0]), 10)
     np.testing.assert_array_equal(frames[:, 0, 0, 0], 10 * e + t0 + np.arange(4))   # consecutive frames
@@ -47,10 +68,12 @@ def test_window_batches_align_frames_and_actions(kind):
       t = t0 + i
       if w[i]:
         assert y[i] == (t + e) % 17            # frame t's target: the action between t and t+1
-        assert t < 9                            # only steps before the episode ended
+        assert t < (dead_after or 12)           # only steps before the episode ended
+      reaches_end += t == 12
     if kind == "idm":
       assert w[-1] == 0
-  again = WindowBatches(ep, window=4, batch=32, kind=kind, seed=0)(step=3)
+  assert dead_after or reaches_end          # the boundary was drawn (and had weight 0)
+  again = WindowBatches(ep, window=4, batch=256, kind=kind, seed=0)(step=3)
   np.testing.assert_array_equal(again["labels"], b["labels"])          # deterministic in (seed, step)
 
 

@@ -38,7 +38,8 @@ def test_bad_pipeline_config_fails_before_work(tmp_path, capsys):
   for override, msg in [("--config.env=Minecraft-v1", "unknown environment 'Minecraft-v1'"),
                         ("--config.data.labelled_fraction=1.0", "labelled_fraction"),
                         ("--config.data.steps=2", "shorter than the model windows"),
-                        ("--config.idm.flip=2.0", "idm.flip")]:
+                        ("--config.seeds=0", "number of replications"),
+                        ("--config.eval.episodes=0", "eval.episodes")]:
     code = main(["run", "vpt/pipeline", "--preset", "tiny", "--workdir", str(tmp_path / "w"), override])
     assert code == 2
     assert msg in capsys.readouterr().err
