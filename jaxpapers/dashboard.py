@@ -17,7 +17,7 @@ import jinja2
 from markdown_it import MarkdownIt
 
 from jaxpapers import registry
-from jaxpapers.core.workdir import atomic_write_text
+from jaxpapers.core.workdir import atomic_write_text, read_json
 
 CLASSES = ("held", "partial", "failed", "info")
 MAX_JSON = 200_000            # characters of config.json / results.json shown per experiment
@@ -61,7 +61,7 @@ def _experiment(name: str, st: dict, dest: Path, md: MarkdownIt) -> dict:
          "results": None}
   report_file = wd / "report.json"
   if report_file.is_file():
-    report = json.loads(report_file.read_text())
+    report = read_json(report_file)
     exp["report"] = report
     exp["rows"] = [r | {"cls": verdict_class(r["verdict"])} for r in report["rows"]]
     exp["sections"] = [(h, md.render(body)) for h, body in report["sections"]]
@@ -79,7 +79,7 @@ def _experiment(name: str, st: dict, dest: Path, md: MarkdownIt) -> dict:
     exp["status"] = f"finished, but no report.json in {wd} (a run of an older version?)"
   for key, file in (("config", "config.json"), ("results", "results.json")):
     if (wd / file).is_file():
-      text = json.dumps(json.loads((wd / file).read_text()), indent=1)
+      text = json.dumps(read_json(wd / file), indent=1)
       exp[key] = text if len(text) <= MAX_JSON else text[:MAX_JSON] + f"\n... ({len(text)} chars)"
   log = Path(st.get("log", ""))
   if exp["status"] == "failed" and log.is_file():      # the log travels with the dashboard

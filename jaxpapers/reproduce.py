@@ -13,7 +13,6 @@ report.json, results.json and config.json.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import shlex
@@ -26,7 +25,7 @@ from tqdm import tqdm
 
 from jaxpapers import dashboard, registry
 from jaxpapers.core.errors import ConfigError
-from jaxpapers.core.workdir import atomic_write_json
+from jaxpapers.core.workdir import atomic_write_json, read_json
 
 PACKAGES = ("jaxpapers", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "jraph",
             "craftax")
@@ -63,7 +62,7 @@ def run(papers: list[str], preset: str | None, out: str | Path) -> int:
   chosen = [registry.paper(k) for k in (papers or registry.PAPERS)]
   out = Path(out)
   status_path = out / "status.json"
-  status = json.loads(status_path.read_text()) if status_path.is_file() else {}
+  status = read_json(status_path) if status_path.is_file() else {}
   todo = [(p.key, name) for p in chosen for name in p.experiments]
   for _, name in todo:
     if name in status and status[name].get("preset") != preset:

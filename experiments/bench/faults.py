@@ -13,9 +13,9 @@ runs); a finished run is left byte for byte as it was; a user error is one `erro
 stderr, exit code 2, no traceback, and (for bad input) no workdir written. `lost` marks a fault
 after which a finished run was changed or a resumed run's results differ.
 
-`small` (the default test suite runs it): glm/pretrain killed mid-step with its newest checkpoint
-damaged, finished runs rerun, NaN gradients, a run of non-finite steps, and every bad-input
-class. `full`: every experiment; each gets the faults that need a run (kills, checkpoint damage,
+`small` (the default test suite runs it): glm/pretrain killed during a checkpoint save, killed
+mid-step with its newest checkpoint damaged, finished runs rerun, NaN gradients, a run of
+non-finite steps, and every bad-input class. `full`: every experiment; each gets the faults that need a run (kills, checkpoint damage,
 workdir damage, NaN/Inf), some of the kinds in turn over the experiments (glm/pretrain gets
 every kind), and every bad-input class.
 """
@@ -243,13 +243,19 @@ class Suite:
       ok = ok and refused and "unusable checkpoint" in seen
     return self.record(t.name, cls, what, code, err, t0, code == 0 and ok, lost=code == 0 and not ok)
 
-  def process_faults(self, t, ref, i):
+  def process_faults(self, t, ref, i, full=True):
     """SIGKILL during a step, during a checkpoint save (or, where the experiment saves none,
     while the report is written), after an evaluation before its row is written (where it
     evaluates), and one of: while the report is written, at a random time (in turn over the
-    experiments; glm/pretrain gets both)."""
+    experiments; glm/pretrain gets both). The small preset: the kill during a save only."""
     n_steps, n_evals = ref.trace.count("step"), ref.trace.count("eval")
     n_saves = sum(e.startswith("save") for e in ref.trace)
+    if not full:
+      if n_saves:
+        k = self.rng.randint(1, n_saves)
+        self.kill_then_rerun(t, ref, "SIGKILL during a checkpoint save", f"save {k} of {n_saves}",
+                             at=f"save:{k}")
+      return
     if n_steps:
       k = self.rng.randint(1, n_steps)
       self.kill_then_rerun(t, ref, "SIGKILL during a step", f"step {k} of {n_steps}", at=f"step:{k}")
@@ -529,8 +535,7 @@ def run_targets(suite: Suite, names, full: bool, inputs: bool = True) -> None:
       continue
     if t.name == "glm/pretrain":
       glm_workdir = ref.workdir
-    if full:
-      suite.process_faults(t, ref, i)
+    suite.process_faults(t, ref, i, full)
     suite.checkpoint_faults(t, ref, full, i)
     suite.workdir_faults(t, ref, full)
     suite.nonfinite_faults(t, ref, full, i)

@@ -8,6 +8,7 @@ import numpy as np
 
 from jaxpapers.cogvideo import world
 from jaxpapers.core.report import Report, Row, fmt, plot_curves, write_report
+from jaxpapers.core.workdir import atomic_path
 
 # the figures for the paper's Kinetics-600 FVD ablation; the paper's table itself could
 # not be read here (its PDF is not in the stored release), so they are quoted, not verified
@@ -55,7 +56,8 @@ def save_strips(path: Path, rows) -> None:
       if t == 0:
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
   fig.tight_layout(pad=0.2)
-  fig.savefig(path)
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp)
   plt.close(fig)
 
 
@@ -75,7 +77,8 @@ def save_gif(path: Path, rows, scale: int = 4, per_row: int = 4) -> None:
       img = np.kron(vid[t], np.ones((scale, scale)))
       canvas[y * (h + pad):y * (h + pad) + h, x * (w + pad):x * (w + pad) + w] = (255 * img).astype(np.uint8)
     frames.append(Image.fromarray(canvas))
-  frames[0].save(path, save_all=True, append_images=frames[1:], duration=125, loop=0)
+  with atomic_path(path) as tmp:
+    frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=125, loop=0)
 
 
 def _acc(d: dict) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import zlib
 from pathlib import Path
 
@@ -104,6 +106,22 @@ def checksums(tree) -> dict[str, str]:
           for (p, _), v in zip(items, crcs)}
 
 
+FILE_TABLES = ".files"   # <checkpoints>/.files/<step>.json: each checkpoint's files as saved
+
+
+def file_table(step_dir: Path) -> dict[str, list[int]]:
+  """{path relative to step_dir: [size, CRC-32]} of every file of a checkpoint."""
+  out = {}
+  for f in sorted(step_dir.rglob("*")):
+    if f.is_file():
+      crc = 0
+      with open(f, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+          crc = zlib.crc32(chunk, crc)
+      out[str(f.relative_to(step_dir))] = [f.stat().st_size, crc]
+  return out
+
+
 def has_checkpoints(directory: str | Path) -> bool:
   """Whether `directory` holds a step directory (without creating anything)."""
   d = Path(directory)
@@ -179,17 +197,52 @@ class Checkpointer:
         state, save_args=layer_chunked_save_args(state)),
                                                     meta=ocp.args.JsonSave(meta)), force=True)
     self.manager.wait_until_finished()
+    if jax.process_index() == 0:
+      self._write_file_table(step)
     saved()
+
+  def _write_file_table(self, step: int) -> None:
+    """The files of checkpoint `step` as written, so that a later restore failure can tell
+    damaged bytes (corruption) from anything else (see `_damage`); tables of checkpoints no
+    longer kept are removed."""
+    tables = self.directory / FILE_TABLES
+    tables.mkdir(exist_ok=True)
+    tmp = tables / f".{step}.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(file_table(self.directory / str(step))))
+    os.replace(tmp, tables / f"{step}.json")
+    kept = {str(s) for s in self.steps()}
+    for t in tables.glob("*.json"):
+      if t.stem not in kept:
+        t.unlink(missing_ok=True)
+
+  def _damage(self, step: int) -> str | None:
+    """How checkpoint `step`'s files differ from the table written with it: "" when they are as
+    saved, None when there is no readable table (a checkpoint of an older version, or a run
+    killed between the save and its table)."""
+    try:
+      want = json.loads((self.directory / FILE_TABLES / f"{step}.json").read_text())
+    except (OSError, ValueError):
+      return None
+    have = file_table(self.directory / str(step))
+    missing = sorted(set(want) - set(have))
+    changed = sorted(f for f in set(want) & set(have) if want[f] != have[f])
+    if missing:
+      return f"{len(missing)} file(s) missing, e.g. {missing[0]}"
+    if changed:
+      return f"{len(changed)} file(s) changed since the save, e.g. {changed[0]}"
+    return ""
 
   def restore_latest(self, abstract_state, allow_fresh: bool = False):
     """(state, meta) of the newest checkpoint that restores and verifies, or None when there is
     none.
 
     `abstract_state` holds jax.ShapeDtypeStruct leaves with the target shardings. A corrupt
-    checkpoint (bytes that do not decode, a checksum that differs, non-finite values) is
-    reported, set aside as `<step>.corrupt` and skipped; if all are corrupt, CheckpointError.
-    Any other failure (out of memory, an I/O error) is a CheckpointError that sets nothing
-    aside. With only set-aside checkpoints left, CheckpointError unless `allow_fresh`."""
+    checkpoint (a checksum that differs, non-finite values, or a read that fails on files that
+    differ from the table saved with them) is reported, set aside as `<step>.corrupt` and
+    skipped; if all are corrupt, CheckpointError. A read that fails on files as saved (out of
+    memory, an I/O error, an API or sharding error) is a CheckpointError that sets nothing aside;
+    without a table (older checkpoints) the kind of error decides (`is_corruption`). With only
+    set-aside checkpoints left, CheckpointError unless `allow_fresh`."""
     steps = self.steps()
     if not steps:
       if self.corrupt() and not allow_fresh:
@@ -219,13 +272,15 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 - sorted into corruption or not just below
         cause = (e.__cause__ or e.__context__) if type(e) is Exception else None
         msg = " ".join(str(cause or e).split())[:200] or type(e).__name__
-        if not is_corruption(e):
+        damage = self._damage(step)      # its files against the table saved with it, if any
+        if not (is_corruption(e) if damage is None else damage):
           self._reset()
+          why = "its files are as saved" if damage == "" else "not a sign of corruption"
           raise CheckpointError(
               f"could not read the checkpoint at step {step} in {self.directory} "
-              f"({type(e).__name__}: {msg}); not a sign of corruption, so nothing was set aside: "
+              f"({type(e).__name__}: {msg}); {why}, so nothing was set aside: "
               "fix the cause and rerun") from None
-        problem = f"unreadable: {msg}"
+        problem = f"unreadable: {msg}" + (f" ({damage})" if damage else "")
       if problem is None:
         return out["state"], {k: v for k, v in out["meta"].items() if k != "checksums"}
       log.warning("checkpoint at step %d in %s is %s; trying an older one", step, self.directory,

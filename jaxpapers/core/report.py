@@ -12,7 +12,7 @@ from typing import Sequence
 import jax
 
 from jaxpapers.core import faults
-from jaxpapers.core.workdir import atomic_write_json, atomic_write_text
+from jaxpapers.core.workdir import atomic_path, atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -97,6 +97,7 @@ def plot_curves(workdir: str | Path, png: str, series: Sequence[tuple[str, list,
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(Path(workdir) / png)
+  with atomic_path(Path(workdir) / png) as tmp:
+    fig.savefig(tmp)
   plt.close(fig)
   return png

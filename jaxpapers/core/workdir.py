@@ -29,6 +29,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
   os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+  """A temporary path beside `path` for a library to write (a figure, a GIF, an .npz), renamed
+  over `path` when the block ends, removed if it fails: readers see the old file or the whole new
+  one. The temporary keeps `path`'s suffix (writers choose the format by it)."""
+  path = Path(path)
+  tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
 def atomic_write_json(path: str | Path, obj, **kw) -> None:
   atomic_write_text(path, json.dumps(obj, **kw) + "\n")
 
@@ -111,49 +125,74 @@ def _alive(pid: int) -> bool:
 
 
 class Lock:
-  """An exclusive lock on a workdir: the file `.lock` holds the holder's pid and host. Created
-  atomically (a hard link of a finished temporary file), so it never holds a partial record. A
-  lock left by a dead process on this host is taken over with a warning; a live holder, or one
-  on another host, makes `acquire` raise WorkdirError."""
+  """An exclusive lock on a workdir: the file `.lock`, locked with flock(2) while a run holds it
+  and holding the holder's pid and host. The kernel releases the flock when its process dies,
+  so two runs can never both hold it, not even when both find the same stale file: the one that
+  gets the flock decides alone. The record left by a dead process on this host is taken over
+  with a warning; a live holder, a record of a live process or of another host (its process
+  cannot be checked from here), or a file this program did not write makes `acquire` raise
+  WorkdirError."""
 
   def __init__(self, workdir: str | Path):
     self.path = Path(workdir) / LOCK
     self.held = False
+    self._fd = None
+
+  def _busy(self, holder: str) -> WorkdirError:
+    return WorkdirError(f"{self.path.parent} is in use by another run ({holder}); wait for it, "
+                        f"or delete {self.path} if that process is gone")
+
+  def _holder(self, text: str) -> tuple[int, str]:
+    try:
+      rec = json.loads(text)
+      return int(rec["pid"]), str(rec["host"])
+    except (ValueError, KeyError, TypeError):
+      raise WorkdirError(f"{self.path} is not a lock this program wrote; if no run uses "
+                         f"{self.path.parent}, delete it") from None
 
   def acquire(self) -> "Lock":
+    import fcntl  # noqa: PLC0415 (POSIX only, as the rest of the run machinery)
     me = {"pid": os.getpid(), "host": socket.gethostname()}
-    tmp = self.path.with_name(f"{LOCK}.{me['pid']}")
-    tmp.write_text(json.dumps(me))
-    try:
-      for _ in range(2):
+    for _ in range(3):
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        os.close(fd)
         try:
-          os.link(tmp, self.path)
-          self.held = True
-          return self
-        except FileExistsError:
-          pass
-        try:
-          holder = json.loads(self.path.read_text())
-          pid, host = int(holder["pid"]), str(holder["host"])
-        except FileNotFoundError:   # released meanwhile: try again
+          who = "pid {} on {}".format(*self._holder(self.path.read_text()))
+        except (FileNotFoundError, WorkdirError):
+          who = "its record is being written"
+        raise self._busy(who) from None
+      try:
+        if os.fstat(fd).st_ino != os.stat(self.path).st_ino:   # released (unlinked) meanwhile
+          os.close(fd)
           continue
-        except (ValueError, KeyError, TypeError):
-          raise WorkdirError(f"{self.path} is not a lock this program wrote; if no run uses "
-                             f"{self.path.parent}, delete it") from None
-        if host != me["host"] or _alive(pid):
-          raise WorkdirError(f"{self.path.parent} is in use by another run (pid {pid} on {host}); "
-                             f"wait for it, or delete {self.path} if that process is gone")
+      except FileNotFoundError:
+        os.close(fd)
+        continue
+      text = os.read(fd, 4096).decode("utf-8", "replace")
+      if text.strip():
+        try:
+          pid, host = self._holder(text)
+          if host != me["host"] or _alive(pid):
+            raise self._busy(f"pid {pid} on {host}")
+        except WorkdirError:
+          os.close(fd)
+          raise
         log.warning("taking over the stale lock %s of pid %d on %s (no longer running)",
                     self.path, pid, host)
-        self.path.unlink(missing_ok=True)
-      raise WorkdirError(f"could not lock {self.path.parent}: another run took the lock meanwhile")
-    finally:
-      tmp.unlink(missing_ok=True)
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, json.dumps(me).encode(), 0)
+      self._fd, self.held = fd, True
+      return self
+    raise WorkdirError(f"could not lock {self.path.parent}: other runs took and released the lock meanwhile")
 
   def release(self) -> None:
     if self.held:
-      self.path.unlink(missing_ok=True)
-      self.held = False
+      self.path.unlink(missing_ok=True)     # while still locked: an opener of it retries
+      os.close(self._fd)
+      self._fd, self.held = None, False
 
   def __enter__(self):
     return self.acquire()

@@ -38,7 +38,6 @@ from jaxpapers.core import config as cfglib
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.report import Report, Row, fmt, plot_curves, write_report
 from jaxpapers.core.train import TrainState, make_optimizer, make_train_step
-from jaxpapers.data import text as textdata
 from jaxpapers.gact import adaptive, block_families
 from jaxpapers.gact.adaptive import REFERENCE_LEVELS
 from jaxpapers.gact.measure import max_batch, temp_probe
@@ -61,8 +60,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for fam in c.families:
     if fam not in FAMILIES:
       raise ConfigError(f"unknown family {fam!r}; use one of {', '.join(FAMILIES)}")
-  if "transformer" in c.families:     # the corpus itself, before anything is written
-    textdata.check_corpus(c.data.corpus, 8 * c.seq_len)
   for key in ("train.steps", "train.batch", "budget_batch", "memory_batch", "adapt_interval",
               "probe_batch"):
     cfglib.check(c, key, lambda v: isinstance(v, int) and v > 0, "a positive int")
@@ -72,6 +69,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
                                    if n not in REFERENCE_LEVELS):
     raise ConfigError("mode 'residuals' on the GLM stack takes one width for every layer; use mode "
                       "'recompute' with the adaptive levels (L2, L2.1, L2.2)")
+  if "transformer" in c.families:     # the corpus itself (its tokens), before anything is written
+    from jaxpapers.glm import data as glmdata
+    glmdata.check_tokens(c.data.corpus, c.data.vocab_size, 0.05, c.seq_len)
 
 
 # --- GLM on the Austen blank-infilling task (composition: GLM is another paper's model) --------

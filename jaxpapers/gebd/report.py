@@ -9,6 +9,7 @@ import numpy as np
 
 from jaxpapers.core.report import Report, Row, plot_curves, write_report
 from jaxpapers.core.stats import verdict
+from jaxpapers.core.workdir import atomic_path
 from jaxpapers.gebd.boundaries import SECTION
 
 LADDER_ROW = dict(baseline="baseline", soft="soft", pseudo="pseudo", align="pseudo+align",
@@ -85,7 +86,8 @@ def frame_strips(wd: Path, seed_out: dict, row: str, n_videos: int = 4) -> str:
   axes[-1].set_xlabel("seconds")
   fig.tight_layout()
   png = "test_videos.png"
-  fig.savefig(wd / png)
+  with atomic_path(wd / png) as tmp:
+    fig.savefig(tmp)
   plt.close(fig)
   return png
 

@@ -14,15 +14,15 @@ import numpy as np
 from flax import nnx
 
 from jaxpapers.core import config as cfglib
+from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.flops import measure_peak_matmul_flops
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.core.report import Report, Row, fmt, plot_curves, write_report
 from jaxpapers.core.train import train, validate_train
-from jaxpapers.data import text as textdata
 from jaxpapers.data.text import unigram_entropy
 from jaxpapers.glm import data as glmdata
 from jaxpapers.glm import evaluate as ev
-from jaxpapers.glm.generate import complete, generate_blank
+from jaxpapers.glm.generate import complete, generate_blank, prompt_context
 from jaxpapers.glm.model import GLM, GLMConfig, train_flops_per_token
 from jaxpapers.glm.objective import BatchSampler
 
@@ -67,7 +67,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
   cfglib.check(c, "generate.temperature", lambda v: math.isfinite(v) and v > 0, "a finite positive number")
   # the inputs a run reads and the devices it needs, before anything is written
   make_mesh(c.mesh.shape, c.mesh.axes)
-  textdata.check_corpus(c.data.corpus, 8 * c.objective.seq_len)   # training + held-out: 4 each
+  glmdata.check_tokens(c.data.corpus, c.data.vocab_size, c.data.val_fraction, c.objective.seq_len)
+  tok = glmdata.tokenize(c.data.corpus, c.data.vocab_size, c.data.val_fraction)[0]
+  for prompt in c.generate.prompts:     # the samples at the end of the run fit the context
+    mode = "mask" if "[MASK]" in prompt else "gmask"
+    try:
+      prompt_context(tok, prompt, glmdata.special_ids(tok), mode, c.objective.seq_len)
+    except ValueError as e:
+      raise ConfigError(f"--config.generate.prompts: {prompt[:40]!r}...: {e}") from None
 
 
 def model_config(c: ml_collections.ConfigDict, vocab_size: int) -> GLMConfig:

@@ -29,6 +29,7 @@ from jaxpapers.core import config as cfglib
 from jaxpapers.core.errors import ConfigError, WorkdirError
 from jaxpapers.core.report import Report, Row, fmt, write_report
 from jaxpapers.core.train import load_params
+from jaxpapers.core.workdir import atomic_write_text, read_json
 from jaxpapers.glm import evaluate as ev
 from jaxpapers.glm import experiments as glmexp
 from jaxpapers.glm.generate import forward_cached
@@ -67,7 +68,7 @@ def _trained_model(c, workdir: Path, command: str):
     src = Path(c.source_workdir)
     if not (src / "config.json").is_file():
       raise WorkdirError(f"source_workdir {src} holds no config.json of a glm/pretrain run")
-    pc = ml_collections.ConfigDict(json.loads((src / "config.json").read_text()))
+    pc = ml_collections.ConfigDict(read_json(src / "config.json"))
     if pc.get("experiment") != "glm/pretrain":
       raise ConfigError(f"source_workdir {src} is a {pc.get('experiment')!r} run, not glm/pretrain")
   else:
@@ -75,10 +76,10 @@ def _trained_model(c, workdir: Path, command: str):
     src.mkdir(parents=True, exist_ok=True)
     prev = src / "config.json"
     if prev.exists() and (src / "checkpoints").is_dir():
-      diff = cfglib.differing_keys(json.loads(prev.read_text()), json.loads(cfglib.to_json(pc)))
+      diff = cfglib.differing_keys(read_json(prev), json.loads(cfglib.to_json(pc)))
       if diff:
         raise ConfigError(f"{src} holds a pretraining run whose {diff[0]} differs; use a new --workdir")
-    prev.write_text(cfglib.to_json(pc) + "\n")
+    atomic_write_text(prev, cfglib.to_json(pc) + "\n")
     if not (src / "results.json").exists():
       glmexp.pretrain(pc, str(src), command + "  # (pretraining stage)")
   corpus, model = glmexp.build(pc, src)

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from jaxpapers.core.report import Report, Row, write_report
+from jaxpapers.core.workdir import atomic_path
 from jaxpapers.iaad import sim
 from jaxpapers.iaad.scenario import PEDESTRIAN, VEHICLE_HALF, sample_world
 
@@ -46,7 +47,8 @@ def plot_metrics(wd: Path, results: dict) -> str:
   axes.flat[0].legend(fontsize=8)
   fig.supxlabel("network level (worse to the right)")
   fig.tight_layout()
-  fig.savefig(wd / "metrics_vs_network.png")
+  with atomic_path(wd / "metrics_vs_network.png") as tmp:
+    fig.savefig(tmp)
   plt.close(fig)
   return "metrics_vs_network.png"
 
@@ -119,7 +121,8 @@ def animate(wd: Path, c, parts_, ln, trace, use_trace, level: str, summaries) ->
     return []
 
   anim = FuncAnimation(fig, draw, frames=list(frames), blit=False)
-  anim.save(wd / "episode.gif", writer=PillowWriter(fps=10))
+  with atomic_path(wd / "episode.gif") as tmp:
+    anim.save(tmp, writer=PillowWriter(fps=10))
   plt.close(fig)
   return "episode.gif", (f"one episode at level '{level}' ({why}; seed {c.seed}, episode {idx}): "
                          "grey cars, orange pedestrians, blue ego, red x perceived objects, magenta "

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxpapers.core import safe_pickle
 from jaxpapers.core.errors import DataError
+from jaxpapers.core.workdir import atomic_path
 from jaxpapers.kgt.kg import KG, SPLITS
 from jaxpapers.kgt.queries import (STRUCTURES, TYPES, UNION, QueryData, QuerySplit, check_ids,
                                    type_of)
@@ -440,7 +441,7 @@ def _plain(q) -> tuple | int:
 
 
 def _dump(obj, path: Path) -> None:
-  with open(path, "wb") as f:
+  with atomic_path(path) as tmp, open(tmp, "wb") as f:
     pickle.dump(obj, f, protocol=4)
 
 

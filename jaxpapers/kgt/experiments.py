@@ -17,6 +17,7 @@ from jaxpapers.core import config as cfglib
 from jaxpapers.core.errors import ConfigError, DataError, WorkdirError
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.core.train import train
+from jaxpapers.core.workdir import read_json
 from jaxpapers.kgt import baselines as B
 from jaxpapers.kgt import betae_format
 from jaxpapers.kgt import evaluate as E
@@ -331,11 +332,10 @@ def parse_query(qtype: str, anchors: list[str], relations: list[str], ents, rels
 
 
 def _run_config(workdir) -> ml_collections.ConfigDict:
-  import json  # noqa: PLC0415
   wd = Path(workdir)
   if not (wd / "config.json").is_file():
     raise WorkdirError(f"{wd} holds no config.json of a kgt/queries run")
-  c = ml_collections.ConfigDict(json.loads((wd / "config.json").read_text()))
+  c = ml_collections.ConfigDict(read_json(wd / "config.json"))
   if c.get("experiment") != "kgt/queries":
     raise ConfigError(f"{wd} is a {c.get('experiment')!r} run; explain needs kgt/queries")
   return c

@@ -31,7 +31,8 @@ from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.core.stats import mean_std
 from jaxpapers.core.train import train, validate_train
-from jaxpapers.core.workdir import atomic_write_json, cached_result, persistent_compilation_cache
+from jaxpapers.core.workdir import (atomic_path, atomic_write_json, cached_result,
+                                    persistent_compilation_cache)
 from jaxpapers.nn import minilm, pet
 from jaxpapers.nn.bert import Bert, BertConfig
 from jaxpapers.retrieval import data as datalib
@@ -190,7 +191,8 @@ def _save_tuned(path: Path, model: nnx.Module, flt) -> None:
   """The tuned parameters of a parameter-efficient mode (the rest is the shipped encoder)."""
   flat = nnx.to_flat_state(nnx.state(model, flt))
   path.parent.mkdir(parents=True, exist_ok=True)
-  np.savez(path, **{"/".join(map(str, p)): np.asarray(v.get_value()) for p, v in flat})
+  with atomic_path(path) as tmp:
+    np.savez(tmp, **{"/".join(map(str, p)): np.asarray(v.get_value()) for p, v in flat})
 
 
 def fit(mode: str, c, cols: dict[str, Tokenized], seed: int, lr: float, wd: Path, mesh,

@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
+from jaxpapers.core.workdir import atomic_write_text
 from jaxpapers.nn.minilm import Encoded
 
 
@@ -68,4 +69,4 @@ def write_trec_run(path: str | Path, query_ids, doc_ids, scores, idx, tag: str) 
   lines = [f"{q} Q0 {doc_ids[j]} {r + 1} {s:.9g} {tag}"
            for q, row_s, row_i in zip(query_ids, scores, idx) for r, (s, j) in
            enumerate(zip(row_s, row_i))]
-  Path(path).write_text("\n".join(lines) + "\n")
+  atomic_write_text(path, "\n".join(lines) + "\n")

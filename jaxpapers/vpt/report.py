@@ -10,6 +10,7 @@ import numpy as np
 
 from jaxpapers.core.report import Report, Row, plot_curves, write_report
 from jaxpapers.core.stats import verdict
+from jaxpapers.core.workdir import atomic_path
 from jaxpapers.vpt import env as E
 
 log = logging.getLogger("jaxpapers")
@@ -20,7 +21,8 @@ def save_gif(path: Path, frames: np.ndarray, alive: np.ndarray, scale: int = 4, 
   import imageio.v2 as imageio  # noqa: PLC0415 (installed with craftax)
   n = int(alive.sum()) + 1
   big = np.repeat(np.repeat(frames[:n], scale, axis=1), scale, axis=2)
-  imageio.mimsave(path, list(big), duration=1.0 / fps, loop=0)
+  with atomic_path(path) as tmp:
+    imageio.mimsave(tmp, list(big), duration=1.0 / fps, loop=0)
 
 
 def achievement_table(results: dict) -> str:

@@ -4,6 +4,8 @@ cap on consecutive skipped steps, and one line (exit 2) for each bad config, con
 generation argument."""
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -75,17 +77,28 @@ def test_a_flipped_block_of_array_bytes_is_corruption(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("error", [MemoryError(), OSError(5, "Input/output error"),
-                                   ValueError("UNAVAILABLE: [OS error 5: Input/output error]")])
-def test_a_failure_that_is_not_corruption_renames_nothing(tmp_path, error):
+                                   ValueError("UNAVAILABLE: [OS error 5: Input/output error]"),
+                                   TypeError("restore() got an unexpected keyword argument"),
+                                   KeyError("state"), ValueError("sharding mismatch")])
+@pytest.mark.parametrize("table", [True, False])
+def test_a_failure_that_is_not_corruption_renames_nothing(tmp_path, error, table):
+  """With the table of files saved with the checkpoint, any failure on files as saved (an API or
+  sharding error too) renames nothing; without one (a checkpoint of an older version) the kind of
+  error decides, and API-looking errors (TypeError, KeyError, a ValueError) count as corruption."""
   ck, state = _saved(tmp_path)
+  if not table:
+    shutil.rmtree(tmp_path / "ck" / ".files")
+    if isinstance(error, (TypeError, KeyError)) or str(error) == "sharding mismatch":
+      pytest.skip("without the table these read as format errors")
 
   def fail(*a, **k):
     raise error
   ck.manager.restore = fail
-  with pytest.raises(CheckpointError, match=r"could not read the checkpoint at step 2 .* not a "
-                                            r"sign of corruption, so nothing was set aside"):
+  why = "its files are as saved" if table else "not a sign of corruption"
+  with pytest.raises(CheckpointError, match=rf"could not read the checkpoint at step 2 .* {why}, "
+                                            r"so nothing was set aside"):
     ck.restore_latest(_abstract(state))
-  assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["1", "2"]
+  assert sorted(p.name for p in (tmp_path / "ck").iterdir() if p.name != ".files") == ["1", "2"]
   assert ck.restore_latest(_abstract(state))[1]["step"] == 2      # a fresh manager reads it
 
 
@@ -103,6 +116,7 @@ def test_a_cut_or_missing_array_file_is_corruption(tmp_path, caplog, damage):
   assert meta == {"step": 1, "data_position": 1}
   np.testing.assert_array_equal(restored["w"], state["w"] + 1)
   assert "unreadable" in caplog.text and (tmp_path / "ck" / "2.corrupt").is_dir()
+  assert ("file(s) changed since the save" if damage == "truncate" else "file(s) missing") in caplog.text
 
 
 def test_corruption_means_format_errors_only():
@@ -146,6 +160,35 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path, caplog)
   assert f"taking over the stale lock {tmp_path / '.lock'} of pid {dead.pid}" in caplog.text
 
 
+def test_of_runs_that_find_the_same_stale_lock_only_one_gets_it(tmp_path, monkeypatch):
+  """Run b finds the lock of a dead process and, while it checks that process, run a finds the
+  same stale lock and takes it: b must not take it too (the takeover used to unlink and re-create
+  the file, so b deleted a's fresh lock and both ran)."""
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  (tmp_path / ".lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+  a, b = wdlib.Lock(tmp_path), wdlib.Lock(tmp_path)
+  real_alive = wdlib._alive
+
+  def a_acquires_meanwhile(pid):
+    monkeypatch.setattr(wdlib, "_alive", real_alive)
+    try:
+      a.acquire()
+    except WorkdirError:
+      pass
+    return real_alive(pid)
+
+  monkeypatch.setattr(wdlib, "_alive", a_acquires_meanwhile)
+  try:
+    b.acquire()
+  except WorkdirError as e:
+    assert "in use by another run" in str(e)
+  assert a.held + b.held == 1
+  for lock in (a, b):
+    lock.release()
+  assert not (tmp_path / ".lock").exists()
+
+
 def test_truncated_json_is_one_error(tmp_path):
   (tmp_path / "config.json").write_text('{"experiment": "glm/pre')
   with pytest.raises(WorkdirError, match=r"config.json is not valid JSON .*truncated"):
@@ -153,6 +196,24 @@ def test_truncated_json_is_one_error(tmp_path):
   wdlib.atomic_write_json(tmp_path / "config.json", {"a": 1})
   assert wdlib.read_json(tmp_path / "config.json") == {"a": 1}
   assert [p.name for p in tmp_path.iterdir()] == ["config.json"]    # no temporary left
+
+
+def test_files_written_by_libraries_appear_whole_or_not_at_all(tmp_path):
+  """atomic_path: figures, GIFs and .npz files are written to a temporary beside the target
+  (same suffix, so the writer picks the right format) and renamed; a failed write leaves the old
+  file and no temporary."""
+  target = tmp_path / "plot.png"
+  target.write_bytes(b"old")
+  with pytest.raises(RuntimeError):
+    with wdlib.atomic_path(target) as tmp:
+      assert tmp.suffix == ".png" and tmp.parent == tmp_path
+      tmp.write_bytes(b"half")
+      raise RuntimeError("the writer failed")
+  assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+  with wdlib.atomic_path(tmp_path / "x.npz") as tmp:
+    np.savez(tmp, a=np.arange(3))
+  np.testing.assert_array_equal(np.load(tmp_path / "x.npz")["a"], np.arange(3))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png", "x.npz"]
 
 
 def test_resume_drops_the_rows_logged_past_the_checkpoint(tmp_path):
@@ -268,6 +329,24 @@ def test_missing_corpus_writes_nothing(capsys, tmp_path):
   assert not (tmp_path / "wd").exists()
 
 
+def test_a_corpus_with_too_few_tokens_writes_nothing(capsys, tmp_path, small_corpus):
+  """Enough bytes for the byte bound (8 x seq_len) but too few tokens in the held-out split once
+  tokenized: the token count is checked before the workdir is written, not after."""
+  short = tmp_path / "short.txt"
+  short.write_text(small_corpus.read_text()[:700])     # 700 bytes: 159 + 17 tokens
+  _one_line_error(capsys, tiny_glm_args(short, tmp_path / "wd"), "held-out tokens; need at least")
+  assert not (tmp_path / "wd").exists()
+
+
+def test_a_configured_prompt_longer_than_the_context_writes_nothing(capsys, tmp_path, small_corpus):
+  """The samples a run writes at its end: a prompt that cannot fit is refused before training
+  (it used to fail after it, with a traceback, leaving a run that could never finish)."""
+  long = "It is a truth universally acknowledged " * 20
+  _one_line_error(capsys, tiny_glm_args(small_corpus, tmp_path / "wd", f"--config.generate.prompts=('{long}',)"),
+                  "--config.generate.prompts: 'It is a truth universally acknowledged I'...: the prompt is")
+  assert not (tmp_path / "wd").exists()
+
+
 @pytest.mark.parametrize("body, message", [
     ("def get_config(arg):\n  return {\n", "fails to import: SyntaxError at line 2"),
     ("import no_such_module_xyz\n", "fails to import: ModuleNotFoundError at line 1"),
@@ -278,6 +357,23 @@ def test_config_files_that_fail_are_one_line(capsys, tmp_path, body, message):
   f = tmp_path / "cfg.py"
   f.write_text(body)
   _one_line_error(capsys, ["run", f"--config={f}:quick", "--workdir", str(tmp_path / "wd")], message)
+
+
+def test_other_readers_of_a_truncated_workdir_json_are_one_line(capsys, tmp_path):
+  """kgt's explain, glm/quantize's source workdir and reproduce's status.json read workdir JSON
+  through the one reader that names a damaged file (they raised JSONDecodeError)."""
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  (wd / "config.json").write_text('{"experiment": "kgt/que')
+  _one_line_error(capsys, ["explain", "--workdir", str(wd), "--dataset", "x", "--qtype", "1p"],
+                  "config.json is not valid JSON")
+  _one_line_error(capsys, ["run", "glm/quantize", "--preset", "tiny", "--workdir", str(tmp_path / "q"),
+                           f"--config.source_workdir={wd}"], "config.json is not valid JSON")
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "status.json").write_text('{"glm/pretrain": {"preset"')
+  _one_line_error(capsys, ["reproduce", "iaad", "--preset", "tiny", "--out", str(out)],
+                  "status.json is not valid JSON")
 
 
 def test_truncated_config_json_of_a_workdir(capsys, tmp_path, small_corpus):
@@ -342,4 +438,4 @@ def test_restart_is_needed_to_start_over_past_corrupt_checkpoints(tmp_path):
     out = run()
   assert out.resumed_from is None and [h["step"] for h in out.history] == [1, 2]
   assert [r["loss"] for r in metrics.read_metrics(tmp_path)] == [h["loss"] for h in out.history]
-  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2", "5.corrupt"]
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [".files", "1", "2", "5.corrupt"]

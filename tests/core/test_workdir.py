@@ -122,6 +122,24 @@ def test_killed_and_resumed_run_reports_as_the_uninterrupted_one(tmp_path, finis
   assert evals(wd) == evals(finished)                                 # eval rows once each too
 
 
+def test_a_second_real_run_on_a_busy_workdir_is_refused(tmp_path, small_corpus):
+  """Two `jaxpapers run` processes on one workdir: the second stops in one line naming the first
+  (whose run goes on; it is killed here only to end the test)."""
+  wd = tmp_path / "wd"
+  first = _popen(tiny_glm_args(small_corpus, wd, *ARGS[:-1], "--config.train.steps=100000"))
+  try:
+    deadline = time.time() + 300
+    while not (wd / ".lock").exists() and first.poll() is None and time.time() < deadline:
+      time.sleep(0.05)
+    assert first.poll() is None and (wd / ".lock").exists()
+    code, _, err = _run(tiny_glm_args(small_corpus, wd, *ARGS[:-1], "--config.train.steps=100000"))
+    _one_line(code, err, f"is in use by another run (pid {first.pid} on {socket.gethostname()})")
+    assert first.poll() is None
+  finally:
+    first.kill()
+    first.communicate()
+
+
 def test_a_second_run_on_a_locked_workdir(capsys, tmp_path, small_corpus):
   wd = tmp_path / "wd"
   wd.mkdir()
@@ -145,10 +163,15 @@ def test_unreadable_checkpoints_stop_the_run_then_need_restart(capsys, tmp_path,
         h.truncate(7)
   code, out, err = _run(tiny_glm_args(small_corpus, wd, *ARGS[:-1], "--config.train.steps=70"))
   _one_line(code, err, "no usable checkpoint in")
-  assert sorted(p.name for p in (wd / "checkpoints").iterdir()) == ["40.corrupt", "50.corrupt", "60.corrupt"]
+  assert sorted(p.name for p in (wd / "checkpoints").iterdir() if p.name != ".files") == ["40.corrupt", "50.corrupt", "60.corrupt"]
   code = cli.main(tiny_glm_args(small_corpus, wd, *ARGS[:-1], "--config.train.steps=70"))
   _one_line(code, capsys.readouterr().err, "holds only unusable checkpoints (40.corrupt, 50.corrupt, 60.corrupt); "
                        "rerun with --restart")
+  # the command line's --restart: trains from step 0 and keeps the set-aside checkpoints
+  assert cli.main(tiny_glm_args(small_corpus, wd, *ARGS[:-1], "--config.train.steps=70", "--restart")) == 0
+  assert [r["step"] for r in map(json.loads, (wd / "metrics.jsonl").read_text().splitlines())
+          if "loss" in r] == list(range(1, 71))
+  assert {"40.corrupt", "50.corrupt", "60.corrupt", "70"} <= {p.name for p in (wd / "checkpoints").iterdir()}
 
 
 def test_generate_refuses_a_prompt_longer_than_the_context(capsys, finished):

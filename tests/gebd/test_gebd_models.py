@@ -53,12 +53,12 @@ def test_heads_as_the_release():
   bce, mse = m.heads(jnp.asarray(h))
   w, b = np.asarray(m.mse_w.get_value())[:, 0], float(m.mse_b.get_value()[0])
   pairs = np.concatenate([h[:, 40:48:2], h[:, 41:48:2]], -1)    # section 5: tokens 40..47
-  np.testing.assert_allclose(mse[:, 5], pairs.mean(1) @ w + b, rtol=1e-4, atol=1e-5)
+  assert_close_scaled(mse[:, 5], pairs.mean(1) @ w + b, 1e-4)
   t = h.mean(-1)
   t = (t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, keepdims=True) + 1e-6)
   ref = (t * np.asarray(m.ln_scale.get_value()) + np.asarray(m.ln_bias.get_value())) @ np.asarray(
       m.bce_w.get_value()) + np.asarray(m.bce_b.get_value())
-  np.testing.assert_allclose(bce, ref, rtol=1e-4, atol=1e-4)
+  assert_close_scaled(bce, ref, 1e-4)
   y = np.zeros((2, 40), np.float32)
   y[:, 3] = 1
   # BCE with positive weight 8 plus the MSE head's squared error, on the same targets

@@ -37,7 +37,7 @@ def test_rope_scores_depend_on_relative_position_only():
   q = jnp.asarray(rng.normal(size=(1, 1, 1, 16)), jnp.float32)
   k = jnp.asarray(rng.normal(size=(1, 1, 1, 16)), jnp.float32)
   s = lambda m, n: float((apply_rope(q, jnp.array([[m]])) * apply_rope(k, jnp.array([[n]]))).sum())
-  np.testing.assert_allclose(s(7, 3), s(24, 20), rtol=1e-4)
+  assert_close_scaled(s(7, 3), s(24, 20), 1e-4)
 
 
 def _softmax(x):

@@ -9,6 +9,7 @@ from flax import nnx
 from jaxpapers.core.errors import CheckpointError, ConfigError
 from jaxpapers.glm.model import GLM, GLMConfig
 from jaxpapers.nn import quantized as Q
+from jp_testutil import assert_close_scaled
 from pallas_kernels.int_quant import QuantizedWeight, dequantize, quantize as quantize_matrix
 
 CFG = GLMConfig(vocab_size=300, num_layers=2, d_model=64, num_heads=4, dropout=0.0)
@@ -44,7 +45,7 @@ def test_quantized_glm_equals_fp_glm_on_the_dequantized_weights(scheme):
   ref = _dequantized_fp(qm, fp)
   for T in (12, 40):   # 12 rows: the FFI decode kernel; 40 rows: the tiled XLA path
     args = _inputs(T)
-    np.testing.assert_allclose(np.asarray(qm(*args)), np.asarray(ref(*args)), rtol=2e-4, atol=2e-4)
+    assert_close_scaled(qm(*args), ref(*args), 2e-4)
 
 
 def test_stacked_kernels_are_quantized_layer_by_layer_as_single_matrices():
@@ -60,12 +61,10 @@ def test_stacked_kernels_are_quantized_layer_by_layer_as_single_matrices():
 def test_dense_contracts_like_tensordot_for_both_kernel_kinds():
   w = jax.random.normal(jax.random.key(0), (4, 8, 6))          # [in, in, out]: n_in = 2
   x = jax.random.normal(jax.random.key(1), (3, 5, 4, 8))
-  np.testing.assert_allclose(np.asarray(Q.dense(x, w, 2)), np.asarray(jnp.einsum("btij,ijo->bto", x, w)),
-                             rtol=1e-5, atol=1e-5)
+  assert_close_scaled(Q.dense(x, w, 2), jnp.einsum("btij,ijo->bto", x, w), 1e-5)
   qw = Q.quantize_kernel(w, 2, 0, Q.get_scheme("int8"))
   deq = dequantize(qw).T.reshape(4, 8, 6)
-  np.testing.assert_allclose(np.asarray(Q.dense(x, qw, 2)), np.asarray(jnp.einsum("btij,ijo->bto", x, deq)),
-                             rtol=1e-4, atol=1e-4)
+  assert_close_scaled(Q.dense(x, qw, 2), jnp.einsum("btij,ijo->bto", x, deq), 1e-4)
   with pytest.raises(ConfigError, match="do not match"):
     Q.dense(x[..., :4], qw, 2)
 
@@ -88,7 +87,7 @@ def test_any_model_of_nnx_linear_layers_quantizes_without_model_code():
     h = jax.nn.relu(h) if i == 0 else h
   qm = Q.quantize(m, "int4_zeropoint")
   assert all(isinstance(l, Q.QuantizedDense) for l in qm.layers)
-  np.testing.assert_allclose(np.asarray(qm(x)), np.asarray(h), rtol=1e-4, atol=1e-4)
+  assert_close_scaled(qm(x), h, 1e-4)
 
 
 def test_quantized_decode_with_cache_equals_full_recomputation():
@@ -99,7 +98,7 @@ def test_quantized_decode_with_cache_equals_full_recomputation():
   for i in range(6, 8):
     step, cache = qm(tok[:, i:i + 1], pos[:, i:i + 1], ctx, cache=cache, cache_index=i)
     full = qm(tok[:, :i + 1], pos[:, :i + 1], ctx)
-    np.testing.assert_allclose(np.asarray(step[:, 0]), np.asarray(full[:, i]), rtol=1e-4, atol=1e-4)
+    assert_close_scaled(step[:, 0], full[:, i], 1e-5)
 
 
 def test_decode_step_copies_no_layer_weights():

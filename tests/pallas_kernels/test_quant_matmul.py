@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from jaxpapers.core.errors import ConfigError
+from jp_testutil import assert_close_scaled
 from pallas_kernels.int_quant import (dequantize, int_values, pack_int4, qmatmul_reference, quantize,
                                       unpack_int4)
 from pallas_kernels.quant_matmul import qmatmul_pallas
@@ -159,6 +160,5 @@ def test_tiled_cpu_path_equals_reference(bits, g, zp):
   x = jax.random.normal(jax.random.key(8), (3, 256))
   qw = quantize(w, bits, g, zp)
   want = qmatmul_reference(x, qw)
-  np.testing.assert_allclose(np.asarray(qmatmul_xla_tiled(x, qw, tile_rows=128)), np.asarray(want),
-                             rtol=1e-5, atol=1e-4)
-  np.testing.assert_allclose(np.asarray(qmatmul(x, qw)), np.asarray(want), rtol=1e-5, atol=1e-4)
+  assert_close_scaled(qmatmul_xla_tiled(x, qw, tile_rows=128), want, 1e-5)
+  assert_close_scaled(qmatmul(x, qw), want, 1e-5)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxpapers.core.errors import ConfigError
+from jp_testutil import assert_close_scaled
 from pallas_kernels import quant_matmul_cpu
 from pallas_kernels.int_quant import qmatmul_reference, quantize
 from pallas_kernels.quant_matmul import qmatmul, qmatmul_path, qmatmul_xla_tiled
@@ -47,8 +48,7 @@ def test_ffi_kernel_inside_scan_over_stacked_layers():
   x = jax.random.normal(jax.random.key(1), (1, 64))
   _, ys = jax.lax.scan(lambda c, qw: (c, quant_matmul_cpu.qmatmul_ffi(x, qw)), 0, stacked)
   for i in range(3):
-    np.testing.assert_allclose(np.asarray(ys[i]), np.asarray(qmatmul_reference(x, parts[i])),
-                               rtol=1e-4, atol=1e-4)
+    assert_close_scaled(ys[i], qmatmul_reference(x, parts[i]), 1e-4)
 
 
 def test_ffi_rejects_wrong_activation_width():
@@ -62,8 +62,7 @@ def test_tiled_path_tiles_rows_that_do_not_divide_256(N):
   w = jax.random.normal(jax.random.key(3), (N, 64))
   x = jax.random.normal(jax.random.key(4), (20, 64))
   qw = quantize(w, 4, 32, True)
-  np.testing.assert_allclose(np.asarray(qmatmul_xla_tiled(x, qw)),
-                             np.asarray(qmatmul_reference(x, qw)), rtol=1e-4, atol=1e-4)
+  assert_close_scaled(qmatmul_xla_tiled(x, qw), qmatmul_reference(x, qw), 1e-4)
 
 
 _DENORMALS = r"""

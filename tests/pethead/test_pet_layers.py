@@ -13,6 +13,7 @@ from jaxpapers.core.mesh import make_mesh
 from jaxpapers.core.train import train
 from jaxpapers.nn import bert, pet
 from jaxpapers.pethead.model import Classifier, loss_fn, with_head_of
+from jp_testutil import assert_close_scaled
 
 CFG = bert.BertConfig(vocab_size=50, hidden=16, num_layers=2, num_heads=2, mlp_dim=32,
                       max_positions=12, dropout=0.0)
@@ -47,14 +48,14 @@ def test_lora_with_zero_b_leaves_outputs_unchanged_and_matches_hand_formula():
   a = jax.random.normal(jax.random.key(1), (CFG.hidden, 4))
   bb = jax.random.normal(jax.random.key(2), (4, CFG.num_heads, CFG.head_dim))
   want = 2.0 * np.einsum("bti,ir,rhd->bthd", x, a, bb)
-  np.testing.assert_allclose(pet.lora_delta(x, a, bb, 8.0 / 4), want, rtol=1e-5, atol=1e-5)
+  assert_close_scaled(pet.lora_delta(x, a, bb, 8.0 / 4), want, 1e-5)
   # in the model: the query projection is x Wq + bq + (alpha/r) x A B, here alpha/r = 2
   b_q = jax.random.normal(jax.random.key(3), lora.lora_b_q.get_value().shape)
   lora.lora_b_q.set_value(b_q)
   w = jax.tree.map(lambda t: t[0], lora.layer_weights())   # layer 0
   hand = (np.einsum("bte,ehd->bthd", x, w["wq"]) + w["bq"]
           + 2.0 * np.einsum("bte,er,rhd->bthd", x, w["lora_a_q"], w["lora_b_q"]))
-  np.testing.assert_allclose(bert._proj(lora.cfg, x, w, "q"), hand, rtol=1e-4, atol=1e-4)
+  assert_close_scaled(bert._proj(lora.cfg, x, w, "q"), hand, 1e-4)
   lora.lora_b_q.set_value(jnp.zeros_like(b_q))
   # the output projection (a random B: a B of ones adds the same value to every feature of a
   # token, which the LayerNorm after it removes)
