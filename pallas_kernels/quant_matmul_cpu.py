@@ -62,15 +62,20 @@ def check_cache_dir(path: pathlib.Path) -> None:
   """Raises CacheError unless `path` and its parent are owned by this user and not writable by
   group or others (a library loaded from there runs inside this process)."""
   for d in (path, path.parent):
-    if not d.exists():
-      continue
-    st = d.stat()
-    if st.st_uid != os.getuid():
-      raise CacheError(f"refusing the kernel cache {d}: owned by uid {st.st_uid}, not by this user "
-                       f"(uid {os.getuid()}); set JAXPAPERS_CACHE to a folder of yours")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-      raise CacheError(f"refusing the kernel cache {d}: writable by group or others (mode "
-                       f"{stat.S_IMODE(st.st_mode):o}); chmod go-w it or set JAXPAPERS_CACHE")
+    if d.exists():
+      _check_private(d)
+
+
+def _check_private(p: pathlib.Path) -> None:
+  """CacheError unless `p` (a cache folder or a library in it) is this user's and not writable by
+  group or others."""
+  st = p.stat()
+  if st.st_uid != os.getuid():
+    raise CacheError(f"refusing the kernel cache {p}: owned by uid {st.st_uid}, not by this user "
+                     f"(uid {os.getuid()}); set JAXPAPERS_CACHE to a folder of yours")
+  if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    raise CacheError(f"refusing the kernel cache {p}: writable by group or others (mode "
+                     f"{stat.S_IMODE(st.st_mode):o}); chmod go-w it or set JAXPAPERS_CACHE")
 
 
 def _make_private_dirs(path: pathlib.Path) -> None:
@@ -119,6 +124,7 @@ def _build() -> pathlib.Path:
   check_cache_dir(cache)
   lib = cache / f"quant_matmul_cpu-{key}.so"
   if lib.exists():
+    _check_private(lib)       # the library itself, not only its folder
     return lib
   _make_private_dirs(cache)
   check_cache_dir(cache)

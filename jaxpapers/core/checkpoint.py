@@ -296,7 +296,10 @@ class Checkpointer:
     """Why a restored checkpoint is unusable, or None."""
     meta = out["meta"]
     want = meta.get("checksums") if isinstance(meta, dict) else None
-    if want is not None:
+    if want is None:
+      log.warning("this checkpoint carries no checksums (written by an older version): its "
+                  "values are checked for non-finite entries only")
+    else:
       have = checksums(out["state"])
       bad = [k for k in have if want.get(k) != have[k]]
       if bad or set(want) != set(have):

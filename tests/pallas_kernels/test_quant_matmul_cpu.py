@@ -127,6 +127,17 @@ def test_a_group_or_world_writable_cache_is_refused(fresh_kernel_state, mode):
     quant_matmul_cpu.available()
 
 
+def test_a_cached_library_writable_by_others_is_refused(fresh_kernel_state):
+  """The library file itself is checked before it is loaded, not only its folder."""
+  if not quant_matmul_cpu.available():
+    pytest.skip(f"no kernel here: {quant_matmul_cpu._state.get('reason')}")
+  lib, = (fresh_kernel_state / "ffi").glob("*.so")
+  lib.chmod(0o666)
+  quant_matmul_cpu._state.clear()
+  with pytest.raises(quant_matmul_cpu.CacheError, match=r"\.so: writable by group or others"):
+    quant_matmul_cpu.available()
+
+
 def test_the_cache_folders_it_creates_are_private_whatever_the_umask(fresh_kernel_state):
   """mkdir's mode applies to the last folder only: under umask 002 the cache root would be 0775
   and then refused by the very check that guards it."""
