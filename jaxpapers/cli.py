@@ -155,7 +155,8 @@ def cmd_run(fv, positional, overrides, argv: list[str]) -> int:
   maybe_initialize(fv.coordinator, fv.num_processes, fv.process_id)
   from jaxpapers.core.train import validate_train_sections
   validate_train_sections(cfg)       # every stage's optimizer settings, by their own keys
-  exp.validate(cfg)                  # everything checkable before a file is written
+  with wdlib.validating(fv.workdir):
+    exp.validate(cfg)                # everything checkable before a file is written
   workdir = _check_workdir(fv.workdir)
   import jax
   lead = jax.process_index() == 0

@@ -137,6 +137,7 @@ def _build() -> pathlib.Path:
       raise RuntimeError(f"compiling {_SOURCE.name} took over {BUILD_TIMEOUT_S} s") from None
     if res.returncode != 0:
       raise RuntimeError(f"compiling {_SOURCE.name} failed: {res.stderr.strip()[-500:]}")
+    os.chmod(out, 0o755)      # the linker's mode follows the umask (002: group-writable)
     os.replace(out, lib)
   return lib
 

@@ -546,31 +546,31 @@ def run_targets(suite: Suite, names, full: bool, inputs: bool = True) -> None:
 def run_jobs(a, names, tmp: Path):
   """A work queue: each experiment is one worker process of this script (same seed, preset and
   folder; no bad-input faults), at most a.jobs at a time, the longest first; their JSON lines
-  passed through. Returns their rows and not-compared keys."""
+  passed through. Returns their rows and not-compared keys. (Each worker starts its random
+  choices from the seed, so kill points differ from a --jobs 1 run's.)"""
   queue = sorted((t for t in TARGETS if t.name in names), key=lambda t: -t.minutes)
   running, done = {}, []
   while queue or running:
     while queue and len(running) < a.jobs:
       t = queue.pop(0)
       slug = t.name.replace("/", "_")
+      out, err = tmp / f"job_{slug}.json", tmp / f"job_{slug}.err"
+      out.unlink(missing_ok=True)          # (a kept folder: never an earlier worker's rows)
       cmd = [sys.executable, __file__, "--preset", a.preset, "--seed", str(a.seed), "--keep",
-             str(tmp), "--only", t.name, "--json", str(tmp / f"job_{slug}.json"), "--no_inputs"]
-      running[slug] = subprocess.Popen(cmd, stdout=sys.stdout,
-                                       stderr=open(tmp / f"job_{slug}.err", "w"))
+             str(tmp), "--only", t.name, "--json", str(out), "--no_inputs"]
+      with open(err, "w") as f:
+        running[t.name] = (subprocess.Popen(cmd, stdout=sys.stdout, stderr=f), out, err)
     time.sleep(1)
-    for slug in [s for s, p in running.items() if p.poll() is not None]:
-      done.append(slug)
-      del running[slug]
+    for name in [n for n, (p, *_) in running.items() if p.poll() is not None]:
+      done.append((name, *running.pop(name)[1:]))
   rows, not_compared = [], {}
-  for slug in done:
-    path = tmp / f"job_{slug}.json"
-    if path.is_file():
-      r = json.loads(path.read_text())
+  for name, out, err in done:
+    if out.is_file():
+      r = json.loads(out.read_text())
       rows += r["rows"]
       not_compared.update(r["not_compared"])
     else:
-      rows.append(dataclasses.asdict(Fault(slug.replace("_", "/", 1), "the uninterrupted run",
-                                           f"worker failed: see {tmp / f'job_{slug}.err'}",
+      rows.append(dataclasses.asdict(Fault(name, "the uninterrupted run", f"worker failed: see {err}",
                                            False, None, "", True, False, 0.0)))
   return rows, not_compared
 
@@ -607,8 +607,9 @@ def main(argv=None):
   summary = dict(preset=a.preset, faults=len(fs), classes=len({f.cls for f in fs}),
                  survived=sum(f.ok for f in fs), runs_lost=sum(f.lost for f in fs),
                  tracebacks=sum(f.traceback for f in fs), minutes=round((time.time() - t_start) / 60, 1))
-  print(table(fs))
-  print(json.dumps(summary))
+  if not a.no_inputs:       # (a --jobs worker: its parent prints the merged table)
+    print(table(fs))
+    print(json.dumps(summary))
   if a.json:
     Path(a.json).write_text(json.dumps(dict(summary, rows=[dataclasses.asdict(f) for f in fs],
                                             not_compared=suite.not_compared), indent=1))

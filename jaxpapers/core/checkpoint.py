@@ -192,6 +192,8 @@ class Checkpointer:
     if not all_finite(state):
       raise CheckpointError(f"refusing to checkpoint a non-finite state at step {step}")
     meta = dict(meta, checksums=checksums(state))
+    if jax.process_index() == 0:    # a table of an earlier checkpoint of this step (set aside)
+      (self.directory / FILE_TABLES / f"{step}.json").unlink(missing_ok=True)
     saved = faults.kill_while_writing("save", self.directory)
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(
         state, save_args=layer_chunked_save_args(state)),
@@ -204,7 +206,8 @@ class Checkpointer:
   def _write_file_table(self, step: int) -> None:
     """The files of checkpoint `step` as written, so that a later restore failure can tell
     damaged bytes (corruption) from anything else (see `_damage`); tables of checkpoints no
-    longer kept are removed."""
+    longer kept are removed. Process 0 reads the checkpoint back once to make it (a CRC-32 pass
+    over its bytes, about a second per GB)."""
     tables = self.directory / FILE_TABLES
     tables.mkdir(exist_ok=True)
     tmp = tables / f".{step}.json.tmp{os.getpid()}"
@@ -221,9 +224,9 @@ class Checkpointer:
     killed between the save and its table)."""
     try:
       want = json.loads((self.directory / FILE_TABLES / f"{step}.json").read_text())
-    except (OSError, ValueError):
+      have = file_table(self.directory / str(step))
+    except (OSError, ValueError):      # no table, or files that cannot be read now: the error decides
       return None
-    have = file_table(self.directory / str(step))
     missing = sorted(set(want) - set(have))
     changed = sorted(f for f in set(want) & set(have) if want[f] != have[f])
     if missing:
@@ -328,6 +331,7 @@ class Checkpointer:
       if src.exists():
         src.rename(dst)
         log.warning("moved the unusable checkpoint %s to %s", src, dst)
+      (self.directory / FILE_TABLES / f"{step}.json").unlink(missing_ok=True)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f"jaxpapers_set_aside_{step}")

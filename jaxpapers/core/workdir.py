@@ -128,77 +128,99 @@ class Lock:
   """An exclusive lock on a workdir: the file `.lock`, locked with flock(2) while a run holds it
   and holding the holder's pid and host. The kernel releases the flock when its process dies,
   so two runs can never both hold it, not even when both find the same stale file: the one that
-  gets the flock decides alone. The record left by a dead process on this host is taken over
-  with a warning; a live holder, a record of a live process or of another host (its process
-  cannot be checked from here), or a file this program did not write makes `acquire` raise
-  WorkdirError."""
+  gets the flock decides alone. A record this program wrote under the flock ("flock": 1) whose
+  flock nobody holds is stale, whatever its pid (after a restart a pid may be reused, even our
+  own); it is taken over with a warning. A live holder of the flock, a record of another host (its
+  lock may not be visible from here), an older record naming a live process, or a file this
+  program did not write makes `acquire` raise WorkdirError."""
 
   def __init__(self, workdir: str | Path):
     self.path = Path(workdir) / LOCK
     self.held = False
     self._fd = None
 
-  def _busy(self, holder: str) -> WorkdirError:
-    return WorkdirError(f"{self.path.parent} is in use by another run ({holder}); wait for it, "
-                        f"or delete {self.path} if that process is gone")
-
-  def _holder(self, text: str) -> tuple[int, str]:
+  def _record(self, text: str) -> dict:
     try:
       rec = json.loads(text)
-      return int(rec["pid"]), str(rec["host"])
+      return {"pid": int(rec["pid"]), "host": str(rec["host"]), "flock": bool(rec.get("flock"))}
     except (ValueError, KeyError, TypeError):
       raise WorkdirError(f"{self.path} is not a lock this program wrote; if no run uses "
                          f"{self.path.parent}, delete it") from None
 
   def acquire(self) -> "Lock":
     import fcntl  # noqa: PLC0415 (POSIX only, as the rest of the run machinery)
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "flock": 1}
     for _ in range(3):
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
       try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except BlockingIOError:
-        os.close(fd)
         try:
-          who = "pid {} on {}".format(*self._holder(self.path.read_text()))
-        except (FileNotFoundError, WorkdirError):
-          who = "its record is being written"
-        raise self._busy(who) from None
-      try:
-        if os.fstat(fd).st_ino != os.stat(self.path).st_ino:   # released (unlinked) meanwhile
+          fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+          try:
+            rec = self._record(self.path.read_text())
+            who = f"its record: pid {rec['pid']} on {rec['host']}"
+          except (OSError, WorkdirError):
+            who = "its record is being written"
+          raise WorkdirError(f"{self.path.parent} is in use by another run, which holds its lock "
+                             f"({who}); wait for it to end") from None
+        try:
+          same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+          same = False
+        if not same:                     # released (unlinked) between our open and our flock
           os.close(fd)
           continue
-      except FileNotFoundError:
-        os.close(fd)
-        continue
-      text = os.read(fd, 4096).decode("utf-8", "replace")
-      if text.strip():
-        try:
-          pid, host = self._holder(text)
-          if host != me["host"] or _alive(pid):
-            raise self._busy(f"pid {pid} on {host}")
-        except WorkdirError:
-          os.close(fd)
-          raise
-        log.warning("taking over the stale lock %s of pid %d on %s (no longer running)",
-                    self.path, pid, host)
-      os.ftruncate(fd, 0)
-      os.pwrite(fd, json.dumps(me).encode(), 0)
+        text = os.read(fd, 4096).decode("utf-8", "replace")
+        if text.strip():
+          rec = self._record(text)
+          if rec["host"] != me["host"] or (not rec["flock"] and _alive(rec["pid"])):
+            raise WorkdirError(f"{self.path.parent} is in use by another run (pid {rec['pid']} on "
+                               f"{rec['host']}); wait for it, or delete {self.path} if that "
+                               "process is gone")
+          log.warning("taking over the stale lock %s of pid %d on %s (no longer running)",
+                      self.path, rec["pid"], rec["host"])
+        data = json.dumps(me).encode()
+        os.ftruncate(fd, 0)
+        if os.pwrite(fd, data, 0) != len(data):
+          raise OSError(f"short write to {self.path}")
+      except BaseException:
+        os.close(fd)                     # (an error leaves no flock held by this process)
+        raise
       self._fd, self.held = fd, True
       return self
     raise WorkdirError(f"could not lock {self.path.parent}: other runs took and released the lock meanwhile")
 
   def release(self) -> None:
     if self.held:
-      self.path.unlink(missing_ok=True)     # while still locked: an opener of it retries
-      os.close(self._fd)
-      self._fd, self.held = None, False
+      try:
+        self.path.unlink(missing_ok=True)     # while still locked: an opener of it retries
+      finally:
+        os.close(self._fd)
+        self._fd, self.held = None, False
 
   def __enter__(self):
     return self.acquire()
 
   def __exit__(self, *exc):
     self.release()
+
+
+_validating = contextvars.ContextVar("jaxpapers_validating", default=None)
+
+
+def validating_workdir() -> Path | None:
+  """The workdir of the run whose config is being validated (`jaxpapers run` sets it), so that a
+  check can skip what an earlier start of the same run already checked and wrote there."""
+  return _validating.get()
+
+
+@contextlib.contextmanager
+def validating(workdir: str | Path):
+  token = _validating.set(Path(workdir))
+  try:
+    yield
+  finally:
+    _validating.reset(token)
 
 
 _fresh_start = contextvars.ContextVar("jaxpapers_fresh_start", default=False)

@@ -11,8 +11,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxpapers.core.errors import DataError
-from jaxpapers.core.workdir import atomic_write_text, read_json
+from jaxpapers.core.errors import DataError, WorkdirError
+from jaxpapers.core.workdir import atomic_write_text, read_json, validating_workdir
 from jaxpapers.data import text as textdata
 from jaxpapers.glm.objective import SpecialIds
 
@@ -36,11 +36,25 @@ def special_ids(tok) -> SpecialIds:
                     eop=get("<eop>"))
 
 
-@functools.lru_cache(maxsize=4)
+def _file_key(corpus: str):
+  """What identifies a corpus's content cheaply: an embedded name, or a file's resolved path,
+  size and modification time (an edited file is tokenized anew)."""
+  if corpus in textdata.EMBEDDED:
+    return corpus
+  st = Path(corpus).stat()
+  return (str(Path(corpus).resolve()), st.st_size, st.st_mtime_ns)
+
+
 def tokenize(corpus: str, vocab_size: int, val_fraction: float):
   """(tokenizer, training tokens, held-out tokens) of a corpus: its train/val split, a BPE
-  tokenizer trained on the training part, both parts encoded. Cached in the process, so the
-  check before a run writes anything (`check_tokens`) and the run's `prepare` tokenize once."""
+  tokenizer trained on the training part, both parts encoded. Cached in the process (by the
+  file's content key), so the check before a run writes anything (`check_tokens`) and the run's
+  `prepare` tokenize once; `prepare` drops the cache once it has written the tokens."""
+  return _tokenize(corpus, _file_key(corpus), vocab_size, val_fraction)
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenize(corpus: str, _key, vocab_size: int, val_fraction: float):
   text = textdata.load_corpus(corpus)
   train_text, val_text = textdata.train_val_split(text, val_fraction)
   train_text, val_text = textdata.normalize(train_text), textdata.normalize(val_text)
@@ -55,12 +69,45 @@ def _check_counts(corpus: str, train: np.ndarray, val: np.ndarray, seq_len: int)
                       f"{4 * seq_len} for seq_len={seq_len}")
 
 
+def _data_key(corpus: str, vocab_size: int, val_fraction: float) -> dict:
+  return {"corpus": corpus if corpus in textdata.EMBEDDED else str(Path(corpus).resolve()),
+          "vocab_size": vocab_size, "val_fraction": val_fraction}
+
+
+def prepared(workdir: Path | None, corpus: str, vocab_size: int, val_fraction: float) -> bool:
+  """Whether `workdir` already holds this corpus's tokenizer and tokens (an earlier start of the
+  same run checked and wrote them)."""
+  if workdir is None:
+    return False
+  workdir = Path(workdir)
+  files = [workdir / n for n in ("tokenizer.json", "tokens.npz", "data.json")]
+  if not all(f.is_file() for f in files):
+    return False
+  try:
+    return read_json(files[2]) == _data_key(corpus, vocab_size, val_fraction)
+  except WorkdirError:
+    return False     # (prepare names the damaged file)
+
+
 def check_tokens(corpus: str, vocab_size: int, val_fraction: float, seq_len: int) -> None:
   """DataError unless the corpus exists, is UTF-8 text and gives at least 4 * seq_len tokens in
-  each split: what a run checks before it writes anything (the bytes first, then the tokens)."""
+  each split: what a run checks before it writes anything (the bytes first, then the tokens).
+  A resumed run whose workdir holds the prepared tokens is not tokenized again here (`prepare`
+  checks the counts of what it loads)."""
   textdata.check_corpus(corpus, 8 * seq_len)
+  if prepared(validating_workdir(), corpus, vocab_size, val_fraction):
+    return
   _, train, val = tokenize(corpus, vocab_size, val_fraction)
   _check_counts(corpus, train, val, seq_len)
+
+
+def check_tokenizer(corpus: str, vocab_size: int, val_fraction: float):
+  """The tokenizer a run will use, for checks before it starts: the prepared one of a resumed
+  run, else the one `check_tokens` trained (cached)."""
+  wd = validating_workdir()
+  if prepared(wd, corpus, vocab_size, val_fraction):
+    return textdata.load_tokenizer(Path(wd) / "tokenizer.json")
+  return tokenize(corpus, vocab_size, val_fraction)[0]
 
 
 def prepare(corpus: str, vocab_size: int, val_fraction: float, workdir: str | Path,
@@ -70,8 +117,7 @@ def prepare(corpus: str, vocab_size: int, val_fraction: float, workdir: str | Pa
   _, val_text = textdata.train_val_split(text, val_fraction)
   val_text = textdata.normalize(val_text)
   tok_path, cache, key_path = workdir / "tokenizer.json", workdir / "tokens.npz", workdir / "data.json"
-  key = {"corpus": corpus if corpus in textdata.EMBEDDED else str(Path(corpus).resolve()),
-         "vocab_size": vocab_size, "val_fraction": val_fraction}
+  key = _data_key(corpus, vocab_size, val_fraction)
   if key_path.exists() and (have := read_json(key_path)) != key:
     raise DataError(f"{workdir} holds data prepared as {have}, not {key}; use a new --workdir")
   if jax.process_index() == 0 and not (tok_path.exists() and cache.exists() and key_path.exists()):
@@ -85,6 +131,7 @@ def prepare(corpus: str, vocab_size: int, val_fraction: float, workdir: str | Pa
     os.replace(str(cache) + suffix, cache)
     os.replace(str(tok_path) + suffix, tok_path)
     atomic_write_text(key_path, json.dumps(key))
+    _tokenize.cache_clear()            # written: the tokens are read from the workdir from now on
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("jaxpapers_glm_data")

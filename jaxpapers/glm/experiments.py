@@ -68,7 +68,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   # the inputs a run reads and the devices it needs, before anything is written
   make_mesh(c.mesh.shape, c.mesh.axes)
   glmdata.check_tokens(c.data.corpus, c.data.vocab_size, c.data.val_fraction, c.objective.seq_len)
-  tok = glmdata.tokenize(c.data.corpus, c.data.vocab_size, c.data.val_fraction)[0]
+  tok = glmdata.check_tokenizer(c.data.corpus, c.data.vocab_size, c.data.val_fraction)
   for prompt in c.generate.prompts:     # the samples at the end of the run fit the context
     mode = "mask" if "[MASK]" in prompt else "gmask"
     try:

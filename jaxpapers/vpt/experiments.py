@@ -20,6 +20,7 @@ from jaxpapers.core.report import public
 from jaxpapers.core.stats import mean_std
 from jaxpapers.core.workdir import cached_result, persistent_compilation_cache
 from jaxpapers.vpt import env as E
+from jaxpapers.vpt import identifiability
 from jaxpapers.vpt.data import Episodes, split
 from jaxpapers.vpt.demonstrator import DemoConfig, make_demonstrator
 from jaxpapers.vpt.learners import (fit, idm_accuracy, initial_policy_carry, make_policy_act,
@@ -45,6 +46,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"--config.seeds is the number of replications (>= 1), got {c.seeds!r}")
   if c.eval.episodes < 1 or c.eval.steps < 1:
     raise ConfigError(f"--config.eval.episodes and steps must be >= 1, got {c.eval.episodes}, {c.eval.steps}")
+  if c.data.test_episodes < 1:
+    raise ConfigError(f"--config.data.test_episodes must be >= 1 (the IDM's held-out episodes), got "
+                      f"{c.data.test_episodes}")
+  t = c.policy.train
+  if not 1 <= t.eval_every <= t.steps:
+    raise ConfigError(f"--config.policy.train.eval_every must be in [1, steps={t.steps}] (the BC "
+                      f"length is chosen on validation worlds at these steps), got {t.eval_every}")
   for name in ("idm", "policy"):
     n = c[name].net
     if n.window < 2:
@@ -98,13 +106,17 @@ def _train_cfg(t: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(t.to_dict())
 
 
+WORLDS = 1_000_003   # folded into a replication's seed first: the learners' nnx.Rngs(seed) draw
+                     # fold_in(key(seed), 0, 1, ...), which the worlds must not share
+
+
 def world_keys(seed: int) -> dict[str, jax.Array]:
   """A replication's randomness outside the learners: its demonstrations' worlds, the validation
-  worlds that choose each policy's BC length, and the test worlds of the reported numbers (three
-  disjoint streams of one seed)."""
-  k = jax.random.key(seed)
-  return {"demonstrations": jax.random.fold_in(k, 0), "validation": jax.random.fold_in(k, 1),
-          "test": jax.random.fold_in(k, 2)}
+  worlds that choose each policy's BC length, the test worlds of the reported numbers and the
+  worlds of the identifiability ceiling (disjoint streams of one seed)."""
+  k = jax.random.fold_in(jax.random.key(seed), WORLDS)
+  return {name: jax.random.fold_in(k, i)
+          for i, name in enumerate(("demonstrations", "validation", "test", "identifiability"))}
 
 
 def train_idms(c, env, labelled: Episodes, held_out: Episodes, wd: Path, mesh, seed: int,
@@ -135,14 +147,23 @@ def train_idms(c, env, labelled: Episodes, held_out: Episodes, wd: Path, mesh, s
   return out
 
 
+def fingerprint(c) -> dict:
+  """What a cached BC sub-run depends on: the config without the number of replications (more
+  replications reuse the ones done), and the version of this pipeline's protocol."""
+  return dict({k: v for k, v in c.to_dict().items() if k != "seeds"}, protocol=PROTOCOL)
+
+
+PROTOCOL = "vpt-2"   # replications, validation-chosen BC length (issue 23)
+
+
 def select_and_test(c, name: str, data: Episodes, pol_net: NetConfig, evaluator: Evaluator,
                     keys: dict, wd: Path, mesh, seed: int, gifs: bool) -> dict:
   """One BC policy of one replication, its length chosen without peeking (VPT's claims are
   judged on the test worlds only): every `policy.train.eval_every` steps and at the end the
-  policy plays the validation worlds; the test worlds are played where the validation score
-  improves (the earliest best point is the reported one). With `gifs`, that point's test episodes
-  are saved as GIFs. A sub-run (its result.json is reused by a rerun; BC keeps no checkpoints, so
-  a killed one starts again)."""
+  policy plays the validation worlds; the parameters of the earliest best point are kept and
+  play the test worlds once, after training. With `gifs`, those test episodes are saved as GIFs.
+  A sub-run (its result.json is reused by a rerun; BC keeps no checkpoints, so a killed one
+  starts again)."""
 
   def fresh():
     curve, best = [], {"validation": -1.0}
@@ -151,23 +172,25 @@ def select_and_test(c, name: str, data: Episodes, pol_net: NetConfig, evaluator:
       val = success(evaluator(model, keys["validation"]))
       curve.append({"step": step, "validation_score": val["score"]})
       if val["score"] > best["validation"]:
-        r = evaluator(model, keys["test"])
-        best.update(validation=val["score"], step=step, test=success(r), rollout=r)
+        best.update(validation=val["score"], step=step,
+                    params=jax.tree.map(np.asarray, nnx.state(model)))
       return {"validation_score": val["score"]}
 
     pol = fit("policy", pol_net, _train_cfg(c.policy.train), data, wd / name, mesh, seed,
               drop_null=c.policy.drop_null, eval_fn=evaluate)
     evaluate(pol.model, c.policy.train.steps)
+    chosen = pol.model
+    nnx.update(chosen, best["params"])
+    r = evaluator(chosen, keys["test"])
     if gifs:
-      r = best["rollout"]
       for i in range(min(c.eval.gif_episodes, r.frames.shape[1])):
         save_gif(wd.parent / f"episode_{name}_{i}.gif", r.frames[:, i], r.alive[:, i])
     return {"selected_step": best["step"], "validation_score": best["validation"],
-            "test": best["test"], "curve": curve,
+            "test": success(r), "curve": curve,
             "training": {"seconds": pol.seconds, "final_loss": pol.final_loss,
                          "step_time": pol.step_time}}, None
 
-  return cached_result(wd / name / "result.json", fresh, c.to_dict())[0]
+  return cached_result(wd / name / "result.json", fresh, fingerprint(c))[0]
 
 
 def replication(c, env, seed: int, wd: Path, mesh, evaluator: Evaluator, first: bool) -> dict:
@@ -190,6 +213,14 @@ def replication(c, env, seed: int, wd: Path, mesh, evaluator: Evaluator, first: 
   log.info("seed %d IDM: held-out accuracy %.3f (non-noop %.3f)%s", seed, idms["eval"]["accuracy"],
            idms["eval"]["accuracy_non_noop"],
            f"; with tile_motion {idms['tile_motion']['accuracy_non_noop']:.3f}" if "tile_motion" in idms else "")
+
+  ceiling, t0 = None, time.perf_counter()
+  if first and c.idm.identifiability:   # what two frames tell of the demonstrator's actions
+    ceiling = identifiability.measure(env, DemoConfig(**c.demonstrator), c.data.test_episodes,
+                                      c.data.steps, keys["identifiability"])
+    log.info("identifiability ceiling: %.3f of non-noop actions unique from two frames",
+             ceiling["unique_non_noop"])
+  timing["identifiability"] = time.perf_counter() - t0
 
   t0 = time.perf_counter()
   pseudo = pseudo_label(idms["model"].model, unlabelled.frames)
@@ -220,6 +251,7 @@ def replication(c, env, seed: int, wd: Path, mesh, evaluator: Evaluator, first: 
       save_gif(wd.parent / f"episode_random_{i}.gif", r.frames[:, i], r.alive[:, i])
   timing["bc_and_eval"] = time.perf_counter() - t0
   return {"seed": seed, "idm": idms["eval"], "idm_tile_motion": idms.get("tile_motion"),
+          "identifiability": ceiling,
           "idm_scaling": idms.get("scaling"), "pseudo_labels": pseudo_eval,
           "bc_idm_labels": bc_idm_labels, "policies": policies, "demonstrator": success(demo_rollout),
           "data": {"episodes": len(episodes), "labelled_episodes": len(labelled),
@@ -248,6 +280,10 @@ def summarise(reps: list[dict]) -> dict:
     d["se"] = d["std"] / np.sqrt(d["n"]) if d["std"] is not None else None
     paired[f"{a} - {b}"] = d
   ratio = [x / max(y, 1e-9) for x, y in zip(score["bc_idm"], score["bc_true"])]
+  # the "IDM labels suffice" claim (>= 80% of BC on true labels), judged per replication as the
+  # paired difference bc_idm - 0.8 bc_true
+  suffice = mean_std(np.subtract(score["bc_idm"], 0.8 * np.asarray(score["bc_true"])))
+  suffice["se"] = suffice["std"] / np.sqrt(suffice["n"]) if suffice["std"] is not None else None
   motion = [r["idm_tile_motion"]["accuracy_non_noop"] for r in reps if r["idm_tile_motion"]]
   return {
       "idm_accuracy": float(np.mean([r["idm"]["accuracy_non_noop"] for r in reps])),
@@ -260,6 +296,8 @@ def summarise(reps: list[dict]) -> dict:
       "score_std": {p: success_[p]["score"]["std"] for p in POLICIES},
       "bc_idm_over_bc_true": float(np.mean(score["bc_idm"]) / max(np.mean(score["bc_true"]), 1e-9)),
       "bc_idm_over_bc_true_per_seed": ratio,
+      "bc_idm_minus_0.8_bc_true": suffice,
+      "identifiability_ceiling": (reps[0]["identifiability"] or {}).get("unique_non_noop"),
       "selected_steps": {p: [r["policies"][p]["selected_step"] for r in reps] for p in POLICIES[:3]},
   }
 

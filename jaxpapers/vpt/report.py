@@ -30,7 +30,8 @@ def achievement_table(results: dict) -> str:
   rate = {p: results["success"][p]["per_achievement"] for p in pols}
   demo = results["demonstrator"]["per_achievement"]
   shown = [a for a in E.ACHIEVEMENT_NAMES if max([rate[p][a] for p in pols] + [demo[a]]) > 0]
-  lines = ["| achievement | demonstrator | " + " | ".join(pols) + " |", "|---" * (len(pols) + 2) + "|"]
+  lines = ["| achievement | demonstrator (its own worlds, first replication) | " + " | ".join(pols) + " |",
+           "|---" * (len(pols) + 2) + "|"]
   for a in shown:
     lines.append(f"| {a} | {100 * demo[a]:.0f}% | " + " | ".join(f"{100 * rate[p][a]:.0f}%" for p in pols) + " |")
   lines.append(f"| **score** (achievements per episode) | {results['demonstrator']['score']:.2f} | "
@@ -81,28 +82,28 @@ def replication_table(results: dict) -> str:
   return "\n".join(lines)
 
 
-def verdict_at_least(value: float, goal: float) -> str:
-  return "reproduced" if value >= goal else "not reproduced"
-
-
 def write(wd: Path, command: str, c, results: dict) -> Path:
   s, paired = results["score"], results["paired"]
   n = len(results["seeds"])
   learned = verdict(paired["bc_true - random"]) == "reproduced" or (n == 1 and s["bc_true"] > s["random"])
   ratio = results["bc_idm_over_bc_true"]
   idm = results["idm_accuracy_over_seeds"]
-  tm = results["idm_accuracy_tile_motion"]
+  tm, ceiling = results["idm_accuracy_tile_motion"], results["identifiability_ceiling"]
   rows = [
-      Row("IDM held-out non-noop accuracy, learned from pixels (goal >= 90%)",
-          "90.6% is VPT's keypress accuracy in Minecraft: another task, not compared",
-          f"{pm(idm, 1, 100)}%", verdict_at_least(results["idm_accuracy"], 0.9),
-          f"{n} replication{'s' if n > 1 else ''}; all actions {100 * results['idm_accuracy_all']:.1f}%"),
+      Row("IDM held-out non-noop accuracy, learned from pixels (issue 23's goal: >= 90%)",
+          "90.6% is VPT's keypress accuracy in Minecraft: another task and metric, not compared",
+          f"{pm(idm, 1, 100)}%", "n/a",
+          f"{n} replication{'s' if n > 1 else ''}; all actions {100 * results['idm_accuracy_all']:.1f}%; "
+          + ("goal met" if results["idm_accuracy"] >= 0.9 else "goal not met") + "; two-frame ceiling "
+          + ("not measured" if ceiling is None else f"{100 * ceiling:.1f}% (above it = the IDM reads the "
+             "demonstrator's habits)")),
       Row("IDM with tile_motion (hand-made motion features; an ablation, not VPT's IDM)", "—",
           "not run" if tm is None else f"{100 * tm:.1f}%", "n/a"),
       Row("BC on IDM labels >= 80% of BC on true labels (test score)", "IDM labels suffice",
           f"{s['bc_idm']:.2f} vs {s['bc_true']:.2f} = {100 * ratio:.0f}%",
-          ("not measurable" if not learned else verdict_at_least(ratio, 0.8)),
-          "" if learned else "BC on true labels does not clearly beat the random policy, so the ratio says nothing"),
+          ("not measurable" if not learned else verdict(results["bc_idm_minus_0.8_bc_true"])),
+          "judged by the 95% t-interval of bc_idm - 0.8 bc_true per replication" if learned else
+          "BC on true labels does not clearly beat the random policy, so the ratio says nothing"),
       Row("BC on IDM labels beats BC on the small labelled set (paired)", "yes (the point of VPT)",
           f"{paired['bc_idm - bc_small']['mean']:+.2f} achievements per episode",
           verdict(paired["bc_idm - bc_small"]), "judged by the 95% t-interval of the paired difference"),

@@ -149,7 +149,7 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path, caplog)
   with wdlib.Lock(tmp_path) as lock:
     rec = json.loads((tmp_path / ".lock").read_text())
     assert rec["pid"] == os.getpid() and rec["host"]
-    with pytest.raises(WorkdirError, match=rf"in use by another run \(pid {os.getpid()} on "):
+    with pytest.raises(WorkdirError, match=rf"in use by another run, which holds its lock \(its record: pid {os.getpid()} on "):
       wdlib.Lock(tmp_path).acquire()
   assert not (tmp_path / ".lock").exists() and not lock.held
   dead = subprocess.Popen(["true"])
@@ -158,6 +158,12 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path, caplog)
   with wdlib.Lock(tmp_path):
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
   assert f"taking over the stale lock {tmp_path / '.lock'} of pid {dead.pid}" in caplog.text
+  # a record written under the flock that nobody holds is stale even when its pid is alive (a
+  # restarted container reuses pids, even ours): taken over, not "in use"
+  (tmp_path / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": rec["host"], "flock": 1}))
+  with wdlib.Lock(tmp_path) as lock:
+    assert lock.held
+  assert f"of pid {os.getpid()} on {rec['host']} (no longer running)" in caplog.text
 
 
 def test_of_runs_that_find_the_same_stale_lock_only_one_gets_it(tmp_path, monkeypatch):
@@ -336,6 +342,30 @@ def test_a_corpus_with_too_few_tokens_writes_nothing(capsys, tmp_path, small_cor
   short.write_text(small_corpus.read_text()[:700])     # 700 bytes: 159 + 17 tokens
   _one_line_error(capsys, tiny_glm_args(short, tmp_path / "wd"), "held-out tokens; need at least")
   assert not (tmp_path / "wd").exists()
+
+
+def test_a_resumed_run_is_not_tokenized_again_to_validate(tmp_path, small_corpus, monkeypatch):
+  """The token check before a run writes anything reads the prepared tokens of a workdir that has
+  them (a resume, a finished run) instead of training a tokenizer again; an edited corpus file is
+  tokenized anew (the cache is keyed by its size and modification time)."""
+  from jaxpapers.glm import data as glmdata
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text(small_corpus.read_text())
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  glmdata.prepare(str(corpus), 512, 0.05, wd, 32)
+  calls = []
+  real = glmdata._tokenize
+  monkeypatch.setattr(glmdata, "_tokenize", lambda *a: calls.append(a) or real(*a))
+  with wdlib.validating(wd):
+    glmdata.check_tokens(str(corpus), 512, 0.05, 32)
+    assert glmdata.check_tokenizer(str(corpus), 512, 0.05).get_vocab_size() == 512
+  assert calls == []
+  glmdata.check_tokens(str(corpus), 512, 0.05, 32)               # no prepared workdir: tokenized
+  assert len(calls) == 1
+  before = glmdata._file_key(str(corpus))
+  corpus.write_text(corpus.read_text()[:-1])
+  assert glmdata._file_key(str(corpus)) != before
 
 
 def test_a_configured_prompt_longer_than_the_context_writes_nothing(capsys, tmp_path, small_corpus):

@@ -133,7 +133,8 @@ def test_a_second_real_run_on_a_busy_workdir_is_refused(tmp_path, small_corpus):
       time.sleep(0.05)
     assert first.poll() is None and (wd / ".lock").exists()
     code, _, err = _run(tiny_glm_args(small_corpus, wd, *ARGS[:-1], "--config.train.steps=100000"))
-    _one_line(code, err, f"is in use by another run (pid {first.pid} on {socket.gethostname()})")
+    _one_line(code, err, f"is in use by another run, which holds its lock (its record: pid {first.pid} on "
+                         f"{socket.gethostname()}); wait for it to end")
     assert first.poll() is None
   finally:
     first.kill()

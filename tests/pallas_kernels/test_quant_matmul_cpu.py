@@ -128,10 +128,21 @@ def test_a_group_or_world_writable_cache_is_refused(fresh_kernel_state, mode):
 
 
 def test_a_cached_library_writable_by_others_is_refused(fresh_kernel_state):
-  """The library file itself is checked before it is loaded, not only its folder."""
-  if not quant_matmul_cpu.available():
+  """The library file itself is checked before it is loaded, not only its folder; the library
+  built under umask 002 is not group-writable (the next process would refuse its own cache)."""
+  import os
+  import stat
+  old = os.umask(0o002)
+  try:
+    ok = quant_matmul_cpu.available()
+  finally:
+    os.umask(old)
+  if not ok:
     pytest.skip(f"no kernel here: {quant_matmul_cpu._state.get('reason')}")
   lib, = (fresh_kernel_state / "ffi").glob("*.so")
+  assert stat.S_IMODE(lib.stat().st_mode) == 0o755
+  quant_matmul_cpu._state.clear()
+  assert quant_matmul_cpu.available()                     # a later process loads it
   lib.chmod(0o666)
   quant_matmul_cpu._state.clear()
   with pytest.raises(quant_matmul_cpu.CacheError, match=r"\.so: writable by group or others"):

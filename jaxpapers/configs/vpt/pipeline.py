@@ -27,8 +27,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the headline IDM learns from pixels; motion_ablation: the same IDM with tile_motion's
   # hand-made features beside it (models.tile_motion); scaling: IDMs on these fractions of the
   # labelled set (first replication), trained for the same number of steps as the full one
+  # identifiability: the ceiling of two-frame IDM accuracy on fresh demonstrator episodes
+  # (vpt.identifiability; first replication, data.test_episodes worlds)
   c.idm = dict(net=dict(_NET, temporal_kernel=5, tile_features=16), motion_ablation=True,
-               train=dict(_TRAIN, steps=1500, batch=16, lr=3e-3), scaling=(0.25, 0.5))
+               identifiability=True, train=dict(_TRAIN, steps=1500, batch=16, lr=3e-3),
+               scaling=(0.25, 0.5))
   # BC: no-op targets dropped (VPT's loader); the length is chosen on validation worlds every
   # eval_every steps; no checkpoints (each policy is a sub-run with its own result.json)
   c.policy = dict(net=dict(_NET, window=4), drop_null=True,
@@ -47,6 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     net = dict(window=4, stem_channels=8, channels=(8,), d_model=16, heads=2, layers=1)
     c.idm.net.update(net)
     c.idm.motion_ablation = False
+    c.idm.identifiability = False
     c.idm.train.update(steps=2, batch=8, log_every=1)
     c.idm.scaling = ()
     c.policy.net.update(net)
