@@ -120,7 +120,8 @@ def cmd_list() -> int:
   from jaxpapers import registry
   print(f"{'experiment':<22} {'presets':<24} {'quick (min, 2 cores)':<22} summary")
   for e in registry.EXPERIMENTS.values():
-    print(f"{e.name:<22} {','.join(registry.presets(e)):<24} {e.quick_minutes:<22} {e.summary}")
+    minutes = "not timed" if e.quick_minutes is None else e.quick_minutes
+    print(f"{e.name:<22} {','.join(registry.presets(e)):<24} {minutes:<22} {e.summary}")
   return 0
 
 
