@@ -122,6 +122,40 @@ def test_killed_and_resumed_run_reports_as_the_uninterrupted_one(tmp_path, finis
   assert evals(wd) == evals(finished)                                 # eval rows once each too
 
 
+def test_the_issues_user_errors_through_the_real_command(tmp_path, finished, small_corpus):
+  """Issue 17's rows whose exit code and stderr matter, each through `python -m jaxpapers.cli`
+  (the in-process tests check the same messages; this checks the process: exit status 2, one
+  error line, no traceback from anywhere, nothing written)."""
+  bad_cfg = tmp_path / "bad.py"
+  bad_cfg.write_text("def get_config(arg):\n  return {\n")
+  cut = tmp_path / "cut"
+  (cut / "checkpoints").mkdir(parents=True)
+  (cut / "config.json").write_text('{"experiment": "glm/pret')
+  empty = tmp_path / "empty"        # a run's workdir that holds no checkpoint yet
+  empty.mkdir()
+  shutil.copy(finished / "config.json", empty / "config.json")
+  long_prompt = " ".join(["It is a truth universally acknowledged"] * 10)
+  cases = [
+      (["run", f"--config={bad_cfg}:quick", "--workdir", str(tmp_path / "w1")], "fails to import: SyntaxError"),
+      (tiny_glm_args(small_corpus, cut), "config.json is not valid JSON"),
+      (tiny_glm_args(small_corpus, tmp_path / "w2", "--config.train.lr=inf"), "--config.train.lr must be a finite positive number"),
+      (tiny_glm_args(small_corpus, tmp_path / "w3", "--config.mesh.shape=(3,5)"), "mesh"),
+      (tiny_glm_args(tmp_path / "missing.txt", tmp_path / "w4"), "corpus file not found"),
+      (["generate", "--workdir", str(empty), "--prompt", "x"], "holds no checkpoint yet"),
+      (["generate", "--workdir", str(finished), "--prompt", long_prompt], "shorten the prompt"),
+      (["generate", "--workdir", str(finished), "--prompt", "x", "--top_p", "0"], "top_p"),
+      (["generate", "--workdir", str(finished), "--prompt", "x", "--max_new_tokens", "-3"], "max_new_tokens"),
+  ]
+  before = sorted(p.name for p in finished.rglob("*"))
+  for args, expected in cases:
+    code, _, err = _run(args)
+    _one_line(code, err, expected)
+  for w in ("w1", "w2", "w3", "w4"):
+    assert not (tmp_path / w).exists(), w
+  assert [p.name for p in empty.iterdir()] == ["config.json"]
+  assert sorted(p.name for p in finished.rglob("*")) == before
+
+
 def test_a_second_real_run_on_a_busy_workdir_is_refused(tmp_path, small_corpus):
   """Two `jaxpapers run` processes on one workdir: the second stops in one line naming the first
   (whose run goes on; it is killed here only to end the test)."""
