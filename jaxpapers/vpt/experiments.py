@@ -265,6 +265,11 @@ PAIRS = (("bc_idm", "bc_small"), ("bc_idm", "bc_true"), ("bc_idm", "random"), ("
          ("bc_true", "random"))
 
 
+def with_se(d: dict) -> dict:
+  """A `mean_std` summary with the standard error of its mean (None for one value)."""
+  return dict(d, se=d["std"] / np.sqrt(d["n"]) if d["std"] is not None else None)
+
+
 def summarise(reps: list[dict]) -> dict:
   """Mean, sample std and 95% t-interval over replications of every reported figure, and the
   paired differences of test scores (each replication's policies share its worlds)."""
@@ -276,14 +281,11 @@ def summarise(reps: list[dict]) -> dict:
               for p in POLICIES}
   paired = {}
   for a, b in PAIRS:
-    d = mean_std(np.subtract(score[a], score[b]))
-    d["se"] = d["std"] / np.sqrt(d["n"]) if d["std"] is not None else None
-    paired[f"{a} - {b}"] = d
+    paired[f"{a} - {b}"] = with_se(mean_std(np.subtract(score[a], score[b])))
   ratio = [x / max(y, 1e-9) for x, y in zip(score["bc_idm"], score["bc_true"])]
   # the "IDM labels suffice" claim (>= 80% of BC on true labels), judged per replication as the
   # paired difference bc_idm - 0.8 bc_true
-  suffice = mean_std(np.subtract(score["bc_idm"], 0.8 * np.asarray(score["bc_true"])))
-  suffice["se"] = suffice["std"] / np.sqrt(suffice["n"]) if suffice["std"] is not None else None
+  suffice = with_se(mean_std(np.subtract(score["bc_idm"], 0.8 * np.asarray(score["bc_true"]))))
   motion = [r["idm_tile_motion"]["accuracy_non_noop"] for r in reps if r["idm_tile_motion"]]
   return {
       "idm_accuracy": float(np.mean([r["idm"]["accuracy_non_noop"] for r in reps])),
