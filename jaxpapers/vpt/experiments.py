@@ -42,6 +42,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"--config.idm.scaling: fractions of the labelled set in (0, 1), got {f}")
   if c.data.steps + 1 < max(c.idm.net.window, c.policy.net.window):
     raise ConfigError(f"--config.data.steps={c.data.steps}: episodes shorter than the model windows")
+  if isinstance(c.idm.motion_ablation, bool) or not isinstance(c.idm.motion_ablation, int) or \
+      c.idm.motion_ablation < 0:
+    raise ConfigError(f"--config.idm.motion_ablation is the number of replications that also train "
+                      f"the tile_motion IDM (>= 0), got {c.idm.motion_ablation!r}")
   if not isinstance(c.seeds, int) or c.seeds < 1:
     raise ConfigError(f"--config.seeds is the number of replications (>= 1), got {c.seeds!r}")
   if c.eval.episodes < 1 or c.eval.steps < 1:
@@ -120,18 +124,19 @@ def world_keys(seed: int) -> dict[str, jax.Array]:
 
 
 def train_idms(c, env, labelled: Episodes, held_out: Episodes, wd: Path, mesh, seed: int,
-               first: bool) -> dict:
-  """The IDM of this replication (learned from pixels), its held-out accuracy, the tile_motion
-  ablation (`c.idm.motion_ablation`: the same IDM with the hand-made motion features) and, in the
-  first replication only, the data-scaling curve."""
+               index: int) -> dict:
+  """The IDM of replication `index` (learned from pixels), its held-out accuracy, the tile_motion
+  ablation (the same IDM with the hand-made motion features) in the first
+  `c.idm.motion_ablation` replications and, in the first replication only, the data-scaling
+  curve."""
   idm = fit("idm", net_config(c.idm.net, env, motion=False), _train_cfg(c.idm.train), labelled,
             wd / "idm", mesh, seed)
   out = {"model": idm, "eval": idm_accuracy(pseudo_label(idm.model, held_out.frames), held_out)}
-  if c.idm.motion_ablation:
+  if index < c.idm.motion_ablation:
     m = fit("idm", net_config(c.idm.net, env, motion=True), _train_cfg(c.idm.train), labelled,
             wd / "idm_tile_motion", mesh, seed)
     out["tile_motion"] = idm_accuracy(pseudo_label(m.model, held_out.frames), held_out)
-  if first:
+  if index == 0:
     scaling = []
     for f in sorted(c.idm.scaling):
       k = max(1, int(round(f * len(labelled))))
@@ -193,9 +198,10 @@ def select_and_test(c, name: str, data: Episodes, pol_net: NetConfig, evaluator:
   return cached_result(wd / name / "result.json", fresh, fingerprint(c))[0]
 
 
-def replication(c, env, seed: int, wd: Path, mesh, evaluator: Evaluator, first: bool) -> dict:
-  """Everything random drawn from `seed`: demonstrations, the labelled split, the IDM, every BC
-  policy's initialisation and batches, validation and test worlds."""
+def replication(c, env, seed: int, wd: Path, mesh, evaluator: Evaluator, index: int) -> dict:
+  """Replication `index`: everything random drawn from `seed`: demonstrations, the labelled
+  split, the IDM, every BC policy's initialisation and batches, validation and test worlds."""
+  first = index == 0
   keys = world_keys(seed)
   t0 = time.perf_counter()
   everything, demo_rollout = demonstrations(c, env, c.data.episodes + c.data.test_episodes,
@@ -208,7 +214,7 @@ def replication(c, env, seed: int, wd: Path, mesh, evaluator: Evaluator, first: 
            seed, len(episodes), c.data.steps, len(labelled), len(unlabelled), len(held_out))
 
   t0 = time.perf_counter()
-  idms = train_idms(c, env, labelled, held_out, wd, mesh, seed, first)
+  idms = train_idms(c, env, labelled, held_out, wd, mesh, seed, index)
   timing["idm"] = time.perf_counter() - t0
   log.info("seed %d IDM: held-out accuracy %.3f (non-noop %.3f)%s", seed, idms["eval"]["accuracy"],
            idms["eval"]["accuracy_non_noop"],
@@ -314,7 +320,7 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   template = Policy(net_config(c.policy.net, env), rngs=nnx.Rngs(0))
   evaluator = Evaluator(env, template, c.eval.episodes, c.eval.steps)
   seeds = [c.seed + k for k in range(c.seeds)]
-  reps = [replication(c, env, s, wd / f"seed{s}", mesh, evaluator, first=k == 0)
+  reps = [replication(c, env, s, wd / f"seed{s}", mesh, evaluator, index=k)
           for k, s in enumerate(seeds)]
   results = summarise(reps)
   results.update({

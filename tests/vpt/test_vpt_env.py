@@ -43,3 +43,15 @@ def test_bad_pipeline_config_fails_before_work(tmp_path, capsys):
     code = main(["run", "vpt/pipeline", "--preset", "tiny", "--workdir", str(tmp_path / "w"), override])
     assert code == 2
     assert msg in capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize("value", [True, -1])
+def test_motion_ablation_is_a_count_of_replications(value):
+  import ml_collections
+  from jaxpapers.configs.vpt.pipeline import get_config
+  from jaxpapers.vpt.experiments import validate
+  d = get_config("tiny").to_dict()
+  d["idm"]["motion_ablation"] = value      # True: an old config's flag, not a count
+  with pytest.raises(ConfigError, match="motion_ablation is the number of replications"):
+    validate(ml_collections.ConfigDict(d))

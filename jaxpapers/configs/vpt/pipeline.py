@@ -1,7 +1,8 @@
 """VPT (arXiv 2206.11795) in Craftax-Classic: IDM on a small labelled split, pseudo-labels of the
 rest, BC on IDM labels vs the small split vs true labels, evaluated in the game.
 
-Presets: default (longer), `quick` (2 CPU cores, <= 10 min), `tiny` (seconds; tests)."""
+Presets: default (<= 90 min, 3 replications), `quick` (2 CPU cores, <= 15 min, 2 replications),
+`tiny` (seconds; tests)."""
 import ml_collections
 
 PRESETS = (None, "default", "quick", "tiny")
@@ -24,12 +25,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh = dict(shape=(-1,), axes=("data",))
   c.demonstrator = dict(random_move=0.1, noop=0.04, table_range=6)
   c.data = dict(episodes=320, steps=250, test_episodes=16, labelled_fraction=0.125)
-  # the headline IDM learns from pixels; motion_ablation: the same IDM with tile_motion's
-  # hand-made features beside it (models.tile_motion); scaling: IDMs on these fractions of the
+  # the headline IDM learns from pixels; motion_ablation: in this many replications (the first
+  # ones), the same IDM with tile_motion's hand-made features beside it (models.tile_motion); scaling: IDMs on these fractions of the
   # labelled set (first replication), trained for the same number of steps as the full one
   # identifiability: the ceiling of two-frame IDM accuracy on fresh demonstrator episodes
   # (vpt.identifiability; first replication, data.test_episodes worlds)
-  c.idm = dict(net=dict(_NET, temporal_kernel=5, tile_features=16), motion_ablation=True,
+  c.idm = dict(net=dict(_NET, temporal_kernel=5, tile_features=16), motion_ablation=3,
                identifiability=True, train=dict(_TRAIN, steps=1500, batch=16, lr=3e-3),
                scaling=(0.25, 0.5))
   # BC: no-op targets dropped (VPT's loader); the length is chosen on validation worlds every
@@ -42,14 +43,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.update(episodes=160, test_episodes=16)
     c.idm.train.update(steps=750)
     c.idm.scaling = ()                          # the data-scaling curve: default preset
-    c.policy.train.update(steps=600, eval_every=150)
+    c.idm.motion_ablation = 0                   # the tile_motion ablation: default preset
+    c.policy.train.update(steps=900, eval_every=300)
     c.eval.update(episodes=32)
   elif arg == "tiny":
     c.seeds = 1
     c.data.update(episodes=8, steps=20, test_episodes=2, labelled_fraction=0.25)
     net = dict(window=4, stem_channels=8, channels=(8,), d_model=16, heads=2, layers=1)
     c.idm.net.update(net)
-    c.idm.motion_ablation = False
+    c.idm.motion_ablation = 0
     c.idm.identifiability = False
     c.idm.train.update(steps=2, batch=8, log_every=1)
     c.idm.scaling = ()
