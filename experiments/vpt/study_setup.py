@@ -32,7 +32,7 @@ def quick_config(learner: str, overrides: dict) -> ml_collections.ConfigDict:
 def cached_episodes(c: ml_collections.ConfigDict, env: E.Env, n: int, cache: str) -> Episodes:
   """At least `n` demonstrator episodes (key 0), made once and kept in `cache` (.npz)."""
   if not Path(cache).exists() or np.load(cache)["actions"].shape[0] < n:
-    eps, _ = demonstrations(c, env, n, jax.random.key(0))
+    eps = demonstrations(c, env, n, jax.random.key(0))[0]
     np.savez(cache, frames=eps.frames, actions=eps.actions, valid=eps.valid)
   z = np.load(cache)
   return Episodes(z["frames"], z["actions"], z["valid"])

@@ -97,11 +97,14 @@ def idm_targets(actions: np.ndarray, valid: np.ndarray, start: np.ndarray, windo
 
 
 def policy_targets(actions: np.ndarray, valid: np.ndarray, start: np.ndarray, window: int,
-                   drop_null: bool = False):
+                   drop_null: bool = False, burn_in: int = 0):
   """Targets and weights [B, W] of the causal policy: position i (frames s..s+i) is a_{s+i}. A
   window may reach frame T, the frame after the last action: it has no action, so weight 0 (as
   steps after the episode ended). `drop_null`: no-op targets get weight 0 too (VPT's BC data
-  loader drops null actions, App. D)."""
+  loader drops null actions, App. D). `burn_in`: the first `burn_in` positions of a window that
+  does not start the episode get weight 0: their output depends on frames before the window
+  (Policy.burn_in), so only positions that see what the acting policy's memory holds are trained
+  (as R2D2's burn-in; VPT instead carries the memory from the previous chunk of the episode)."""
   b, t = actions.shape
   pos = start[:, None] + np.arange(window)[None, :]
   inside = pos < t
@@ -110,18 +113,20 @@ def policy_targets(actions: np.ndarray, valid: np.ndarray, start: np.ndarray, wi
   w = np.take_along_axis(valid, p, 1) & inside
   if drop_null:
     w &= y != NOOP
+  w[:, :burn_in] &= (start == 0)[:, None]
   return y.astype(np.int32), w.astype(np.float32)
 
 
 class WindowBatches:
   """Random windows of `window` frames, `get_batch(step)` for `core.train.train`: frames
   [B, W, H, W', 3] uint8, labels [B, W], weights [B, W]. `kind` is "idm" or "policy" (which
-  positions are targets, see idm_targets/policy_targets; `drop_null` for the policy). Windows
+  positions are targets, see idm_targets/policy_targets; `drop_null` and `burn_in` for the
+  policy). Windows
   start where their first step is valid; deterministic in (seed, step), so a resumed run sees the
   same data."""
 
   def __init__(self, episodes: Episodes, window: int, batch: int, kind: str, seed: int,
-               drop_null: bool = False):
+               drop_null: bool = False, burn_in: int = 0):
     if kind not in ("idm", "policy"):
       raise ValueError(kind)
     t = episodes.actions.shape[1]
@@ -132,7 +137,10 @@ class WindowBatches:
       raise DataError("no training window has a valid first step")
     self.ep, self.starts = episodes, np.array(starts, np.int64)
     self.window, self.batch, self.kind, self.seed = window, batch, kind, seed
-    self.drop_null = drop_null
+    self.drop_null, self.burn_in = drop_null, burn_in
+    if kind == "policy" and burn_in >= window:
+      raise DataError(f"policy windows of {window} frames leave no target after a burn-in of "
+                      f"{burn_in} frames (layers x (memory - 1)): make the window longer")
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([self.seed, 3, step])
@@ -143,7 +151,8 @@ class WindowBatches:
     if self.kind == "idm":
       y, w = idm_targets(self.ep.actions[e], self.ep.valid[e], s, self.window)
     else:
-      y, w = policy_targets(self.ep.actions[e], self.ep.valid[e], s, self.window, self.drop_null)
+      y, w = policy_targets(self.ep.actions[e], self.ep.valid[e], s, self.window, self.drop_null,
+                            self.burn_in)
     return {"frames": frames, "labels": y, "weights": w}
 
 

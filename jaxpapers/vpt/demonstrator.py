@@ -1,8 +1,21 @@
-"""The scripted demonstrator that stands in for VPT's contractors (§2.1: humans playing
-Minecraft): a policy over Craftax's symbolic state that fights adjacent zombies, collects wood,
-places a crafting table, makes wooden and stone tools, collects and places stone, drinks water
-and eats cows, with random moves and no-ops so that trajectories are diverse. It sees the whole map (the agents learning from its
-video see only the 9x7-tile view)."""
+"""The scripted demonstrators that stand in for VPT's contractors (§2.1: many humans playing
+Minecraft, each in their own way): policies over Craftax's symbolic state. Every episode draws a
+style and its own thresholds (`initial_carry`), so the video mixes behaviours:
+
+- `builder`: tools first (wood, stone, then iron at a furnace), then mines coal, iron, diamonds;
+- `farmer`: collects saplings, plants them and eats the ripe plants, keeps fed on cows, makes
+  the wooden and stone tools;
+- `explorer`: wanders far more (random moves, long walks), makes the wooden tools, drinks and
+  eats late.
+
+All of them keep alive as a player does: fight an adjacent zombie or skeleton, drink when thirst
+passes the episode's threshold, eat (cow or ripe plant) when food does, and sleep when energy
+runs low, in a two-cell pocket dug into stone and sealed behind them (`_shelter_site`; in the
+open, behind one stone, when no stone is near or they have no pickaxe), no-ops while asleep (the
+game ignores every key then), digging out when they wake; so episodes last the 1,000+ steps that
+later achievements need. Random
+moves and no-ops at the style's rates keep the behaviour's entropy. A demonstrator sees the whole
+map (the agents learning from its video see only the 9x7-tile view)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,33 +24,49 @@ import jax
 import jax.numpy as jnp
 
 # Craftax-Classic block ids and actions (craftax.craftax_classic.constants)
-GRASS, WATER, STONE, TREE, PATH, TABLE, SAND, LAVA = 2, 3, 4, 5, 7, 11, 13, 14
+GRASS, WATER, STONE, TREE, PATH, COAL, IRON, DIAMOND = 2, 3, 4, 5, 7, 8, 9, 10
+TABLE, FURNACE, SAND, LAVA, RIPE_PLANT = 11, 12, 13, 14, 16
 SOLID = jnp.array([3, 4, 5, 8, 9, 10, 11, 12, 15, 16])
-NOOP, LEFT, RIGHT, UP, DOWN, DO = 0, 1, 2, 3, 4, 5
-PLACE_STONE, PLACE_TABLE = 7, 8
-MAKE_WOOD_PICKAXE, MAKE_STONE_PICKAXE, MAKE_WOOD_SWORD, MAKE_STONE_SWORD = 11, 12, 14, 15
+NOOP, LEFT, RIGHT, UP, DOWN, DO, SLEEP = 0, 1, 2, 3, 4, 5, 6
+PLACE_STONE, PLACE_TABLE, PLACE_FURNACE, PLACE_PLANT = 7, 8, 9, 10
+MAKE_WOOD_PICKAXE, MAKE_STONE_PICKAXE, MAKE_IRON_PICKAXE = 11, 12, 13
+MAKE_WOOD_SWORD, MAKE_STONE_SWORD, MAKE_IRON_SWORD = 14, 15, 16
 MOVES = jnp.array([[0, 0], [0, -1], [0, 1], [-1, 0], [1, 0]])   # indexed by action 0..4
-PLACE_STONE_ACH = 10
+PLACE_STONE_ACH, PLACE_PLANT_ACH = 10, 7      # achievement ids
+STYLES = ("builder", "farmer", "explorer")
+FAR = 10 ** 6
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-  random_move: float = 0.1      # probability of a uniformly random move instead of the plan
+  random_move: float = 0.08     # probability of a uniformly random move instead of the plan
   noop: float = 0.04            # probability of a no-op
   table_range: int = 6          # a table farther than this (Manhattan) is "not nearby": place one
+  styles: tuple[float, ...] = (0.4, 0.3, 0.3)   # the probability of each of STYLES per episode
+
+
+def initial_carry(cfg: DemoConfig, num_envs: int, key) -> dict:
+  """Each episode's style and needs thresholds (drink / eat below, sleep below), drawn once."""
+  ks, kd, kf, ke = jax.random.split(key, 4)
+  style = jax.random.choice(ks, len(STYLES), (num_envs,), p=jnp.asarray(cfg.styles))
+  explorer = style == STYLES.index("explorer")
+  return {"style": style.astype(jnp.int32),
+          "drink_below": jax.random.randint(kd, (num_envs,), 4, 7) - 2 * explorer,
+          "food_below": jax.random.randint(kf, (num_envs,), 4, 7) - 2 * explorer,
+          "sleep_below": jax.random.randint(ke, (num_envs,), 2, 4)}
 
 
 def _nearest(mask, pos):
-  """(position, Manhattan distance) of the nearest True cell of mask [H, W] (distance 10**6 if none)."""
+  """(position, Manhattan distance) of the nearest True cell of mask [H, W] (FAR if none)."""
   h, w = mask.shape
   rr, cc = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
-  d = jnp.where(mask, jnp.abs(rr - pos[0]) + jnp.abs(cc - pos[1]), 10 ** 6)
+  d = jnp.where(mask, jnp.abs(rr - pos[0]) + jnp.abs(cc - pos[1]), FAR)
   i = jnp.argmin(d)
   return jnp.stack([i // w, i % w]), d.reshape(-1)[i]
 
 
 def _nearest_mob(mobs, pos):
-  d = jnp.where(mobs.mask, jnp.abs(mobs.position - pos).sum(-1), 10 ** 6)
+  d = jnp.where(mobs.mask, jnp.abs(mobs.position - pos).sum(-1), FAR)
   i = jnp.argmin(d)
   return mobs.position[i], d[i]
 
@@ -50,7 +79,7 @@ def _walkable(m, cell):
 
 
 def _toward(m, pos, facing, target, dist, key):
-  """The move/turn/DO that brings the player to act on `target` (a solid block)."""
+  """The move/turn/DO that brings the player to act on `target` (a solid block or a mob)."""
   delta = target - pos
   adjacent = dist == 1
   face = jnp.select([delta[1] < 0, delta[1] > 0, delta[0] < 0], [LEFT, RIGHT, UP], DOWN)
@@ -66,65 +95,241 @@ def _toward(m, pos, facing, target, dist, key):
   return jnp.where(adjacent, at_target, step)
 
 
-def act_one(cfg: DemoConfig, state, key):
-  """The demonstrator's action for one Craftax-Classic state."""
+def _at(m, cell, fill):
+  """m[cell], or `fill` outside the map."""
+  h, w = m.shape
+  inside = (cell[0] >= 0) & (cell[0] < h) & (cell[1] >= 0) & (cell[1] < w)
+  return jnp.where(inside, m[jnp.clip(cell[0], 0, h - 1), jnp.clip(cell[1], 0, w - 1)], fill)
+
+
+def _solid(m, cell):
+  return ~_walkable(m, cell)
+
+
+def _shelter_site(m, entrance, d):
+  """A shelter can be dug from walkable `entrance` in direction d (a MOVES index 1..4): the two
+  cells ahead are stone (or already dug), everything around them solid. Dug in, stepped back one
+  cell and the entrance sealed with a stone, the player is in a closed two-cell pocket that no
+  zombie can reach (they spawn 10+ cells away and walk). In Craftax a player can only face an
+  open cell by moving into it, which is why the pocket has two cells."""
+  ahead, side = MOVES[d], MOVES[jnp.where(d <= RIGHT, UP, LEFT)]
+  dug = lambda c: jnp.isin(_at(m, c, 0), jnp.array([STONE, PATH]))
+  s1, s2 = entrance + ahead, entrance + 2 * ahead
+  return (_walkable(m, entrance) & dug(s1) & dug(s2) & _solid(m, entrance + 3 * ahead)
+          & _solid(m, s1 + side) & _solid(m, s1 - side) & _solid(m, s2 + side) & _solid(m, s2 - side))
+
+
+VIEW = 10         # how far (cells, each way) the demonstrator plans paths around itself
+_PAD = VIEW + 3   # a shelter site needs three cells beyond its entrance
+
+
+def _local(m, pos):
+  """The (2 VIEW + 7)^2 block of the map around the player (outside the map: OUT_OF_BOUNDS),
+  with the walkable cells: (blocks, walkable)."""
+  size = 2 * _PAD + 1
+  padded = jnp.pad(m, _PAD, constant_values=1)              # 1: Craftax's OUT_OF_BOUNDS
+  blocks = jax.lax.dynamic_slice(padded, (pos[0], pos[1]), (size, size))
+  walk = ~jnp.isin(blocks, SOLID) & (blocks != LAVA) & (blocks > 1)
+  return blocks, walk
+
+
+def _shift(a, dy, dx):
+  """a[y + dy, x + dx] over the (2 VIEW + 1)^2 centre of a local block."""
+  n = 2 * VIEW + 1
+  return a[3 + dy:3 + dy + n, 3 + dx:3 + dx + n]
+
+
+def _path_step(walk, sources):
+  """The move (LEFT..DOWN) from the centre along a shortest walkable path to the nearest source
+  cell of the (2 VIEW + 1)^2 centre, and whether one is reachable within the view (breadth-first
+  distances by repeated relaxation)."""
+  n = 2 * VIEW + 1
+  inner = _shift(walk, 0, 0)
+  dist = jnp.where(sources & inner, 0, FAR)
+
+  def relax(_, d):
+    p = jnp.pad(d, 1, constant_values=FAR)
+    near = jnp.minimum(jnp.minimum(p[:-2, 1:-1], p[2:, 1:-1]), jnp.minimum(p[1:-1, :-2], p[1:-1, 2:]))
+    return jnp.where(inner, jnp.minimum(d, near + 1), FAR)
+
+  dist = jax.lax.fori_loop(0, 2 * VIEW, relax, dist)
+  p = jnp.pad(dist, 1, constant_values=FAR)
+  c = VIEW + 1
+  options = jnp.array([p[c, c - 1], p[c, c + 1], p[c - 1, c], p[c + 1, c]])   # LEFT RIGHT UP DOWN
+  return LEFT + jnp.argmin(options), options.min() < FAR
+
+
+def _shelter_entrances(blocks, walk):
+  """[(2 VIEW + 1)^2]: the walkable cells from which a shelter (_shelter_site) can be dug."""
+  dug = jnp.isin(blocks, jnp.array([STONE, PATH]))
+  solid = ~walk
+  out = jnp.zeros((2 * VIEW + 1,) * 2, bool)
+  for (dy, dx), (ly, lx) in (((0, -1), (1, 0)), ((0, 1), (1, 0)), ((-1, 0), (0, 1)), ((1, 0), (0, 1))):
+    at = lambda a, k, l=0: _shift(a, k * dy + l * ly, k * dx + l * lx)
+    out |= (at(walk, 0) & at(dug, 1) & at(dug, 2) & at(solid, 3) & at(solid, 1, 1) & at(solid, 1, -1)
+            & at(solid, 2, 1) & at(solid, 2, -1))
+  return out
+
+
+def _sleep_plan(m, pos, facing, inv):
+  """The action towards sleeping in a sealed pocket (see _shelter_site): (action, sealed, whether
+  a pocket is in reach: otherwise the action sleeps in the open, behind a stone if it has one)."""
+  dirs = jnp.arange(1, 5)
+  opens = jax.vmap(lambda d: _walkable(m, pos + MOVES[d]))(dirs)                  # [4]
+  # sealed: no open neighbour, or one whose own other neighbours are all closed
+  x = pos + MOVES[jnp.argmax(opens)]
+  x_opens = jax.vmap(lambda d: _walkable(m, x + MOVES[d]) & ~jnp.all(x + MOVES[d] == pos))(dirs)
+  sealed = (opens.sum() == 0) | ((opens.sum() == 1) & ~x_opens.any())
+  at_s1 = jax.vmap(lambda d: _shelter_site(m, pos - MOVES[d], d))(dirs)
+  at_s2 = jax.vmap(lambda d: _shelter_site(m, pos - 2 * MOVES[d], d))(dirs)
+  at_e = jax.vmap(lambda d: _shelter_site(m, pos, d))(dirs)
+  d1, d2, de = (dirs[jnp.argmax(a)] for a in (at_s1, at_s2, at_e))
+  back = jnp.array([0, RIGHT, LEFT, DOWN, UP])                                     # the opposite move
+  entrance_open = _walkable(m, pos - MOVES[d1])
+  s2_stone = _at(m, pos + MOVES[d1], 0) == STONE
+  in_s1 = jnp.where((facing == back[d1]) & entrance_open & (inv.stone >= 1), PLACE_STONE,
+                    jnp.where((facing == d1) & s2_stone, DO, d1))
+  s1_stone = _at(m, pos + MOVES[de], 0) == STONE
+  at_entrance = jnp.where((facing == de) & s1_stone, DO, de)
+  blocks, walk = _local(m, pos)
+  walk_to_site, site_reachable = _path_step(walk, _shelter_entrances(blocks, walk))
+  pickaxe = inv.wood_pickaxe > 0
+  action = jnp.select(
+      [sealed, at_s2.any(), pickaxe & at_s1.any(), pickaxe & at_e.any(), pickaxe & site_reachable,
+       (inv.stone >= 1) & _walkable(m, pos + MOVES[jnp.clip(facing, 1, 4)])],
+      [SLEEP, back[d2], in_s1, at_entrance, walk_to_site, PLACE_STONE], SLEEP)
+  sheltering = sealed | at_s2.any() | (pickaxe & (at_s1.any() | at_e.any() | site_reachable))
+  return action, sealed, sheltering
+
+
+def act_one(cfg: DemoConfig, episode: dict, state, key):
+  """The demonstrator's action for one Craftax-Classic state; `episode`: one row of
+  initial_carry (its style and thresholds)."""
   m, pos, facing, inv = state.map, state.player_position, state.player_direction, state.inventory
-  k_nav, k_rand, k_move, k_place = jax.random.split(key, 4)
+  k_nav, k_rand, k_move = jax.random.split(key, 3)
+  style = episode["style"]
+  builder, farmer, explorer = (style == STYLES.index(s) for s in STYLES)
   front = pos + MOVES[jnp.clip(facing, 0, 4)]
   front_block = m[jnp.clip(front[0], 0, m.shape[0] - 1), jnp.clip(front[1], 0, m.shape[1] - 1)]
+  free_front = jnp.isin(front_block, jnp.array([GRASS, SAND, PATH]))
+  ok = jax.vmap(lambda d: _walkable(m, pos + MOVES[d]))(jnp.arange(LEFT, DOWN + 1))
+  wander = LEFT + jax.random.choice(k_move, 4, p=jnp.where(ok.any(), ok / jnp.maximum(ok.sum(), 1), 0.25))
+
+  def go(block):
+    at, d = _nearest(m == block, pos)
+    return _toward(m, pos, facing, at, d, k_nav), d
+
   table_at, table_d = _nearest(m == TABLE, pos)
   near_table = jnp.max(jnp.abs(table_at - pos)) <= 1          # Craftax's 8-neighbourhood
+  furnace_at, _ = _nearest(m == FURNACE, pos)
+  near_furnace = jnp.max(jnp.abs(furnace_at - pos)) <= 1
   need_table = table_d > cfg.table_range
-  # crafting at a table
+  go_table = _toward(m, pos, facing, table_at, table_d, k_nav)
+  go_tree, _ = go(TREE)
+  go_stone, stone_d = go(STONE)
+  go_water, water_d = go(WATER)
+  blocks, walk = _local(m, pos)
+  water = blocks == WATER
+  by_water = _shift(walk, 0, 0) & (_shift(water, 0, 1) | _shift(water, 0, -1) | _shift(water, 1, 0)
+                                   | _shift(water, -1, 0))
+  water_path, water_near = _path_step(walk, by_water)
+  go_water = jnp.where((water_d > 1) & water_near, water_path, go_water)
+  go_coal, coal_d = go(COAL)
+  go_iron, iron_d = go(IRON)
+  go_diamond, diamond_d = go(DIAMOND)
+  go_ripe, ripe_d = go(RIPE_PLANT)
+  zombie_at, zombie_d = _nearest_mob(state.zombies, pos)
+  skeleton_at, skeleton_d = _nearest_mob(state.skeletons, pos)
+  cow_at, cow_d = _nearest_mob(state.cows, pos)
+
+  # what this style still wants to make (iron tools: builders only)
+  iron_tools = builder & (inv.stone_pickaxe > 0)
+  want_stone_tools = ~explorer
   c_wp = near_table & (inv.wood >= 1) & (inv.wood_pickaxe == 0)
   c_ws = near_table & (inv.wood >= 1) & (inv.wood_sword == 0)
-  c_sp = near_table & (inv.wood >= 1) & (inv.stone >= 1) & (inv.stone_pickaxe == 0)
-  c_ss = near_table & (inv.wood >= 1) & (inv.stone >= 1) & (inv.stone_sword == 0)
+  c_sp = want_stone_tools & near_table & (inv.wood >= 1) & (inv.stone >= 1) & (inv.stone_pickaxe == 0)
+  c_ss = want_stone_tools & near_table & (inv.wood >= 1) & (inv.stone >= 1) & (inv.stone_sword == 0)
+  has_iron_kit = (inv.wood >= 1) & (inv.stone >= 1) & (inv.coal >= 1) & (inv.iron >= 1)
+  c_ip = iron_tools & near_table & near_furnace & has_iron_kit & (inv.iron_pickaxe == 0)
+  c_is = iron_tools & near_table & near_furnace & has_iron_kit & (inv.iron_sword == 0)
+  need_furnace = iron_tools & near_table & ~near_furnace & (inv.stone >= 2)
   want_wood = (2 * need_table + (inv.wood_pickaxe == 0) + (inv.wood_sword == 0)
-               + (inv.stone_pickaxe == 0) + (inv.stone_sword == 0))
-  want_stone = (inv.wood_pickaxe > 0) & (inv.stone < 1 + (inv.stone_pickaxe == 0) + (inv.stone_sword == 0)
-                                        + ~state.achievements[PLACE_STONE_ACH])
-  free_front = jnp.isin(front_block, jnp.array([GRASS, SAND, PATH]))
+               + want_stone_tools * ((inv.stone_pickaxe == 0) + (inv.stone_sword == 0))
+               + iron_tools * ((inv.iron_pickaxe == 0) + (inv.iron_sword == 0)))
+  want_stone = (inv.wood_pickaxe > 0) & (inv.stone < 1 + want_stone_tools * (
+      (inv.stone_pickaxe == 0) + (inv.stone_sword == 0)) + ~state.achievements[PLACE_STONE_ACH]
+      + iron_tools * (2 + (inv.iron_pickaxe == 0) + (inv.iron_sword == 0)))
+  want_coal = iron_tools & (inv.coal < (inv.iron_pickaxe == 0) + (inv.iron_sword == 0)) & (coal_d < FAR)
+  want_iron = iron_tools & (inv.iron < (inv.iron_pickaxe == 0) + (inv.iron_sword == 0)) & (iron_d < FAR)
+  want_diamond = builder & (inv.iron_pickaxe > 0) & (diamond_d < FAR)
   can_place_table = need_table & (inv.wood >= 2) & (inv.wood >= jnp.minimum(want_wood, 9))
   place_stone = (inv.stone >= 1) & ~state.achievements[PLACE_STONE_ACH]
-  to_table = (inv.wood >= 1) & ((inv.wood_pickaxe == 0) | (inv.wood_sword == 0)
-                                | ((inv.stone >= 1) & ((inv.stone_pickaxe == 0) | (inv.stone_sword == 0))))
-  wander = jax.random.randint(k_move, (), LEFT, DOWN + 1)
+  to_table = (inv.wood >= 1) & (c_wp | c_ws | c_sp | c_ss | (inv.wood_pickaxe == 0) | (inv.wood_sword == 0)
+                                | (want_stone_tools & (inv.stone >= 1) & ((inv.stone_pickaxe == 0) | (inv.stone_sword == 0)))
+                                | (iron_tools & has_iron_kit & ((inv.iron_pickaxe == 0) | (inv.iron_sword == 0))))
+  thirsty = state.player_drink < episode["drink_below"]
+  hungry = state.player_food < episode["food_below"]
+  tired = state.player_energy < episode["sleep_below"]
+  farm = farmer & (inv.sapling == 0) & ~state.achievements[PLACE_PLANT_ACH]
+  plant = farmer & (inv.sapling > 0)
 
-  tree_at, tree_d = _nearest(m == TREE, pos)
-  stone_at, stone_d = _nearest(m == STONE, pos)
-  water_at, water_d = _nearest(m == WATER, pos)
-  go_tree = _toward(m, pos, facing, tree_at, tree_d, k_nav)
-  go_stone = _toward(m, pos, facing, stone_at, stone_d, k_nav)
-  go_water = _toward(m, pos, facing, water_at, water_d, k_nav)
-  go_table = _toward(m, pos, facing, table_at, table_d, k_nav)
-  zombie_at, zombie_d = _nearest_mob(state.zombies, pos)
-  cow_at, cow_d = _nearest_mob(state.cows, pos)
+  sleep_action, sealed, sheltering = _sleep_plan(m, pos, facing, inv)
+  # no pocket in reach: sleep in the open only by day (zombies spawn mostly at night), or spent
+  tired = tired & (sheltering | (state.light_level > 0.5) | (state.player_energy == 0))
+  # night falls: into a pocket and to sleep, as a Crafter player does, and stay till it is light
+  night = state.light_level < 0.35
+  tired = tired | (night & sheltering & (state.player_energy < 9))
+  # dusk (the light falls from 0.6) and no pocket in reach: walk to stone, where pockets are
+  dusk = (state.light_level < 0.6) & ~night & ~sheltering & (inv.wood_pickaxe > 0) & (stone_d < FAR)
+  dig_out = jnp.where(night, NOOP, jnp.where(front_block == STONE, DO, wander))
   plan = jnp.select(
-      [zombie_d == 1, c_wp, c_ws, c_sp, c_ss,
+      [zombie_d == 1, skeleton_d == 1,
+       thirsty & (~tired | (state.player_drink <= 2)),
+       hungry & (cow_d < 12) & (~tired | (state.player_food <= 2)),
+       hungry & (ripe_d < 12) & (~tired | (state.player_food <= 2)),
+       tired & ~sealed & (zombie_d <= 5), tired, sealed, dusk,
+       c_wp, c_ws, c_sp, c_ss, c_ip, c_is,
+       need_furnace & free_front, need_furnace,
        can_place_table & free_front, can_place_table,
        inv.wood < jnp.minimum(want_wood, 9),
-       want_stone & (stone_d < 10 ** 6),
+       want_stone & (stone_d < FAR),
        place_stone & (free_front | (front_block == WATER)), place_stone,
        to_table & ~need_table,
-       state.player_drink < 7,
-       (state.player_food < 7) & (cow_d < 12)],
-      [_toward(m, pos, facing, zombie_at, zombie_d, k_nav), MAKE_WOOD_PICKAXE, MAKE_WOOD_SWORD, MAKE_STONE_PICKAXE, MAKE_STONE_SWORD,
+       want_coal, want_iron, want_diamond,
+       plant & (front_block == GRASS), plant,
+       farm & (front_block == GRASS), farm,
+       farmer & (ripe_d < 20),
+       explorer],
+      [_toward(m, pos, facing, zombie_at, zombie_d, k_nav),
+       _toward(m, pos, facing, skeleton_at, skeleton_d, k_nav),
+       go_water, _toward(m, pos, facing, cow_at, cow_d, k_nav), go_ripe,
+       _toward(m, pos, facing, zombie_at, zombie_d, k_nav), sleep_action, dig_out, go_stone,
+       MAKE_WOOD_PICKAXE, MAKE_WOOD_SWORD, MAKE_STONE_PICKAXE, MAKE_STONE_SWORD,
+       MAKE_IRON_PICKAXE, MAKE_IRON_SWORD,
+       PLACE_FURNACE, wander,
        PLACE_TABLE, wander,
        go_tree,
        go_stone,
        PLACE_STONE, wander,
        go_table,
-       go_water,
-       _toward(m, pos, facing, cow_at, cow_d, k_nav)],
+       go_coal, go_iron, go_diamond,
+       PLACE_PLANT, wander,
+       DO, wander,
+       go_ripe,
+       wander],
       go_tree)
-  u = jax.random.uniform(k_rand)
-  return jnp.where(u < cfg.noop, NOOP, jnp.where(u < cfg.noop + cfg.random_move, wander, plan)).astype(jnp.int32)
+  # no whims in a fight or on the way to bed
+  focused = (zombie_d <= 2) | (skeleton_d <= 2) | tired | sealed
+  u = jnp.where(focused, 1.0, jax.random.uniform(k_rand))
+  random_move = cfg.random_move * (1 + explorer)
+  a = jnp.where(u < cfg.noop, NOOP, jnp.where(u < cfg.noop + random_move, wander, plan))
+  return jnp.where(state.is_sleeping, NOOP, a).astype(jnp.int32)
 
 
 def make_demonstrator(cfg: DemoConfig = DemoConfig()):
-  """An `env.ActFn` acting for a batch of Craftax states."""
+  """An `env.ActFn` acting for a batch of Craftax states; its carry is `initial_carry(cfg, N,
+  key)` (each episode's style and thresholds)."""
   def act(carry, frame, state, key):
     keys = jax.random.split(key, frame.shape[0])
-    return jax.vmap(lambda s, k: act_one(cfg, s, k))(state, keys), carry
+    return jax.vmap(lambda e, s, k: act_one(cfg, e, s, k))(carry, state, keys), carry
   return act

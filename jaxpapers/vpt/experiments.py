@@ -22,7 +22,7 @@ from jaxpapers.core.workdir import cached_result, persistent_compilation_cache
 from jaxpapers.vpt import env as E
 from jaxpapers.vpt import identifiability
 from jaxpapers.vpt.data import Episodes, split
-from jaxpapers.vpt.demonstrator import DemoConfig, make_demonstrator
+from jaxpapers.vpt.demonstrator import STYLES, DemoConfig, initial_carry, make_demonstrator
 from jaxpapers.vpt.learners import (fit, idm_accuracy, initial_policy_carry, make_policy_act,
                                     pseudo_label)
 from jaxpapers.vpt.models import NetConfig, Policy
@@ -35,6 +35,10 @@ POLICIES = ("bc_idm", "bc_small", "bc_true", "random")   # the three BC policies
 def validate(c: ml_collections.ConfigDict) -> None:
   if c.env not in E.ENVIRONMENTS:
     raise ConfigError(f"--config.env: unknown environment {c.env!r}; known: {', '.join(E.ENVIRONMENTS)}")
+  styles = tuple(c.demonstrator.styles)
+  if len(styles) != len(STYLES) or min(styles) < 0 or abs(sum(styles) - 1.0) > 1e-6:
+    raise ConfigError(f"--config.demonstrator.styles: probabilities of {', '.join(STYLES)} (3 numbers "
+                      f">= 0 summing to 1), got {styles}")
   if not 0.0 < c.data.labelled_fraction < 1.0:
     raise ConfigError(f"--config.data.labelled_fraction must be in (0, 1), got {c.data.labelled_fraction}")
   for f in c.idm.scaling:
@@ -57,6 +61,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if not 1 <= t.eval_every <= t.steps:
     raise ConfigError(f"--config.policy.train.eval_every must be in [1, steps={t.steps}] (the BC "
                       f"length is chosen on validation worlds at these steps), got {t.eval_every}")
+  p = c.policy.net
+  if p.memory < 1 or p.layers * (p.memory - 1) >= p.window:
+    raise ConfigError(f"--config.policy.net.memory={p.memory}: each policy frame sees the last memory "
+                      f"(>= 1) frames, and training windows of window={p.window} frames must be longer "
+                      f"than the burn-in layers x (memory - 1) = {p.layers * (p.memory - 1)}")
   for name in ("idm", "policy"):
     n = c[name].net
     if n.window < 2:
@@ -71,13 +80,23 @@ def net_config(n: ml_collections.ConfigDict, env: E.Env, **override) -> NetConfi
                    blocks_per_stage=n.blocks_per_stage, d_model=n.d_model, heads=n.heads,
                    layers=n.layers, temporal_kernel=n.get("temporal_kernel", 5),
                    tile_features=n.get("tile_features", 16), pooled=n.get("pooled", False),
-                   motion=override.get("motion", n.get("motion", False)))
+                   motion=override.get("motion", n.get("motion", False)), memory=n.get("memory", 8))
 
 
-def demonstrations(c, env: E.Env, episodes: int, key) -> tuple[Episodes, E.Rollout]:
-  demo = make_demonstrator(DemoConfig(**c.demonstrator))
-  r = E.collect(env, demo, episodes, c.data.steps, key)
-  return Episodes.from_rollout(r), r
+def demonstrations(c, env: E.Env, episodes: int, key) -> tuple[Episodes, E.Rollout, dict]:
+  cfg = DemoConfig(**c.demonstrator)
+  k_styles, k_worlds = jax.random.split(key)
+  carry = initial_carry(cfg, episodes, k_styles)
+  r = E.collect(env, make_demonstrator(cfg), episodes, c.data.steps, k_worlds, carry0=carry)
+  return Episodes.from_rollout(r), r, behaviour(r, carry["style"])
+
+
+def behaviour(r: E.Rollout, styles) -> dict:
+  """The demonstrators' action distribution (share of the steps they played) and how many
+  episodes each style played."""
+  a = r.actions[r.alive]
+  return {"actions": {n: float((a == i).mean()) for i, n in enumerate(E.ACTION_NAMES)},
+          "styles": {n: int((np.asarray(styles) == i).sum()) for i, n in enumerate(STYLES)}}
 
 
 def success(r: E.Rollout) -> dict:
@@ -158,7 +177,7 @@ def fingerprint(c) -> dict:
   return dict({k: v for k, v in c.to_dict().items() if k != "seeds"}, protocol=PROTOCOL)
 
 
-PROTOCOL = "vpt-2"   # replications, validation-chosen BC length (issue 23)
+PROTOCOL = "vpt-3"   # replications, validation-chosen BC length, the policy's memory (issue 23)
 
 
 def select_and_test(c, name: str, data: Episodes, pol_net: NetConfig, evaluator: Evaluator,
@@ -204,8 +223,8 @@ def replication(c, env, seed: int, wd: Path, mesh, evaluator: Evaluator, index: 
   first = index == 0
   keys = world_keys(seed)
   t0 = time.perf_counter()
-  everything, demo_rollout = demonstrations(c, env, c.data.episodes + c.data.test_episodes,
-                                            keys["demonstrations"])
+  everything, demo_rollout, demo_behaviour = demonstrations(
+      c, env, c.data.episodes + c.data.test_episodes, keys["demonstrations"])
   n = c.data.episodes
   episodes, held_out = everything.take(np.arange(n)), everything.take(np.arange(n, len(everything)))
   labelled, unlabelled = split(episodes, c.data.labelled_fraction, seed)
@@ -259,7 +278,8 @@ def replication(c, env, seed: int, wd: Path, mesh, evaluator: Evaluator, index: 
   return {"seed": seed, "idm": idms["eval"], "idm_tile_motion": idms.get("tile_motion"),
           "identifiability": ceiling,
           "idm_scaling": idms.get("scaling"), "pseudo_labels": pseudo_eval,
-          "bc_idm_labels": bc_idm_labels, "policies": policies, "demonstrator": success(demo_rollout),
+          "bc_idm_labels": bc_idm_labels, "policies": policies,
+          "demonstrator": success(demo_rollout) | demo_behaviour,
           "data": {"episodes": len(episodes), "labelled_episodes": len(labelled),
                    "labelled_steps": labelled.steps, "unlabelled_steps": unlabelled.steps,
                    "held_out_steps": held_out.steps},

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpapers.vpt import env as E
-from jaxpapers.vpt.demonstrator import DemoConfig, make_demonstrator
+from jaxpapers.vpt.demonstrator import DemoConfig, initial_carry, make_demonstrator
 
 
 def measure(env: E.Env, demo_config: DemoConfig, episodes: int, steps: int, key) -> dict:
@@ -26,13 +26,14 @@ def measure(env: E.Env, demo_config: DemoConfig, episodes: int, steps: int, key)
   actions = jnp.arange(env.num_actions)
 
   def run(key):
-    k0, k1 = jax.random.split(key)
+    k0, k1, k2 = jax.random.split(key, 3)
     obs, st = jax.vmap(e.reset, (0, None))(jax.random.split(k0, episodes), p)
+    styles = initial_carry(demo_config, episodes, k2)
 
     def body(c, k):
       st, frame, done = c
       k_act, k_env = jax.random.split(k)
-      a, _ = demo(None, frame, st, k_act)
+      a, _ = demo(styles, frame, st, k_act)
       keys = jax.random.split(k_env, episodes)
       # next frame under every action, same state and key: [N, A, H, W, 3]
       every = jax.vmap(lambda s, kk: jax.vmap(lambda b: E.to_uint8(e.step(kk, s, b, p)[0]))(actions))(st, keys)

@@ -48,7 +48,8 @@ def fit(kind: str, net: NetConfig, train_cfg: ml_collections.ConfigDict, episode
   cls = InverseDynamicsModel if kind == "idm" else Policy
   model = cls(net, rngs=nnx.Rngs(params=seed))
   cfg = ml_collections.ConfigDict({"seed": seed, "train": train_cfg})
-  batches = WindowBatches(episodes, net.window, train_cfg.batch, kind, seed, drop_null)
+  batches = WindowBatches(episodes, net.window, train_cfg.batch, kind, seed, drop_null,
+                          burn_in=net.burn_in if kind == "policy" else 0)
   t0 = time.perf_counter()
   out = train(cfg=cfg, workdir=workdir, model=model, loss_fn=action_loss, get_batch=batches,
               mesh=mesh, batch_logical=BATCH_AXES, eval_fn=eval_fn, progress=True)
@@ -101,26 +102,19 @@ def idm_accuracy(pred: np.ndarray, episodes: Episodes) -> dict:
 
 
 def make_policy_act(policy: Policy, sample: bool = True):
-  """An env.ActFn running `policy` with a cache of the last `window` frame embeddings; the
-  carry is (params, cache, started). Parameters travel in the carry so that one compiled rollout
-  serves every policy of the same architecture. At the first step the cache is filled with the
-  first frame's embedding."""
+  """An env.ActFn running `policy` frame by frame with its memory (Policy.step); the carry is
+  (params, cache). Parameters travel in the carry so that one compiled rollout serves every
+  policy of the same architecture."""
   graphdef, _ = nnx.split(policy)
 
   def act(carry, frame, state, key):
-    params, cache, started = carry
-    pol = nnx.merge(graphdef, params)
-    e = pol.embed(frame[:, None])                                    # [N, 1, d]
-    cache = jnp.where(started, jnp.concatenate([cache[:, 1:], e], axis=1),
-                      jnp.broadcast_to(e, cache.shape))
-    logits = pol.logits_from_embeddings(cache)[:, -1]
+    params, cache = carry
+    logits, cache = nnx.merge(graphdef, params).step(frame, cache)
     a = jax.random.categorical(key, logits) if sample else logits.argmax(-1)
-    return a.astype(jnp.int32), (params, cache, jnp.bool_(True))
+    return a.astype(jnp.int32), (params, cache)
 
   return act
 
 
 def initial_policy_carry(policy: Policy, num_envs: int):
-  _, params = nnx.split(policy)
-  cache = jnp.zeros((num_envs, policy.c.window, policy.c.d_model), jnp.float32)
-  return params, cache, jnp.bool_(False)
+  return nnx.split(policy)[1], policy.initial_cache(num_envs)

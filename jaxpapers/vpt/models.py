@@ -1,6 +1,8 @@
 """VPT's networks (arXiv 2206.11795, App. D) at laptop scale: the non-causal inverse dynamics
 model (IDM) and the causal behavioural-cloning policy. Both embed each frame with an
-ImpalaCNN-style ResNet and mix time with transformer blocks.
+ImpalaCNN-style ResNet and mix time with transformer blocks: the IDM's see its whole window, the
+policy's see the last `memory` frames through a cache of their keys and values (VPT's
+Transformer-XL-style memory).
 
 Scale deviation (named in experiments/vpt/README.md): Craftax draws its 63x63 frames as a 9x9
 grid of 7x7-pixel tiles, so the networks start from that grid (a 7x7 stride-7 "tile stem") instead
@@ -38,6 +40,13 @@ class NetConfig:
   mlp_ratio: int = 4
   pooled: bool = False          # also feed the spatial mean of the last stage to the dense layer
   motion: bool = False          # IDM: add tile_motion's 9 match distances per tile to its input
+  memory: int = 8               # policy: frames each frame attends to, itself included (VPT: 128)
+
+  @property
+  def burn_in(self) -> int:
+    """Policy: how many earlier frames position t's output depends on (each of `layers` clipped
+    attentions reaches `memory - 1` frames back)."""
+    return self.layers * (self.memory - 1)
 
   def __post_init__(self):
     h, w, _ = self.frame_shape
@@ -47,6 +56,8 @@ class NetConfig:
       raise ConfigError(f"d_model={self.d_model} is not divisible by heads={self.heads}")
     if self.temporal_kernel % 2 != 1:
       raise ConfigError(f"temporal_kernel must be odd, got {self.temporal_kernel}")
+    if self.memory < 1:
+      raise ConfigError(f"memory must be >= 1 frame, got {self.memory}")
 
 
 def check_frames(frames, c: NetConfig, name: str = "frames") -> None:
@@ -163,11 +174,11 @@ class ImpalaCNN(nnx.Module):
 
 
 class Block(nnx.Module):
-  """Pre-LN transformer block over time; `causal` masks attention to the future."""
+  """Pre-LN transformer block over the IDM's window, unmasked (the IDM sees past and future)."""
 
-  def __init__(self, c: NetConfig, causal: bool, *, rngs: nnx.Rngs):
+  def __init__(self, c: NetConfig, *, rngs: nnx.Rngs):
     d = c.d_model
-    self.causal, self.heads = causal, c.heads
+    self.heads = c.heads
     self.ln1 = nnx.LayerNorm(d, rngs=rngs)
     self.qkv = nnx.Linear(d, 3 * d, rngs=rngs)
     self.out = nnx.Linear(d, d, rngs=rngs)
@@ -178,75 +189,163 @@ class Block(nnx.Module):
   def __call__(self, x):
     b, t, d = x.shape
     q, k, v = jnp.split(self.qkv(self.ln1(x)).reshape(b, t, 3, self.heads, d // self.heads), 3, axis=2)
-    a = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], is_causal=self.causal)
+    a = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
     x = x + self.out(a.reshape(b, t, d))
     return x + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x))))
 
 
-class _OverTime(nnx.Module):
-  """Shared tail: ImpalaCNN per frame, learned positions, transformer blocks, action logits."""
+class InverseDynamicsModel(nnx.Module):
+  """Non-causal IDM (VPT §2.1, App. D.1): temporal 3-D convolution (kernel 5 in time) on the
+  frames, ImpalaCNN per frame, learned positions, unmasked attention across the window, action
+  logits per frame. Position t predicts a_t, the action taken between frames t and t+1 (the last
+  position of a window has no next frame and is never a target).
 
-  def __init__(self, c: NetConfig, causal: bool, *, rngs: nnx.Rngs):
+  frames [B, T <= window, 63, 63, 3] (uint8, or floats in [0, 1]) -> logits [B, T, A]."""
+
+  def __init__(self, c: NetConfig, *, rngs: nnx.Rngs):
     self.c = c
     self.cnn = ImpalaCNN(c, rngs=rngs)
     self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (c.window, c.d_model)))
-    self.blocks = nnx.List([Block(c, causal, rngs=rngs) for _ in range(c.layers)])
+    self.blocks = nnx.List([Block(c, rngs=rngs) for _ in range(c.layers)])
     self.ln = nnx.LayerNorm(c.d_model, rngs=rngs)
     self.head = nnx.Linear(c.d_model, c.num_actions, rngs=rngs)
+    cin = c.tile * c.tile * c.frame_shape[2] + (9 if c.motion else 0)
+    self.temporal = TemporalConv(cin, c.tile_features, c.stem_channels, c.temporal_kernel, rngs=rngs)
 
-  def _check(self, frames, what: str):
+  def __call__(self, frames):
     check_frames(frames, self.c)
     if frames.shape[1] > self.c.window:
-      raise ConfigError(f"{what} sees at most {self.c.window} frames, got {frames.shape[1]}")
-
-  def _cnn(self, x):                              # [B, T, h, w, C] -> [B, T, d]
+      raise ConfigError(f"the IDM sees at most {self.c.window} frames, got {frames.shape[1]}")
+    tiles = to_tiles(frames, self.c.tile)
+    if self.c.motion:
+      tiles = jnp.concatenate([tiles, tile_motion(tiles)], axis=-1)
+    x = jax.nn.relu(self.temporal(tiles))
     b, t = x.shape[:2]
-    return self.cnn(x.reshape((b * t,) + x.shape[2:])).reshape(b, t, -1)
-
-  def logits_from_embeddings(self, h):            # [B, T, d] -> [B, T, A]
-    h = h + self.pos[...][: h.shape[1]]
+    h = self.cnn(x.reshape((b * t,) + x.shape[2:])).reshape(b, t, -1) + self.pos[...][:t]
     for blk in self.blocks:
       h = blk(h)
     return self.head(self.ln(h))
 
 
-class InverseDynamicsModel(_OverTime):
-  """Non-causal IDM (VPT §2.1, App. D.1): temporal 3-D convolution (kernel 5 in time) on the
-  frames, ImpalaCNN per frame, unmasked attention across the window, action logits per frame.
-  Position t predicts a_t, the action taken between frames t and t+1 (the last position of a
-  window has no next frame and is never a target).
-
-  frames [B, T <= window, 63, 63, 3] (uint8, or floats in [0, 1]) -> logits [B, T, A]."""
-
-  def __init__(self, c: NetConfig, *, rngs: nnx.Rngs):
-    super().__init__(c, causal=False, rngs=rngs)
-    cin = c.tile * c.tile * c.frame_shape[2] + (9 if c.motion else 0)
-    self.temporal = TemporalConv(cin, c.tile_features, c.stem_channels, c.temporal_kernel, rngs=rngs)
-
-  def __call__(self, frames):
-    self._check(frames, "the IDM")
-    tiles = to_tiles(frames, self.c.tile)
-    if self.c.motion:
-      tiles = jnp.concatenate([tiles, tile_motion(tiles)], axis=-1)
-    x = jax.nn.relu(self.temporal(tiles))
-    return self.logits_from_embeddings(self._cnn(x))
+RELATIVE_BASIS = 10   # VPT's relative-attention bias mixes 10 learned offset profiles per head
 
 
-class Policy(_OverTime):
-  """Causal BC policy (VPT §2.2, App. D.2): ImpalaCNN per frame and masked attention over the
-  past; position t's logits depend on frames <= t only.
-
-  frames [B, T <= window, 63, 63, 3] -> logits [B, T, A]."""
+class MemoryAttention(nnx.Module):
+  """The policy's attention as VPT's (App. D.2; `MaskedAttention` with `relattn` in the release's
+  lib/masked_attention.py and lib/xf.py): clipped causal attention, frame t attends to frames
+  t - memory + 1 .. t and never to an earlier episode, with a relative-position bias instead of
+  absolute positions: logits[t, s] += r(x_t) . B[:, t - s], r a linear map of the querying frame
+  to RELATIVE_BASIS coefficients per head and B a learned [RELATIVE_BASIS, memory] table. So the
+  same weights run over a training sequence (`__call__`) and over an endless stream with a cache
+  of the last memory - 1 frames' keys and values (`step`, Transformer-XL's memory)."""
 
   def __init__(self, c: NetConfig, *, rngs: nnx.Rngs):
-    super().__init__(c, causal=True, rngs=rngs)
+    d = c.d_model
+    self.heads, self.memory = c.heads, c.memory
+    self.qkv = nnx.Linear(d, 3 * d, rngs=rngs)
+    self.out = nnx.Linear(d, d, rngs=rngs)
+    self.rel = nnx.Linear(d, RELATIVE_BASIS * c.heads, rngs=rngs)
+    self.basis = nnx.Param(0.02 * jax.random.normal(rngs.params(), (RELATIVE_BASIS, c.memory)))
+
+  def _qkv(self, x):                              # [..., d] -> 3 x [..., H, dh]
+    q, k, v = jnp.split(self.qkv(x), 3, axis=-1)
+    return (y.reshape(*y.shape[:-1], self.heads, -1) for y in (q, k, v))
+
+  def _logits(self, x, q, k, offsets):
+    """x, q [B, T, ...], k [B, S, ...], offsets [T, S] (t - s) -> masked logits [B, H, T, S]."""
+    r = self.rel(x).reshape(*x.shape[:-1], self.heads, RELATIVE_BASIS)
+    allowed = (offsets >= 0) & (offsets < self.memory)
+    table = self.basis[...][:, jnp.clip(offsets, 0, self.memory - 1)]        # [n, T, S]
+    logits = (jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(q.shape[-1])
+              + jnp.einsum("bthn,nts->bhts", r, table))
+    return jnp.where(allowed, logits, -1e30)
+
+  def _mix(self, logits, v):                      # [B, H, T, S], [B, S, H, dh] -> [B, T, d]
+    a = jnp.einsum("bhts,bshd->bthd", jax.nn.softmax(logits, axis=-1), v)
+    return self.out(a.reshape(*a.shape[:2], -1))
+
+  def __call__(self, x):                          # [B, T, d] -> [B, T, d]
+    q, k, v = self._qkv(x)
+    t = jnp.arange(x.shape[1])
+    return self._mix(self._logits(x, q, k, t[:, None] - t[None, :]), v)
+
+  def step(self, x, keys, values, count):
+    """One frame of a stream: x [N, d], the cached keys/values [N, memory - 1, H, dh] of the
+    frames before it (oldest first; `count` of them real, the rest of the cache empty) ->
+    (out [N, d], the cache with this frame appended and the oldest dropped)."""
+    q, k, v = self._qkv(x[:, None])
+    keys, values = jnp.concatenate([keys, k], 1), jnp.concatenate([values, v], 1)
+    offsets = (self.memory - 1 - jnp.arange(self.memory))[None, :]            # slot -> t - s
+    logits = self._logits(x[:, None], q, keys, offsets)
+    logits = jnp.where(offsets <= count, logits, -1e30)                        # empty slots
+    return self._mix(logits, values)[:, 0], keys[:, 1:], values[:, 1:]
+
+
+class MemoryBlock(nnx.Module):
+  """Pre-LN transformer block of the policy: MemoryAttention, then a GELU MLP."""
+
+  def __init__(self, c: NetConfig, *, rngs: nnx.Rngs):
+    d = c.d_model
+    self.ln1 = nnx.LayerNorm(d, rngs=rngs)
+    self.attn = MemoryAttention(c, rngs=rngs)
+    self.ln2 = nnx.LayerNorm(d, rngs=rngs)
+    self.fc1 = nnx.Linear(d, c.mlp_ratio * d, rngs=rngs)
+    self.fc2 = nnx.Linear(c.mlp_ratio * d, d, rngs=rngs)
+
+  def _mlp(self, x):
+    return x + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x))))
+
+  def __call__(self, x):
+    return self._mlp(x + self.attn(self.ln1(x)))
+
+  def step(self, x, keys, values, count):
+    a, keys, values = self.attn.step(self.ln1(x), keys, values, count)
+    return self._mlp(x + a), keys, values
+
+
+class Policy(nnx.Module):
+  """Causal BC policy (VPT §2.2, App. D.2): ImpalaCNN per frame, then transformer blocks with
+  Transformer-XL-style memory (MemoryAttention: each frame sees the last `memory` frames, itself
+  included). `__call__` runs a training sequence of any length; `step` runs one frame of an
+  episode with the cache `initial_cache` starts, and gives the logits `__call__` gives at that
+  frame once the episode is `burn_in` frames long or from its first frame (tested).
+
+  frames [B, T, 63, 63, 3] -> logits [B, T, A]."""
+
+  def __init__(self, c: NetConfig, *, rngs: nnx.Rngs):
+    self.c = c
     self.stem = nnx.Linear(c.tile * c.tile * c.frame_shape[2], c.stem_channels, rngs=rngs)
+    self.cnn = ImpalaCNN(c, rngs=rngs)
+    self.blocks = nnx.List([MemoryBlock(c, rngs=rngs) for _ in range(c.layers)])
+    self.ln = nnx.LayerNorm(c.d_model, rngs=rngs)
+    self.head = nnx.Linear(c.d_model, c.num_actions, rngs=rngs)
 
-  def embed(self, frames):
-    """[B, T, 63, 63, 3] -> per-frame embeddings [B, T, d] (the acting loop caches them)."""
+  def embed(self, frames):                        # [B, T, 63, 63, 3] -> [B, T, d]
     check_frames(frames, self.c)
-    return self._cnn(jax.nn.relu(self.stem(to_tiles(frames, self.c.tile))))
+    x = jax.nn.relu(self.stem(to_tiles(frames, self.c.tile)))
+    b, t = x.shape[:2]
+    return self.cnn(x.reshape((b * t,) + x.shape[2:])).reshape(b, t, -1)
 
   def __call__(self, frames):
-    self._check(frames, "the policy")
-    return self.logits_from_embeddings(self.embed(frames))
+    h = self.embed(frames)
+    for blk in self.blocks:
+      h = blk(h)
+    return self.head(self.ln(h))
+
+  def initial_cache(self, num_envs: int) -> dict:
+    """Empty memory of `num_envs` streams: keys/values [layers, N, memory - 1, H, dh] and the
+    number of frames seen (all streams start together, as the evaluation's episodes do)."""
+    c = self.c
+    shape = (c.layers, num_envs, c.memory - 1, c.heads, c.d_model // c.heads)
+    return {"keys": jnp.zeros(shape), "values": jnp.zeros(shape), "count": jnp.int32(0)}
+
+  def step(self, frame, cache: dict):
+    """frame [N, 63, 63, 3] -> (logits [N, A], the cache after this frame)."""
+    h = self.embed(frame[:, None])[:, 0]
+    keys, values = [], []
+    for i, blk in enumerate(self.blocks):
+      h, k, v = blk.step(h, cache["keys"][i], cache["values"][i], cache["count"])
+      keys.append(k)
+      values.append(v)
+    count = jnp.minimum(cache["count"] + 1, self.c.memory - 1)
+    return self.head(self.ln(h)), {"keys": jnp.stack(keys), "values": jnp.stack(values), "count": count}

@@ -82,6 +82,14 @@ def replication_table(results: dict) -> str:
   return "\n".join(lines)
 
 
+def demonstrator_text(demo: dict) -> str:
+  """The styles played and the action distribution of the demonstrations."""
+  styles = ", ".join(f"{n} {k}" for n, k in demo["styles"].items())
+  acts = " | ".join(f"{n} {100 * v:.1f}%" for n, v in demo["actions"].items() if v > 0)
+  return (f"Episodes per style: {styles}; mean episode length {demo['episode_length']:.0f} steps, "
+          f"{demo['score']:.2f} achievements per episode.\n\nActions (share of played steps): {acts}")
+
+
 def write(wd: Path, command: str, c, results: dict) -> Path:
   s, paired = results["score"], results["paired"]
   n = len(results["seeds"])
@@ -135,6 +143,7 @@ def write(wd: Path, command: str, c, results: dict) -> Path:
        "the scores are on the test worlds.\n\n" + replication_table(results)),
       ("Paired differences (policies of one replication share its worlds)", paired_table(results)),
       ("Success per achievement (test worlds, mean over replications)", achievement_table(results)),
+      ("Demonstrators (first replication)", demonstrator_text(results["demonstrator"])),
       ("IDM confusion on held-out demonstrations (first replication)", confusion_table(results["idm"])),
       ("Episodes (first replication, test worlds, each policy at its chosen step)", " ".join(gifs)),
       ("Time", ", ".join(f"{k} {v:.0f} s" for k, v in t.items())),

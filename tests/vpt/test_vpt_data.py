@@ -51,6 +51,17 @@ def test_null_actions_dropped_from_policy_targets_on_request():
   np.testing.assert_array_equal(w, [[1, 1, 1, 1]])
 
 
+def test_policy_burn_in_is_context_except_at_the_episode_start():
+  """The first `burn_in` positions of a window depend on frames before it, which the acting
+  policy's memory would hold: no target there, unless the window starts the episode."""
+  actions, valid = np.arange(1, 11)[None].repeat(2, 0), np.ones((2, 10), bool)
+  _, w = policy_targets(actions, valid, np.array([0, 3]), 5, burn_in=2)
+  np.testing.assert_array_equal(w, [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+  with pytest.raises(DataError, match="no target after a burn-in of 4 frames"):
+    WindowBatches(counting_episodes(dead_after=None), window=4, batch=2, kind="policy", seed=0,
+                  burn_in=4)
+
+
 @pytest.mark.parametrize("dead_after", [9, None])
 @pytest.mark.parametrize("kind", ["idm", "policy"])
 def test_window_batches_align_frames_and_actions(kind, dead_after):

@@ -7,7 +7,7 @@ import pytest
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.vpt import env as E
 from jaxpapers.vpt.data import Episodes
-from jaxpapers.vpt.demonstrator import make_demonstrator
+from jaxpapers.vpt.demonstrator import DemoConfig, initial_carry, make_demonstrator
 
 
 def test_unknown_environment_fails_clearly():
@@ -18,7 +18,8 @@ def test_unknown_environment_fails_clearly():
 def test_demonstrator_rollout_lines_up():
   env = E.make_env("Craftax-Classic-Pixels-v1")
   assert env.frame_shape == (63, 63, 3) and env.num_actions == 17
-  r = E.collect(env, make_demonstrator(), num_envs=4, steps=40, key=jax.random.key(0))
+  r = E.collect(env, make_demonstrator(), num_envs=4, steps=40, key=jax.random.key(0),
+                carry0=initial_carry(DemoConfig(), 4, jax.random.key(1)))
   assert r.frames.shape == (41, 4, 63, 63, 3) and r.frames.dtype == np.uint8
   assert r.actions.shape == (40, 4) and r.achievements.shape == (40, 4, 22)
   # achievements only ever switch on, and the demonstrator collects wood within 40 steps
@@ -55,3 +56,32 @@ def test_motion_ablation_is_a_count_of_replications(value):
   d["idm"]["motion_ablation"] = value      # True: an old config's flag, not a count
   with pytest.raises(ConfigError, match="motion_ablation is the number of replications"):
     validate(ml_collections.ConfigDict(d))
+
+
+def test_policy_memory_must_leave_targets_after_its_burn_in():
+  from jaxpapers.configs.vpt.pipeline import get_config
+  from jaxpapers.vpt.experiments import validate
+  c = get_config("quick")
+  c.policy.net.memory = 9                  # burn-in 2 x 8 = 16 = the whole 16-frame window
+  with pytest.raises(ConfigError, match=r"longer than the burn-in layers x \(memory - 1\) = 16"):
+    validate(c)
+
+
+def test_demonstrator_sleeps_sealed_and_keeps_still_asleep():
+  """Tired in a closed pocket it sleeps; asleep it presses nothing (the game ignores keys then);
+  rested in the pocket it digs out; each episode draws its style with the configured odds."""
+  from jaxpapers.vpt import demonstrator as D
+  env = E.make_env("Craftax-Classic-Pixels-v1")
+  _, st = env.env.reset(jax.random.key(0), env.params)
+  cfg = DemoConfig(random_move=0.0, noop=0.0)
+  episode = {"style": 0, "drink_below": 4, "food_below": 4, "sleep_below": 3}
+  act = jax.jit(lambda s: D.act_one(cfg, episode, s, jax.random.key(1)))
+  (r, c) = st.player_position
+  pocket = st.map.at[r - 1, c].set(D.STONE).at[r + 1, c].set(D.STONE).at[r, c - 1].set(D.STONE)
+  pocket = pocket.at[r, c + 1].set(D.STONE)
+  sealed = st.replace(map=pocket, player_direction=D.UP, zombies=st.zombies.replace(mask=st.zombies.mask & False))
+  assert int(act(sealed.replace(player_energy=1))) == D.SLEEP
+  assert int(act(sealed.replace(player_energy=1, is_sleeping=True))) == D.NOOP
+  assert int(act(sealed.replace(player_energy=9))) == D.DO            # facing stone: dig out
+  styles = D.initial_carry(DemoConfig(styles=(0.5, 0.25, 0.25)), 4000, jax.random.key(2))["style"]
+  np.testing.assert_allclose(np.bincount(np.asarray(styles), minlength=3) / 4000, [0.5, 0.25, 0.25], atol=0.03)

@@ -1,5 +1,6 @@
-"""The IDM is non-causal and the policy causal (perturbing future frames); the acting loop's
-embedding cache reproduces the policy; a few training steps on 8 fake devices."""
+"""The IDM is non-causal and the policy causal with a clipped memory (perturbing frames); the
+acting loop's key/value cache reproduces the policy's sequence forward; a few training steps on 8
+fake devices."""
 import dataclasses
 
 import jax
@@ -15,7 +16,8 @@ from jaxpapers.vpt.learners import fit, initial_policy_carry, make_policy_act, p
 from jaxpapers.vpt.models import MOTION_SCALE, InverseDynamicsModel, NetConfig, Policy, tile_motion, to_tiles
 from jp_testutil import assert_close_scaled
 
-NET = NetConfig(window=6, stem_channels=8, tile_features=4, channels=(8,), d_model=16, heads=2, layers=2)
+NET = NetConfig(window=6, stem_channels=8, tile_features=4, channels=(8,), d_model=16, heads=2, layers=2,
+                memory=3)
 
 
 def frames(key, b=2, t=6):
@@ -58,25 +60,45 @@ def test_tile_motion_finds_a_one_tile_scroll():
   np.testing.assert_array_equal(m[2], 0.0)                           # the last frame has no next frame
 
 
-def test_acting_cache_matches_running_the_policy_on_the_window():
+def test_policy_memory_is_clipped_to_its_burn_in():
+  """Position t sees frames t - layers x (memory - 1) .. t and nothing earlier (each clipped
+  attention reaches memory - 1 frames back)."""
+  pol = Policy(NET, rngs=nnx.Rngs(0))
+  x = frames(jax.random.key(3), b=2, t=10)
+  t = 9
+  first_seen = t - NET.burn_in                          # 9 - 2 x 2 = 5
+  before = x.at[:, :first_seen].set(frames(jax.random.key(4), 2, first_seen))
+  np.testing.assert_array_equal(pol(x)[:, t], pol(before)[:, t])
+  at = x.at[:, first_seen].set(frames(jax.random.key(5), 2, 1)[:, 0])
+  assert not np.allclose(pol(x)[:, t], pol(at)[:, t], atol=1e-4)
+
+
+def test_acting_cache_matches_the_sequence_forward():
+  """Frame by frame with the key/value cache, from the episode's first frame and well past the
+  memory, the policy gives the logits of its training-time forward over the whole sequence."""
   pol = Policy(NET, rngs=nnx.Rngs(1))
+  x = frames(jax.random.key(2), b=3, t=11)
+  want = np.asarray(pol(x))
+  step = nnx.jit(lambda m, f, c: m.step(f, c))
+  cache = pol.initial_cache(3)
+  for t in range(11):
+    logits, cache = step(pol, x[:, t], cache)
+    assert_close_scaled(logits, want[:, t], 1e-5)
   act = make_policy_act(pol, sample=False)
-  x = frames(jax.random.key(2), b=3, t=9)
   carry = initial_policy_carry(pol, 3)
-  for t in range(9):
+  for t in range(11):
     a, carry = act(carry, x[:, t], None, jax.random.key(t))
-  expected = pol(x[:, 3:9])[:, -1].argmax(-1)          # the last `window` frames
-  np.testing.assert_array_equal(a, expected)
-  cache = carry[1]
-  assert_close_scaled(cache, pol.embed(x[:, 3:9]), 1e-5)
+  np.testing.assert_array_equal(a, want[:, -1].argmax(-1))
 
 
 def test_bad_frames_fail_clearly():
   pol = Policy(NET, rngs=nnx.Rngs(0))
   with pytest.raises(ConfigError, match=r"frames must be \[batch, time, 63, 63, 3\]"):
     pol(jnp.zeros((1, 4, 64, 64, 3), jnp.uint8))
-  with pytest.raises(ConfigError, match="at most 6 frames"):
-    pol(jnp.zeros((1, 7, 63, 63, 3), jnp.uint8))
+  with pytest.raises(ConfigError, match="the IDM sees at most 6 frames"):
+    InverseDynamicsModel(NET, rngs=nnx.Rngs(0))(jnp.zeros((1, 7, 63, 63, 3), jnp.uint8))
+  with pytest.raises(ConfigError, match="memory must be >= 1"):
+    NetConfig(memory=0)
   with pytest.raises(ConfigError, match="whole number of 7-pixel tiles"):
     NetConfig(frame_shape=(64, 64, 3))
 

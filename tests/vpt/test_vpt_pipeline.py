@@ -98,4 +98,8 @@ def test_results_keys_and_report(tiny_run):
   assert on_disk["idm_accuracy"] == results["idm_accuracy"]
   report = (wd / "REPORT.md").read_text()
   assert "learned from pixels" in report and "Paired differences" in report
+  demo = results["demonstrator"]         # the demonstrations' styles and action distribution
+  assert sum(demo["styles"].values()) == results["data"]["episodes"] + 2      # + 2 held out
+  assert sum(demo["actions"].values()) == pytest.approx(1.0)
+  assert "Episodes per style" in report
   assert (wd / "bc_validation_curves.png").is_file() and list(wd.glob("episode_bc_idm_*.gif"))

@@ -23,7 +23,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.seeds = 3
   c.mesh = dict(shape=(-1,), axes=("data",))
-  c.demonstrator = dict(random_move=0.1, noop=0.04, table_range=6)
+  # styles: the probabilities of the builder, farmer and explorer demonstrators (vpt.demonstrator)
+  c.demonstrator = dict(random_move=0.08, noop=0.04, table_range=6, styles=(0.4, 0.3, 0.3))
   c.data = dict(episodes=320, steps=250, test_episodes=16, labelled_fraction=0.125)
   # the headline IDM learns from pixels; motion_ablation: in this many replications (the first
   # ones), the same IDM with tile_motion's hand-made features beside it (models.tile_motion); scaling: IDMs on these fractions of the
@@ -35,16 +36,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                scaling=(0.25, 0.5))
   # BC: no-op targets dropped (VPT's loader); the length is chosen on validation worlds every
   # eval_every steps; no checkpoints (each policy is a sub-run with its own result.json)
-  c.policy = dict(net=dict(_NET, window=4), drop_null=True,
-                  train=dict(_TRAIN, steps=4000, batch=32, lr=2e-3, eval_every=500, ckpt_every=0))
+  # the policy: each frame attends to the last `memory` frames (VPT: 128) through a cache of their
+  # keys and values when it plays; trained on windows of `window` frames whose first
+  # layers x (memory - 1) positions are context only (models.Policy, data.policy_targets)
+  c.policy = dict(net=dict(_NET, window=32, memory=8), drop_null=True,
+                  train=dict(_TRAIN, steps=4000, batch=8, lr=2e-3, eval_every=500, ckpt_every=0))
   c.eval = dict(episodes=64, steps=250, gif_episodes=2)
   if arg == "quick":
     c.seeds = 2
     c.data.update(episodes=160, test_episodes=16)
-    c.idm.train.update(steps=750)
+    c.idm.train.update(steps=650)
     c.idm.scaling = ()                          # the data-scaling curve: default preset
     c.idm.motion_ablation = 0                   # the tile_motion ablation: default preset
-    c.policy.train.update(steps=900, eval_every=300)
+    c.policy.net.update(window=16, memory=4)
+    c.policy.train.update(steps=600, batch=12, eval_every=300)
     c.eval.update(episodes=32)
   elif arg == "tiny":
     c.seeds = 1
@@ -55,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.idm.identifiability = False
     c.idm.train.update(steps=2, batch=8, log_every=1)
     c.idm.scaling = ()
-    c.policy.net.update(net)
+    c.policy.net.update(net, memory=2)
     c.policy.train.update(steps=2, batch=8, log_every=1, eval_every=1)
     c.eval.update(episodes=4, steps=12, gif_episodes=1)
   return c
