@@ -2,18 +2,19 @@
 Minecraft, each in their own way): policies over Craftax's symbolic state. Every episode draws a
 style and its own thresholds (`initial_carry`), so the video mixes behaviours:
 
-- `builder`: tools first (wood, stone, then iron at a furnace), then mines coal, iron, diamonds;
+- `builder`: tools first (wood, stone, then iron at a furnace, mining the coal and iron they
+  need), then diamonds;
 - `farmer`: collects saplings, plants them and eats the ripe plants, keeps fed on cows, makes
   the wooden and stone tools;
-- `explorer`: wanders far more (random moves, long walks), makes the wooden tools, drinks and
-  eats late.
+- `explorer`: twice the random moves, makes the wooden tools, drinks and eats later.
 
 All of them keep alive as a player does: fight an adjacent zombie or skeleton, drink when thirst
-passes the episode's threshold, eat (cow or ripe plant) when food does, and sleep when energy
-runs low, in a two-cell pocket dug into stone and sealed behind them (`_shelter_site`; in the
-open, behind one stone, when no stone is near or they have no pickaxe), no-ops while asleep (the
-game ignores every key then), digging out when they wake; so episodes last the 1,000+ steps that
-later achievements need. Random
+passes the episode's threshold, eat (cow or ripe plant) when food does, and sleep at night or
+when energy runs low, in a two-cell pocket dug into stone and sealed behind them
+(`_shelter_site`), staying in it until it is light and digging out then; with no pocket in reach
+they sleep in the open (behind one stone if they carry one) by day, or at night once energy is
+spent; no-ops while asleep (the game ignores every key then). Episodes last longer than the
+single script's, though most still end before 1,000 steps (experiments/vpt/README.md). Random
 moves and no-ops at the style's rates keep the behaviour's entropy. A demonstrator sees the whole
 map (the agents learning from its video see only the 9x7-tile view)."""
 from __future__ import annotations
@@ -177,7 +178,7 @@ def _sleep_plan(m, pos, facing, inv):
   dirs = jnp.arange(1, 5)
   opens = jax.vmap(lambda d: _walkable(m, pos + MOVES[d]))(dirs)                  # [4]
   # sealed: no open neighbour, or one whose own other neighbours are all closed
-  x = pos + MOVES[jnp.argmax(opens)]
+  x = pos + MOVES[dirs[jnp.argmax(opens)]]
   x_opens = jax.vmap(lambda d: _walkable(m, x + MOVES[d]) & ~jnp.all(x + MOVES[d] == pos))(dirs)
   sealed = (opens.sum() == 0) | ((opens.sum() == 1) & ~x_opens.any())
   at_s1 = jax.vmap(lambda d: _shelter_site(m, pos - MOVES[d], d))(dirs)
@@ -187,7 +188,8 @@ def _sleep_plan(m, pos, facing, inv):
   back = jnp.array([0, RIGHT, LEFT, DOWN, UP])                                     # the opposite move
   entrance_open = _walkable(m, pos - MOVES[d1])
   s2_stone = _at(m, pos + MOVES[d1], 0) == STONE
-  in_s1 = jnp.where((facing == back[d1]) & entrance_open & (inv.stone >= 1), PLACE_STONE,
+  in_s1 = jnp.where((facing == back[d1]) & entrance_open,
+                    jnp.where(inv.stone >= 1, PLACE_STONE, SLEEP),     # no stone to seal: sleep
                     jnp.where((facing == d1) & s2_stone, DO, d1))
   s1_stone = _at(m, pos + MOVES[de], 0) == STONE
   at_entrance = jnp.where((facing == de) & s1_stone, DO, de)
@@ -284,6 +286,7 @@ def act_one(cfg: DemoConfig, episode: dict, state, key):
   dig_out = jnp.where(night, NOOP, jnp.where(front_block == STONE, DO, wander))
   plan = jnp.select(
       [zombie_d == 1, skeleton_d == 1,
+       sealed & ~tired & (~night | (state.player_drink <= 2) | (state.player_food <= 2)),
        thirsty & (~tired | (state.player_drink <= 2)),
        hungry & (cow_d < 12) & (~tired | (state.player_food <= 2)),
        hungry & (ripe_d < 12) & (~tired | (state.player_food <= 2)),
@@ -302,6 +305,7 @@ def act_one(cfg: DemoConfig, episode: dict, state, key):
        explorer],
       [_toward(m, pos, facing, zombie_at, zombie_d, k_nav),
        _toward(m, pos, facing, skeleton_at, skeleton_d, k_nav),
+       jnp.where(front_block == STONE, DO, wander),        # out of the pocket first
        go_water, _toward(m, pos, facing, cow_at, cow_d, k_nav), go_ripe,
        _toward(m, pos, facing, zombie_at, zombie_d, k_nav), sleep_action, dig_out, go_stone,
        MAKE_WOOD_PICKAXE, MAKE_WOOD_SWORD, MAKE_STONE_PICKAXE, MAKE_STONE_SWORD,

@@ -68,8 +68,9 @@ def test_policy_memory_must_leave_targets_after_its_burn_in():
 
 
 def test_demonstrator_sleeps_sealed_and_keeps_still_asleep():
-  """Tired in a closed pocket it sleeps; asleep it presses nothing (the game ignores keys then);
-  rested in the pocket it digs out; each episode draws its style with the configured odds."""
+  """Tired in a closed pocket (one cell, or the two cells a shelter has) it sleeps; asleep it
+  presses nothing (the game ignores keys then); rested it stays in the pocket at night and digs
+  out by day; each episode draws its style with the configured odds."""
   from jaxpapers.vpt import demonstrator as D
   env = E.make_env("Craftax-Classic-Pixels-v1")
   _, st = env.env.reset(jax.random.key(0), env.params)
@@ -83,5 +84,13 @@ def test_demonstrator_sleeps_sealed_and_keeps_still_asleep():
   assert int(act(sealed.replace(player_energy=1))) == D.SLEEP
   assert int(act(sealed.replace(player_energy=1, is_sleeping=True))) == D.NOOP
   assert int(act(sealed.replace(player_energy=9))) == D.DO            # facing stone: dig out
+  # a two-cell pocket (the player and the cell to its left, everything around them stone) is
+  # sealed too: tired, it sleeps there; at night, rested, it stays
+  stone = st.map.at[r - 2:r + 3, c - 3:c + 3].set(D.STONE)
+  two = stone.at[r, c].set(D.PATH).at[r, c - 1].set(D.PATH)
+  pocket2 = sealed.replace(map=two, player_direction=D.RIGHT)
+  assert int(act(pocket2.replace(player_energy=1))) == D.SLEEP
+  assert int(act(pocket2.replace(player_energy=9, light_level=0.1))) == D.NOOP
+  assert int(act(pocket2.replace(player_energy=9, light_level=1.0))) == D.DO   # morning: dig out
   styles = D.initial_carry(DemoConfig(styles=(0.5, 0.25, 0.25)), 4000, jax.random.key(2))["style"]
   np.testing.assert_allclose(np.bincount(np.asarray(styles), minlength=3) / 4000, [0.5, 0.25, 0.25], atol=0.03)

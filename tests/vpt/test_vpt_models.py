@@ -73,6 +73,28 @@ def test_policy_memory_is_clipped_to_its_burn_in():
   assert not np.allclose(pol(x)[:, t], pol(at)[:, t], atol=1e-4)
 
 
+def test_relative_bias_offsets_count_back_from_the_querying_frame():
+  """Offset k of the bias table is the frame k steps back (VPT's bandify): with no content term
+  (zero query/key weights) and all weight on offset 1, every frame reads the previous frame's
+  value; the first frame, with no previous one, reads itself."""
+  from jaxpapers.vpt.models import MemoryAttention
+  att = MemoryAttention(NET, rngs=nnx.Rngs(0))
+  d = NET.d_model
+  kernel = att.qkv.kernel[...]
+  att.qkv.kernel[...] = kernel.at[:, :2 * d].set(0.0)          # q = k = bias only
+  att.qkv.bias[...] = att.qkv.bias[...].at[:2 * d].set(0.0)
+  att.rel.kernel[...] = jnp.zeros_like(att.rel.kernel[...])
+  att.rel.bias[...] = jnp.ones_like(att.rel.bias[...])        # every basis coefficient 1
+  att.basis[...] = jnp.zeros_like(att.basis[...]).at[:, 1].set(100.0)
+  att.out.kernel[...] = jnp.eye(d)
+  att.out.bias[...] = jnp.zeros(d)
+  x = jax.random.normal(jax.random.key(0), (1, 5, d))
+  v = x @ kernel[:, 2 * d:] + att.qkv.bias[...][2 * d:]
+  y = att(x)
+  assert_close_scaled(y[0, 1:], v[0, :-1], 1e-5)
+  assert_close_scaled(y[0, 0], v[0, 0], 1e-5)
+
+
 def test_acting_cache_matches_the_sequence_forward():
   """Frame by frame with the key/value cache, from the episode's first frame and well past the
   memory, the policy gives the logits of its training-time forward over the whole sequence."""
