@@ -52,7 +52,7 @@ EXPERIMENTS = {e.name: e for e in [
     Experiment("mooc/pretrain", "jaxpapers.mooc.experiments:run", "mooc/pretrain.py", 9.0,
                "MOOC behaviour pre-training on a student simulator: recommendation, resource evaluation, knowledge tracing, dropout vs scratch, SASRec, DKT, SAKT, LR"),
     Experiment("vpt/pipeline", "jaxpapers.vpt.experiments:run", "vpt/pipeline.py", None,
-               "VPT in Craftax: IDM on labelled demos, pseudo-labels, BC (IDM / small / true labels) in the game"),
+               "VPT in Craftax: IDM on labelled demos, pseudo-labels, BC with memory (IDM / small / true labels), RL from the BC prior vs scratch"),
 ]}
 
 

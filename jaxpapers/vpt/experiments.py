@@ -4,6 +4,7 @@ unlabelled video -> BC policies on IDM labels / the small labelled set / true la
 in the environment against a random policy."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -23,10 +24,11 @@ from jaxpapers.vpt import env as E
 from jaxpapers.vpt import identifiability
 from jaxpapers.vpt.data import Episodes, split
 from jaxpapers.vpt.demonstrator import STYLES, DemoConfig, initial_carry, make_demonstrator
-from jaxpapers.vpt.learners import (fit, idm_accuracy, initial_policy_carry, make_policy_act,
-                                    pseudo_label)
+from jaxpapers.vpt.learners import (fit, idm_accuracy, initial_policy_carry, load_params,
+                                    make_policy_act, pseudo_label, save_params)
 from jaxpapers.vpt.models import NetConfig, Policy
 from jaxpapers.vpt.report import save_gif, write
+from jaxpapers.vpt.rl import ActorCritic, PPOConfig, finetune
 
 log = logging.getLogger("jaxpapers")
 POLICIES = ("bc_idm", "bc_small", "bc_true", "random")   # the three BC policies, then the baseline
@@ -50,6 +52,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
       c.idm.motion_ablation < 0:
     raise ConfigError(f"--config.idm.motion_ablation is the number of replications that also train "
                       f"the tile_motion IDM (>= 0), got {c.idm.motion_ablation!r}")
+  r = c.rl
+  if r.replications < 0 or r.iterations < 0 or r.steps < 1 or not 1 <= r.minibatch_envs <= r.envs:
+    raise ConfigError(f"--config.rl: replications and iterations must be >= 0, steps >= 1 and "
+                      f"1 <= minibatch_envs <= envs, got {r.replications}, {r.iterations}, "
+                      f"{r.steps}, {r.minibatch_envs}, {r.envs}")
   if not isinstance(c.seeds, int) or c.seeds < 1:
     raise ConfigError(f"--config.seeds is the number of replications (>= 1), got {c.seeds!r}")
   if c.eval.episodes < 1 or c.eval.steps < 1:
@@ -136,10 +143,10 @@ WORLDS = 1_000_003   # folded into a replication's seed first: the learners' nnx
 def world_keys(seed: int) -> dict[str, jax.Array]:
   """A replication's randomness outside the learners: its demonstrations' worlds, the validation
   worlds that choose each policy's BC length, the test worlds of the reported numbers and the
-  worlds of the identifiability ceiling (disjoint streams of one seed)."""
+  worlds of the identifiability ceiling and RL's rollout worlds (disjoint streams of one seed)."""
   k = jax.random.fold_in(jax.random.key(seed), WORLDS)
   return {name: jax.random.fold_in(k, i)
-          for i, name in enumerate(("demonstrations", "validation", "test", "identifiability"))}
+          for i, name in enumerate(("demonstrations", "validation", "test", "identifiability", "rl"))}
 
 
 def train_idms(c, env, labelled: Episodes, held_out: Episodes, wd: Path, mesh, seed: int,
@@ -177,7 +184,7 @@ def fingerprint(c) -> dict:
   return dict({k: v for k, v in c.to_dict().items() if k != "seeds"}, protocol=PROTOCOL)
 
 
-PROTOCOL = "vpt-3"   # replications, validation-chosen BC length, the policy's memory (issue 23)
+PROTOCOL = "vpt-4"   # replications, validation-chosen BC length, the policy's memory, RL (issue 23)
 
 
 def select_and_test(c, name: str, data: Episodes, pol_net: NetConfig, evaluator: Evaluator,
@@ -205,6 +212,7 @@ def select_and_test(c, name: str, data: Episodes, pol_net: NetConfig, evaluator:
     evaluate(pol.model, c.policy.train.steps)
     chosen = pol.model
     nnx.update(chosen, best["params"])
+    save_params(wd / name / "chosen.npz", chosen)       # the prior of RL fine-tuning (bc_idm)
     r = evaluator(chosen, keys["test"])
     if gifs:
       for i in range(min(c.eval.gif_episodes, r.frames.shape[1])):
@@ -213,6 +221,31 @@ def select_and_test(c, name: str, data: Episodes, pol_net: NetConfig, evaluator:
             "test": success(r), "curve": curve,
             "training": {"seconds": pol.seconds, "final_loss": pol.final_loss,
                          "step_time": pol.step_time}}, None
+
+  return cached_result(wd / name / "result.json", fresh, fingerprint(c))[0]
+
+
+def rl_run(c, name: str, env, pol_net: NetConfig, evaluator: Evaluator, keys: dict, wd: Path,
+           seed: int) -> dict:
+  """`rl_from_prior` (PPO from this replication's BC(IDM) policy with a KL penalty towards it,
+  VPT §4.4) or `rl_from_scratch` (the same PPO from a random policy, no penalty) for c.rl's
+  environment steps in the replication's RL worlds, then the test worlds. A sub-run as BC's."""
+
+  def fresh():
+    cfg = PPOConfig(**{k: v for k, v in c.rl.items() if k != "replications"})
+    policy, prior = Policy(pol_net, rngs=nnx.Rngs(params=seed)), None
+    if name == "rl_from_prior":
+      prior = Policy(pol_net, rngs=nnx.Rngs(params=seed))
+      for m in (policy, prior):
+        load_params(wd / "bc_idm" / "chosen.npz", m)
+    else:
+      cfg = dataclasses.replace(cfg, kl_coef=0.0)
+    model = ActorCritic(policy, rngs=nnx.Rngs(params=seed + 1))
+    log_row = lambda r: log.info("seed %d %s: %d env steps, training episodes score %.2f", seed,
+                                 name, r["env_steps"], r["score"])
+    out = finetune(env, model, prior, cfg, keys["rl"], log=log_row)
+    return {"curve": out["curve"], "env_steps": cfg.iterations * cfg.envs * cfg.steps,
+            "test": success(evaluator(model.policy, keys["test"]))}, None
 
   return cached_result(wd / name / "result.json", fresh, fingerprint(c))[0]
 
@@ -269,6 +302,11 @@ def replication(c, env, seed: int, wd: Path, mesh, evaluator: Evaluator, index: 
     log.info("seed %d %s: step %d chosen on validation worlds (score %.2f); test score %.2f", seed,
              name, policies[name]["selected_step"], policies[name]["validation_score"],
              policies[name]["test"]["score"])
+  if index < c.rl.replications and c.rl.iterations > 0:
+    for name in ("rl_from_prior", "rl_from_scratch"):
+      policies[name] = rl_run(c, name, env, pol_net, evaluator, keys, wd, seed)
+      log.info("seed %d %s: test score %.2f after %d env steps", seed, name,
+               policies[name]["test"]["score"], policies[name]["env_steps"])
   r = evaluator(None, keys["test"])
   policies["random"] = {"test": success(r)}
   if first:
@@ -327,7 +365,28 @@ def summarise(reps: list[dict]) -> dict:
       "bc_idm_minus_0.8_bc_true": suffice,
       "identifiability_ceiling": (reps[0]["identifiability"] or {}).get("unique_non_noop"),
       "selected_steps": {p: [r["policies"][p]["selected_step"] for r in reps] for p in POLICIES[:3]},
+      **rl_summary(reps),
   }
+
+
+def rl_summary(reps: list[dict]) -> dict:
+  """`rl_from_prior` / `rl_from_scratch`: mean test score (achievements per episode) at equal
+  environment steps over the replications that ran RL, with the paired difference and both
+  learning curves (mean over those replications); None where no replication ran RL."""
+  ran = [r for r in reps if "rl_from_prior" in r["policies"]]
+  if not ran:
+    return {"rl_from_prior": None, "rl_from_scratch": None, "rl": None}
+  score = {n: [r["policies"][n]["test"]["score"] for r in ran] for n in ("rl_from_prior", "rl_from_scratch")}
+  curves = {n: {"env_steps": [pt["env_steps"] for pt in ran[0]["policies"][n]["curve"]],
+                "score": np.mean([[pt["score"] for pt in r["policies"][n]["curve"]] for r in ran], 0).tolist()}
+            for n in score}
+  return {"rl_from_prior": float(np.mean(score["rl_from_prior"])),
+          "rl_from_scratch": float(np.mean(score["rl_from_scratch"])),
+          "rl": {"env_steps": ran[0]["policies"]["rl_from_prior"]["env_steps"],
+                 "replications": len(ran), "score": {n: mean_std(v) for n, v in score.items()},
+                 "paired": with_se(mean_std(np.subtract(score["rl_from_prior"], score["rl_from_scratch"]))),
+                 "bc_idm_before": mean_std([r["policies"]["bc_idm"]["test"]["score"] for r in ran]),
+                 "curves": curves}}
 
 
 def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:

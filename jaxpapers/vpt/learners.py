@@ -13,7 +13,9 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxpapers.core.errors import WorkdirError
 from jaxpapers.core.train import train
+from jaxpapers.core.workdir import atomic_path
 from jaxpapers.vpt.data import Episodes, WindowBatches, check_video, label_windows
 from jaxpapers.vpt.env import ACTION_NAMES, NOOP
 from jaxpapers.vpt.models import InverseDynamicsModel, NetConfig, Policy
@@ -118,3 +120,24 @@ def make_policy_act(policy: Policy, sample: bool = True):
 
 def initial_policy_carry(policy: Policy, num_envs: int):
   return nnx.split(policy)[1], policy.initial_cache(num_envs)
+
+
+def save_params(path: Path, model: nnx.Module) -> None:
+  """A model's parameters as an .npz (one array per leaf, in tree order), written atomically."""
+  leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+  with atomic_path(path) as tmp:
+    np.savez(tmp, *[np.asarray(x) for x in leaves])
+
+
+def load_params(path: Path, model: nnx.Module) -> None:
+  """Parameters saved by save_params into `model` (same architecture), in place."""
+  state = nnx.state(model, nnx.Param)
+  leaves, tree = jax.tree.flatten(state)
+  try:
+    with np.load(path) as f:
+      saved = [f[f"arr_{i}"] for i in range(len(f.files))]
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f"{path}: cannot read the saved policy ({e}); use a new --workdir") from e
+  if len(saved) != len(leaves) or any(a.shape != b.shape for a, b in zip(saved, leaves)):
+    raise WorkdirError(f"{path} holds another architecture's parameters; use a new --workdir")
+  nnx.update(model, jax.tree.unflatten(tree, [jnp.asarray(a) for a in saved]))

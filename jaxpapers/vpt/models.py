@@ -326,11 +326,14 @@ class Policy(nnx.Module):
     b, t = x.shape[:2]
     return self.cnn(x.reshape((b * t,) + x.shape[2:])).reshape(b, t, -1)
 
-  def __call__(self, frames):
+  def features(self, frames):                     # [B, T, 63, 63, 3] -> [B, T, d], normalised
     h = self.embed(frames)
     for blk in self.blocks:
       h = blk(h)
-    return self.head(self.ln(h))
+    return self.ln(h)
+
+  def __call__(self, frames):
+    return self.head(self.features(frames))
 
   def initial_cache(self, num_envs: int) -> dict:
     """Empty memory of `num_envs` streams: keys/values [layers, N, memory - 1, H, dh] and the

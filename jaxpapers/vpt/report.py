@@ -118,6 +118,20 @@ def write(wd: Path, command: str, c, results: dict) -> Path:
       Row("BC on IDM labels beats a random policy (paired)", "yes",
           f"{paired['bc_idm - random']['mean']:+.2f}", verdict(paired["bc_idm - random"])),
   ]
+  rl = results.get("rl")
+  if rl:
+    d = rl["paired"]
+    rows.append(Row(f"RL from the BC(IDM) prior above RL from scratch at {rl['env_steps']:,} env steps "
+                    "(paired, test score)", "yes (VPT 4.4: fine-tuning from the prior reaches what "
+                    "RL from scratch does not)",
+                    f"{results['rl_from_prior']:.2f} vs {results['rl_from_scratch']:.2f} ({d['mean']:+.2f}; "
+                    f"BC(IDM) before fine-tuning {rl['bc_idm_before']['mean']:.2f})",
+                    verdict(d) if rl["replications"] > 1 else "n/a (one replication)",
+                    f"{rl['replications']} replication(s); PPO with a KL penalty to the prior, "
+                    "not VPT's PPG"))
+  else:
+    rows.append(Row("RL from the BC(IDM) prior above RL from scratch", "yes (VPT 4.4)", "not run",
+                    "n/a", "this preset runs no RL (rl.replications = 0); the default preset does"))
   plots = []
   reps = results["replications"]
   curves = []
@@ -129,6 +143,11 @@ def write(wd: Path, command: str, c, results: dict) -> Path:
                             ylabel="achievements per episode (validation)"),
                 "BC policies on the validation worlds against training steps (mean over replications); "
                 "each policy's reported point is its best here"))
+  if rl:
+    plots.append((plot_curves(wd, "rl_curves.png", [(n, c["env_steps"], c["score"]) for n, c in rl["curves"].items()],
+                              xlabel="environment steps", ylabel="achievements per training episode"),
+                  "PPO from the BC(IDM) prior (KL penalty) and from scratch: achievements of the "
+                  "training rollouts against environment steps (mean over replications)"))
   sc = results["idm_scaling"]
   if sc and len(sc) > 1:
     plots.append((plot_curves(wd, "idm_scaling.png", [("held-out non-noop accuracy", [x["steps"] for x in sc],

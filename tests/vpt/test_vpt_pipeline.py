@@ -61,7 +61,7 @@ def test_every_policy_reported_at_its_validation_choice(tiny_run):
   keys = [np.asarray(jax.random.key_data(k)).tobytes() for k in X.world_keys(0).values()]
   model_keys = [np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.key(0), i))).tobytes()
                 for i in range(8)]     # what nnx.Rngs(params=0) draws for the learners
-  assert len(set(keys)) == 4 and not set(keys) & set(model_keys)   # worlds apart from each other
+  assert len(set(keys)) == 5 and not set(keys) & set(model_keys)   # worlds apart from each other
                                                                    # and from the models' keys
 
 
@@ -86,7 +86,7 @@ def test_summaries_over_replications():
 
 
 def test_results_keys_and_report(tiny_run):
-  results, wd, _, _ = tiny_run
+  results, wd, c, _ = tiny_run
   for k in ("idm_accuracy", "idm_accuracy_all", "idm_accuracy_tile_motion", "identifiability_ceiling",
             "success", "paired", "score", "selected_steps", "bc_idm_minus_0.8_bc_true"):
     assert k in results
@@ -102,4 +102,17 @@ def test_results_keys_and_report(tiny_run):
   assert sum(demo["styles"].values()) == results["data"]["episodes"] + 2      # + 2 held out
   assert sum(demo["actions"].values()) == pytest.approx(1.0)
   assert "Episodes per style" in report
+  # RL fine-tuning from the BC(IDM) prior and from scratch, at the same environment steps
+  rl = results["rl"]
+  assert rl["env_steps"] == c.rl.iterations * c.rl.envs * c.rl.steps
+  for name in ("rl_from_prior", "rl_from_scratch"):
+    p = results["replications"][0]["policies"][name]
+    assert results[name] == p["test"]["score"] and p["env_steps"] == rl["env_steps"]
+    assert [pt["env_steps"] for pt in p["curve"]] == [rl["env_steps"]]
+    assert all(np.isfinite(p["curve"][0][k]) for k in ("score", "policy", "value", "entropy"))
+  # PPO moved the fine-tuned policy away from its prior (the first update starts at KL 0); RL
+  # from scratch has no prior, so no KL
+  assert results["replications"][0]["policies"]["rl_from_prior"]["curve"][0]["kl_to_prior"] > 0
+  assert "kl_to_prior" not in results["replications"][0]["policies"]["rl_from_scratch"]["curve"][0]
+  assert (wd / "seed0" / "bc_idm" / "chosen.npz").is_file() and "RL from the BC(IDM) prior" in report
   assert (wd / "bc_validation_curves.png").is_file() and list(wd.glob("episode_bc_idm_*.gif"))

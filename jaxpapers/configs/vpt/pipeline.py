@@ -42,6 +42,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.policy = dict(net=dict(_NET, window=32, memory=8), drop_null=True,
                   train=dict(_TRAIN, steps=4000, batch=8, lr=2e-3, eval_every=500, ckpt_every=0))
   c.eval = dict(episodes=64, steps=250, gif_episodes=2)
+  # RL fine-tuning (VPT 4.4, vpt.rl): in the first `replications` replications, PPO from the
+  # BC(IDM) policy with a KL penalty towards it (rl_from_prior) and from a random policy
+  # (rl_from_scratch), each for iterations x envs x steps environment steps (whole episodes)
+  c.rl = dict(replications=3, iterations=20, envs=16, steps=250, epochs=2, minibatch_envs=4,
+              lr=1e-4, gamma=0.99, lam=0.95, clip=0.2, vf_coef=0.5, ent_coef=0.01, kl_coef=0.2,
+              max_grad_norm=0.5)
   if arg == "quick":
     c.seeds = 2
     c.data.update(episodes=160, test_episodes=16)
@@ -52,6 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.policy.net.update(window=16, memory=4)
     c.policy.train.update(steps=600, batch=12, eval_every=300)
     c.eval.update(episodes=32)
+    c.rl.replications = 0                       # RL fine-tuning: default preset
   elif arg == "tiny":
     c.seeds = 1
     c.data.update(episodes=8, steps=20, test_episodes=2, labelled_fraction=0.25)
@@ -64,4 +71,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.policy.net.update(net, memory=2)
     c.policy.train.update(steps=2, batch=8, log_every=1, eval_every=1)
     c.eval.update(episodes=4, steps=12, gif_episodes=1)
+    c.rl.update(replications=1, iterations=1, envs=2, steps=12, minibatch_envs=1)
   return c
