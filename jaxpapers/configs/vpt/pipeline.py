@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # labelled set (first replication), trained for the same number of steps as the full one
   # identifiability: the ceiling of two-frame IDM accuracy on fresh demonstrator episodes
   # (vpt.identifiability; first replication, data.test_episodes worlds)
-  c.idm = dict(net=dict(_NET, temporal_kernel=5, tile_features=16), motion_ablation=3,
+  c.idm = dict(net=dict(_NET, temporal_kernel=5, tile_features=16), motion_ablation=1,
                identifiability=True, train=dict(_TRAIN, steps=1500, batch=16, lr=3e-3),
                scaling=(0.25, 0.5))
   # BC: no-op targets dropped (VPT's loader); the length is chosen on validation worlds every
@@ -40,7 +40,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # keys and values when it plays; trained on windows of `window` frames whose first
   # layers x (memory - 1) positions are context only (models.Policy, data.policy_targets)
   c.policy = dict(net=dict(_NET, window=32, memory=8), drop_null=True,
-                  train=dict(_TRAIN, steps=4000, batch=8, lr=2e-3, eval_every=500, ckpt_every=0))
+                  train=dict(_TRAIN, steps=2500, batch=8, lr=2e-3, eval_every=500, ckpt_every=0))
+  # (default preset sized from step-time probes to fit 90 minutes: 6 IDMs of 1,500 steps, 9 BC
+  # policies of 2,500 memory steps, 6 RL runs; not yet run whole)
   c.eval = dict(episodes=64, steps=250, gif_episodes=2)
   # RL fine-tuning (VPT 4.4, vpt.rl): in the first `replications` replications, PPO from the
   # BC(IDM) policy with a KL penalty towards it (rl_from_prior) and from a random policy
