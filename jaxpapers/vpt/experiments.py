@@ -53,10 +53,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"--config.idm.motion_ablation is the number of replications that also train "
                       f"the tile_motion IDM (>= 0), got {c.idm.motion_ablation!r}")
   r = c.rl
-  if r.replications < 0 or r.iterations < 0 or r.steps < 1 or not 1 <= r.minibatch_envs <= r.envs:
-    raise ConfigError(f"--config.rl: replications and iterations must be >= 0, steps >= 1 and "
-                      f"1 <= minibatch_envs <= envs, got {r.replications}, {r.iterations}, "
-                      f"{r.steps}, {r.minibatch_envs}, {r.envs}")
+  unknown = set(r) - {f.name for f in dataclasses.fields(PPOConfig)} - {"replications"}
+  if unknown:
+    raise ConfigError(f"--config.rl: unknown setting(s) {', '.join(sorted(unknown))}")
+  if (r.replications < 0 or r.iterations < 0 or r.steps < 1 or r.epochs < 1 or r.minibatch_envs < 1
+      or r.envs % r.minibatch_envs):
+    raise ConfigError(f"--config.rl: replications and iterations must be >= 0, steps and epochs >= 1, "
+                      f"envs a multiple of minibatch_envs >= 1, got {r.replications}, {r.iterations}, "
+                      f"{r.steps}, {r.epochs}, envs {r.envs}, minibatch_envs {r.minibatch_envs}")
   if not isinstance(c.seeds, int) or c.seeds < 1:
     raise ConfigError(f"--config.seeds is the number of replications (>= 1), got {c.seeds!r}")
   if c.eval.episodes < 1 or c.eval.steps < 1:

@@ -131,7 +131,7 @@ def write(wd: Path, command: str, c, results: dict) -> Path:
                     "not VPT's PPG"))
   else:
     rows.append(Row("RL from the BC(IDM) prior above RL from scratch", "yes (VPT 4.4)", "not run",
-                    "n/a", "this preset runs no RL (rl.replications = 0); the default preset does"))
+                    "n/a", "this preset runs no RL (rl.replications or rl.iterations is 0); the default preset does"))
   plots = []
   reps = results["replications"]
   curves = []

@@ -6,10 +6,12 @@ pretrained policy, so that what the reward does not reach is not forgotten. Here
 et al. 2017; PPG's auxiliary value phase left out) with GAE, a value head on the policy's
 features (zero-initialised, so the prior's behaviour is where fine-tuning starts), and the penalty
 KL(pi_theta || pi_prior) per step with coefficient `kl_coef` (RL from scratch has no prior: 0).
-Rollouts are whole episodes from fresh worlds (`steps` long, no auto-reset, as the evaluation), so
-the sequence forward over a rollout gives exactly the logits the policy acted with (its memory
-starts empty at frame 0; Policy.step and Policy.__call__ agree, tested), and log-probabilities and
-values are recomputed that way. Reward: Craftax's (+1 per new achievement, +-0.1 per health
+Rollouts are the first `steps` steps of episodes in fresh worlds (no auto-reset, as the
+evaluation; a rollout cut while the episode goes on is bootstrapped from the value of its next
+frame), so the sequence forward over a rollout gives the logits the policy acted with (its memory
+starts empty at frame 0; Policy.step and Policy.__call__ agree to float rounding, tested), and
+log-probabilities and values are recomputed that way. "Equal environment steps" is an equal
+rollout budget (envs x steps per iteration), steps after an episode ended included. Reward: Craftax's (+1 per new achievement, +-0.1 per health
 point)."""
 from __future__ import annotations
 
@@ -56,13 +58,14 @@ class ActorCritic(nnx.Module):
     return self.policy.head(h), self.value(h)[..., 0]
 
 
-def gae(rewards, values, alive, gamma: float, lam: float):
+def gae(rewards, values, alive, gamma: float, lam: float, alive_after):
   """Generalised advantage estimates and returns [N, T] of episodes with rewards / alive [N, T]
-  and values [N, T + 1] (the last: of the frame after the last step). A step continues into the
-  next while the episode is alive there; the last step bootstraps from the last value while the
-  episode is alive (a rollout cut at `steps`, not an ending). Steps after the end get 0."""
+  and values [N, T + 1] (the last: of the frame after the last step); alive_after [N]: the
+  episode had not ended after the last step. A step continues into the next while the episode is
+  alive there; the last step bootstraps from the last value if the episode goes on (a rollout
+  cut, not an ending). Steps after the end get 0."""
   alive = alive.astype(jnp.float32)
-  cont = jnp.concatenate([alive[:, 1:], alive[:, -1:]], axis=1)
+  cont = jnp.concatenate([alive[:, 1:], jnp.asarray(alive_after, jnp.float32)[:, None]], axis=1)
   deltas = rewards + gamma * values[:, 1:] * cont - values[:, :-1]
 
   def back(next_adv, x):
@@ -104,7 +107,9 @@ def finetune(env: E.Env, model: ActorCritic, prior: Policy | None, cfg: PPOConfi
   tx = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr))
   graphdef, params = nnx.split(model)
   opt_state = tx.init(params)
-  rollout = E.make_rollout(env, make_policy_act(model.policy), cfg.envs, cfg.steps)
+  # one step more than trained on: whether each episode is still alive after step steps - 1
+  # (a cut, bootstrapped) or ended there (not bootstrapped)
+  rollout = E.make_rollout(env, make_policy_act(model.policy), cfg.envs, cfg.steps + 1)
   forward = jax.jit(lambda p, frames: nnx.merge(graphdef, p)(frames))
   use_prior = prior is not None and cfg.kl_coef > 0
   if use_prior:
@@ -123,11 +128,12 @@ def finetune(env: E.Env, model: ActorCritic, prior: Policy | None, cfg: PPOConfi
     key, k_roll, k_perm = jax.random.split(key, 3)
     nnx.update(model, params)
     rec, _ = rollout(k_roll, initial_policy_carry(model.policy, cfg.envs))
-    frames = jnp.swapaxes(rec["frames"], 0, 1)                      # [N, T + 1, H, W, 3]
-    actions, alive, rewards = rec["actions"].T, rec["alive"].T, rec["rewards"].T
+    t = cfg.steps
+    frames = jnp.swapaxes(rec["frames"][:t + 1], 0, 1)              # [N, T + 1, H, W, 3]
+    actions, alive, rewards = rec["actions"][:t].T, rec["alive"][:t].T, rec["rewards"][:t].T
     logits, values = forward(params, frames)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), actions[..., None], -1)[..., 0]
-    adv, returns = gae(rewards, values, alive, cfg.gamma, cfg.lam)
+    adv, returns = gae(rewards, values, alive, cfg.gamma, cfg.lam, alive_after=rec["alive"][t])
     p_logp = prior_logp(frames) if use_prior else jnp.zeros(logits[:, :-1].shape)
     data = {"frames": frames, "actions": actions, "alive": alive, "logp": logp, "adv": adv,
             "returns": returns, "prior_logp": p_logp}
@@ -144,6 +150,8 @@ def finetune(env: E.Env, model: ActorCritic, prior: Policy | None, cfg: PPOConfi
            **{k: float(np.mean([float(m[k]) for m in metrics])) for k in metrics[0]
               if use_prior or k != "kl_to_prior"},                  # no prior: no KL to report
            "seconds": time.perf_counter() - t0}
+    if it == 0:                        # at the start: the fine-tuned policy is the prior (KL 0)
+      row["kl_to_prior_first_update"] = float(metrics[0]["kl_to_prior"]) if use_prior else None
     curve.append(row)
     if log:
       log(row)

@@ -94,3 +94,14 @@ def test_demonstrator_sleeps_sealed_and_keeps_still_asleep():
   assert int(act(pocket2.replace(player_energy=9, light_level=1.0))) == D.DO   # morning: dig out
   styles = D.initial_carry(DemoConfig(styles=(0.5, 0.25, 0.25)), 4000, jax.random.key(2))["style"]
   np.testing.assert_allclose(np.bincount(np.asarray(styles), minlength=3) / 4000, [0.5, 0.25, 0.25], atol=0.03)
+
+
+@pytest.mark.parametrize("setting", [{"epochs": 0}, {"minibatch_envs": 3}, {"gamm": 0.9}])
+def test_bad_rl_settings_fail_clearly(setting):
+  import ml_collections
+  from jaxpapers.configs.vpt.pipeline import get_config
+  from jaxpapers.vpt.experiments import validate
+  d = get_config("quick").to_dict()
+  d["rl"].update(setting)
+  with pytest.raises(ConfigError, match="--config.rl"):
+    validate(ml_collections.ConfigDict(d))

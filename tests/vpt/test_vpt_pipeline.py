@@ -112,7 +112,9 @@ def test_results_keys_and_report(tiny_run):
     assert all(np.isfinite(p["curve"][0][k]) for k in ("score", "policy", "value", "entropy"))
   # PPO moved the fine-tuned policy away from its prior (the first update starts at KL 0); RL
   # from scratch has no prior, so no KL
-  assert results["replications"][0]["policies"]["rl_from_prior"]["curve"][0]["kl_to_prior"] > 0
+  prior_curve = results["replications"][0]["policies"]["rl_from_prior"]["curve"][0]
+  assert prior_curve["kl_to_prior"] > 0
+  assert abs(prior_curve["kl_to_prior_first_update"]) < 1e-6    # it started at BC(IDM)'s parameters
   assert "kl_to_prior" not in results["replications"][0]["policies"]["rl_from_scratch"]["curve"][0]
   assert (wd / "seed0" / "bc_idm" / "chosen.npz").is_file() and "RL from the BC(IDM) prior" in report
   assert (wd / "bc_validation_curves.png").is_file() and list(wd.glob("episode_bc_idm_*.gif"))
