@@ -51,6 +51,19 @@ def _markdown() -> MarkdownIt:
   return MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
+def _render(md: MarkdownIt, body: str, media_dir: str) -> str:
+  """A report section as HTML, its relative image and link targets (files of the run, e.g. the
+  GIFs a report shows inline) pointed at `media_dir`, where the run's media are copied."""
+  tokens = md.parse(body)
+  for tok in tokens:
+    for t in [tok, *(tok.children or [])]:
+      for attr in ("src", "href"):
+        url = t.attrGet(attr) if t.type in ("image", "link_open") else None
+        if url and "://" not in url and not url.startswith(("/", "#", "mailto:")):
+          t.attrSet(attr, f"{media_dir}/{url}")
+  return md.renderer.render(tokens, md.options, {})
+
+
 def _experiment(name: str, st: dict, dest: Path, md: MarkdownIt) -> dict:
   """What the paper page shows of one experiment; media copied under dest."""
   wd = Path(st["workdir"])
@@ -64,7 +77,7 @@ def _experiment(name: str, st: dict, dest: Path, md: MarkdownIt) -> dict:
     report = read_json(report_file)
     exp["report"] = report
     exp["rows"] = [r | {"cls": verdict_class(r["verdict"])} for r in report["rows"]]
-    exp["sections"] = [(h, md.render(body)) for h, body in report["sections"]]
+    exp["sections"] = [(h, _render(md, body, dest.name)) for h, body in report["sections"]]
     dest.mkdir(parents=True, exist_ok=True)
     for png, caption in report["plots"]:
       if (wd / png).is_file():

@@ -51,7 +51,7 @@ EXPERIMENTS = {e.name: e for e in [
                "IAAD: ego-only, intra-frame, inter-frame, planning fusion and the adaptive choice in a closed-loop road simulator, swept over network levels"),
     Experiment("mooc/pretrain", "jaxpapers.mooc.experiments:run", "mooc/pretrain.py", 9.0,
                "MOOC behaviour pre-training on a student simulator: recommendation, resource evaluation, knowledge tracing, dropout vs scratch, SASRec, DKT, SAKT, LR"),
-    Experiment("vpt/pipeline", "jaxpapers.vpt.experiments:run", "vpt/pipeline.py", None,
+    Experiment("vpt/pipeline", "jaxpapers.vpt.experiments:run", "vpt/pipeline.py", 13.1,
                "VPT in Craftax: IDM on labelled demos, pseudo-labels, BC with memory (IDM / small / true labels), RL from the BC prior vs scratch"),
 ]}
 

@@ -28,7 +28,8 @@ def _fake_run(wd: Path, title: str, rows: list[Row]) -> None:
   (wd / "config.json").write_text(json.dumps({"seed": 0, "corpus": "<script>alert(1)</script>"}))
   report = Report(title=title, command=f"jaxpapers run x --workdir {wd}", rows=rows,
                   plots=[("curve.png", "a curve (with <eop>)")],
-                  sections=[("Details", "| a | b |\n|---|---|\n| 1 | 2 |\n\nsome *text* <b>raw</b>")])
+                  sections=[("Details", "| a | b |\n|---|---|\n| 1 | 2 |\n\nsome *text* <b>raw</b>\n\n"
+                                        "![an episode](episode.gif) [the curve](curve.png)")])
   write_report(wd, report, {"metric": 1.0})
 
 
@@ -137,7 +138,7 @@ def test_dashboard_renders_in_a_real_browser(site, tmp_path):
           assert page.locator("#papers tr").count() == rows
         elif name == "iaad.html":
           assert page.locator("table.claims tr").count() == 1 + 3
-          assert page.locator("img").count() == 2
+          assert page.locator("img").count() == 3     # plot, media, and the report's inline GIF
         broken = page.evaluate(
             "[...document.images].filter(i => !i.complete || i.naturalWidth === 0).length")
         assert broken == 0, name
