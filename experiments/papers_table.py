@@ -49,7 +49,9 @@ BUILT = {
              "compressed layer stack, adaptive bits, micro-batched layers and fused head",
              "the levels are compared in recompute mode against a recompute + micro-batching "
              "baseline, not the paper's plain-training L0 (issue 21); memory is XLA's compiled "
-             "temp bytes on the CPU"),
+             "temp bytes on the CPU; the 22x row subtracts the batch-1 step (above the 14.2x a "
+             "2.25-bit code allows: only the marginal 9.3x stands); in this quick run L0 never "
+             "left the unigram plateau (loss 5.86), so its loss comparison says nothing"),
     "kgt": ("`jaxpapers.kgt`",
             "triple transformation on jraph, masked 1-hop attention, top-2 MoE, two-stage masked "
             "pre-training, a BetaE query generator and loader, GQE/Q2B baselines, filtered ranking, "
@@ -80,7 +82,8 @@ BUILT = {
     "pethead": ("`jaxpapers.pethead`, `nn.bert`, `nn.pet`, `nn.minilm`",
                 "Flax BERT loading the pretrained all-MiniLM-L6-v2, LoRA / BitFit / prefix as NNX "
                 "variable kinds, EH-FT's two stages, FT / LP-FT / PET-alone baselines",
-                "six small shipped tasks, not GLUE/SuperGLUE; MiniLM, not RoBERTa-large"),
+                "small shipped tasks (six in the default preset, two in quick), not "
+                "GLUE/SuperGLUE; MiniLM, not RoBERTa-large"),
     "retrieval": ("`jaxpapers.retrieval`, `nn.bert`, `nn.pet`, `nn.minilm`",
                   "a DPR-style dual encoder on the pretrained MiniLM, in-batch + BM25 hard "
                   "negatives, P-tuning v2 deep prompts, BitFit, FT, zero-shot and BM25 baselines, "
@@ -100,7 +103,8 @@ BUILT = {
              "evaluation and dropout are substitute tasks"),
 }
 
-VERDICT_WORDS = {"held": "held", "partial": "in part", "failed": "did not hold", "info": "no claim"}
+VERDICT_WORDS = {"held": "held", "partial": "in part", "failed": "did not hold",
+                 "info": "undecided or n/a (not established, not measurable, no claim)"}
 
 
 def _commit(checkout: Path) -> str:

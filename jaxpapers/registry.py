@@ -14,7 +14,8 @@ class Experiment:
   run: str              # "module:function", called as fn(config, workdir, command) -> results
   config: str           # path under jaxpapers/configs/ (installed with the package)
   quick_minutes: float | None  # measured wall time of --preset quick on 2 CPU cores (None: not
-                               # yet timed since the preset last changed)
+                               # yet timed since the preset last changed); the current values are
+                               # experiments/measured/'s (2026-12-06, the machine shared with editing)
   summary: str
 
   def function(self):
@@ -29,27 +30,27 @@ class Experiment:
 
 
 EXPERIMENTS = {e.name: e for e in [
-    Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/pretrain.py", 3.8,
+    Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/pretrain.py", 4.1,
                "GLM-130B blank-infilling pretraining on Austen; ppl, last-word, blank-infill, MFU"),
-    Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/quantize.py", 7.2,
+    Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/quantize.py", 6.4,
                "GLM-130B INT8/INT4 weight quantization: ppl per scheme, CPU decode speed and memory, streaming quantization RSS"),
-    Experiment("gact/memory", "jaxpapers.gact.experiments:run", "gact/memory.py", 32.7,
+    Experiment("gact/memory", "jaxpapers.gact.experiments:run", "gact/memory.py", 30.6,
                "GACT levels L0-L2.2 on a GLM stack, a ResNet and a jraph GCN: activation memory, max batch, quality, step time"),
-    Experiment("kgt/queries", "jaxpapers.kgt.experiments:run", "kgt/queries.py", 9.9,
+    Experiment("kgt/queries", "jaxpapers.kgt.experiments:run", "kgt/queries.py", 6.9,
                "kgTransformer vs GQE/Q2B on 9 BetaE query types (UMLS, Kinships): MRR per type, ablations"),
-    Experiment("cogvideo/t2v", "jaxpapers.cogvideo.experiments:run", "cogvideo/t2v.py", 12.9,
+    Experiment("cogvideo/t2v", "jaxpapers.cogvideo.experiments:run", "cogvideo/t2v.py", 15.3,
                "CogVideo on a captioned moving-object world: inherited vs scratch vs one-stage at equal compute; caption accuracy, Frechet distance, frame-rate control"),
-    Experiment("gebd/ladder", "jaxpapers.gebd.experiments:run", "gebd/ladder.py", 7.5,
+    Experiment("gebd/ladder", "jaxpapers.gebd.experiments:run", "gebd/ladder.py", 8.4,
                "MAE-GEBD ladder on generated multi-annotator GEBD videos: baseline, soft labels, pseudo labels, alignment, video MAE, ensemble; Kinetics-GEBD F1"),
     Experiment("gebd/score", "jaxpapers.gebd.score:run", "gebd/score.py", 0.1,
                "the Kinetics-GEBD F1 protocol on your annotation and prediction pickles"),
-    Experiment("pethead/suite", "jaxpapers.pethead.experiments:run", "pethead/suite.py", 6.9,
+    Experiment("pethead/suite", "jaxpapers.pethead.experiments:run", "pethead/suite.py", 8.4,
                "EH-FT on pretrained MiniLM: PET (LoRA/BitFit/prefix) + head, then full fine-tuning, vs FT, LP-FT, PET alone; 6 tasks, seeds, feature shift"),
-    Experiment("retrieval/transfer", "jaxpapers.retrieval.experiments:run", "retrieval/transfer.py", 8.0,
+    Experiment("retrieval/transfer", "jaxpapers.retrieval.experiments:run", "retrieval/transfer.py", 7.5,
                "P-tuning v2 dense retrieval on MiniLM vs FT, BitFit, zero-shot, BM25: in domain, cross-topic, man pages, Python docs; nDCG@10, ECE"),
-    Experiment("iaad/sweep", "jaxpapers.iaad.experiments:run", "iaad/sweep.py", 0.9,
+    Experiment("iaad/sweep", "jaxpapers.iaad.experiments:run", "iaad/sweep.py", 0.8,
                "IAAD: ego-only, intra-frame, inter-frame, planning fusion and the adaptive choice in a closed-loop road simulator, swept over network levels"),
-    Experiment("mooc/pretrain", "jaxpapers.mooc.experiments:run", "mooc/pretrain.py", 9.0,
+    Experiment("mooc/pretrain", "jaxpapers.mooc.experiments:run", "mooc/pretrain.py", 7.5,
                "MOOC behaviour pre-training on a student simulator: recommendation, resource evaluation, knowledge tracing, dropout vs scratch, SASRec, DKT, SAKT, LR"),
     Experiment("vpt/pipeline", "jaxpapers.vpt.experiments:run", "vpt/pipeline.py", 13.1,
                "VPT in Craftax: IDM on labelled demos, pseudo-labels, BC with memory (IDM / small / true labels), RL from the BC prior vs scratch"),
