@@ -78,7 +78,7 @@ def gae(rewards, values, alive, gamma: float, lam: float, alive_after):
   return adv, (adv + values[:, :-1]) * alive
 
 
-def ppo_loss(model: ActorCritic, batch: dict, cfg: PPOConfig):
+def ppo_loss(model: ActorCritic, batch: dict, cfg: PPOConfig, kl_coef=None):
   """PPO's clipped surrogate + value loss - entropy bonus + kl_coef KL(pi || prior), averaged over
   the alive steps of a minibatch of whole episodes; (loss, metrics)."""
   logits, values = model(batch["frames"])
@@ -95,7 +95,8 @@ def ppo_loss(model: ActorCritic, batch: dict, cfg: PPOConfig):
   p = jnp.exp(logp_all)
   entropy = mean(-(p * logp_all).sum(-1))
   kl = mean((p * (logp_all - batch["prior_logp"])).sum(-1))
-  loss = pg + cfg.vf_coef * vf - cfg.ent_coef * entropy + cfg.kl_coef * kl
+  kl_coef = cfg.kl_coef if kl_coef is None else kl_coef
+  loss = pg + cfg.vf_coef * vf - cfg.ent_coef * entropy + kl_coef * kl
   return loss, {"policy": pg, "value": vf, "entropy": entropy, "kl_to_prior": kl}
 
 
@@ -116,9 +117,14 @@ def finetune(env: E.Env, model: ActorCritic, prior: Policy | None, cfg: PPOConfi
     prior_def, prior_params = nnx.split(prior)
     prior_logp = jax.jit(lambda frames: jax.nn.log_softmax(nnx.merge(prior_def, prior_params)(frames)[:, :-1]))
 
+  # kl_coef is an argument, not a constant: RL from the prior and from scratch compile one update
+  # (XLA's persistent cache serves the second)
+  kl_coef = jnp.float32(cfg.kl_coef if use_prior else 0.0)
+
   @jax.jit
-  def update(params, opt_state, batch):
-    grad_fn = jax.value_and_grad(lambda p: ppo_loss(nnx.merge(graphdef, p), batch, cfg), has_aux=True)
+  def update(params, opt_state, batch, kl_coef):
+    grad_fn = jax.value_and_grad(lambda p: ppo_loss(nnx.merge(graphdef, p), batch, cfg, kl_coef),
+                                 has_aux=True)
     (_, metrics), grads = grad_fn(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, metrics
@@ -142,7 +148,7 @@ def finetune(env: E.Env, model: ActorCritic, prior: Policy | None, cfg: PPOConfi
       perm = np.asarray(jax.random.permutation(jax.random.fold_in(k_perm, epoch), cfg.envs))
       for lo in range(0, cfg.envs - cfg.minibatch_envs + 1, cfg.minibatch_envs):
         idx = perm[lo:lo + cfg.minibatch_envs]
-        params, opt_state, m = update(params, opt_state, jax.tree.map(lambda x: x[idx], data))
+        params, opt_state, m = update(params, opt_state, jax.tree.map(lambda x: x[idx], data), kl_coef)
         metrics.append(m)
     unlocked = np.asarray(rec["achievements"][-1])
     row = {"iteration": it + 1, "env_steps": (it + 1) * cfg.envs * cfg.steps,
