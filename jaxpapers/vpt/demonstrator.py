@@ -172,7 +172,7 @@ def _shelter_entrances(blocks, walk):
   return out
 
 
-def _sleep_plan(m, pos, facing, inv):
+def _sleep_plan(m, pos, facing, inv, blocks, walk):
   """The action towards sleeping in a sealed pocket (see _shelter_site): (action, sealed, whether
   a pocket is in reach: otherwise the action sleeps in the open, behind a stone if it has one)."""
   dirs = jnp.arange(1, 5)
@@ -193,7 +193,6 @@ def _sleep_plan(m, pos, facing, inv):
                     jnp.where((facing == d1) & s2_stone, DO, d1))
   s1_stone = _at(m, pos + MOVES[de], 0) == STONE
   at_entrance = jnp.where((facing == de) & s1_stone, DO, de)
-  blocks, walk = _local(m, pos)
   walk_to_site, site_reachable = _path_step(walk, _shelter_entrances(blocks, walk))
   pickaxe = inv.wood_pickaxe > 0
   action = jnp.select(
@@ -275,7 +274,7 @@ def act_one(cfg: DemoConfig, episode: dict, state, key):
   farm = farmer & (inv.sapling == 0) & ~state.achievements[PLACE_PLANT_ACH]
   plant = farmer & (inv.sapling > 0)
 
-  sleep_action, sealed, sheltering = _sleep_plan(m, pos, facing, inv)
+  sleep_action, sealed, sheltering = _sleep_plan(m, pos, facing, inv, blocks, walk)
   # no pocket in reach: sleep in the open only by day (zombies spawn mostly at night), or spent
   tired = tired & (sheltering | (state.light_level > 0.5) | (state.player_energy == 0))
   # night falls: into a pocket and to sleep, as a Crafter player does, and stay till it is light
