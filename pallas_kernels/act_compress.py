@@ -1,6 +1,7 @@
 """GACT's activation compressor (arXiv 2206.11357 §4, and its released code's quantizer).
 
-A tensor is flattened and cut into groups of 256 values (the last one zero-padded); per group
+A tensor is flattened and cut into groups of 256 values (the last one padded with its last
+value, so the padding never widens its range; the official code pads zeros); per group
     min_g,  scale_g = (2^b - 1) / (max_g - min_g + 2e-6)
     q = floor((x - min_g) * scale_g + u),   u ~ U[0, 1)        (stochastic rounding: E[q] exact)
     x_hat = q / scale_g + min_g
@@ -46,31 +47,40 @@ def check_bits(bits: int) -> None:
     raise ConfigError(f"unsupported activation bit width {bits}; use one of {BITS} (32: uncompressed)")
 
 
-def hash_uniform(seed, idx):
-  """U[0, 1) from a counter-based integer hash of (seed, idx) (uint32 ops only)."""
-  x = idx.astype(jnp.uint32) * jnp.uint32(0x9E3779B1) ^ jnp.asarray(seed, jnp.uint32)
+def _mix(x):
+  """A 32-bit integer finaliser (xorshift-multiply rounds): every input bit reaches every output bit."""
   x = x ^ (x >> 16)
   x = x * jnp.uint32(0x7FEB352D)
   x = x ^ (x >> 15)
   x = x * jnp.uint32(0x846CA68B)
-  x = x ^ (x >> 16)
+  return x ^ (x >> 16)
+
+
+def hash_uniform(seed, idx):
+  """U[0, 1) from a counter-based hash: element idx of the stream that starts at mix(seed). The
+  seed enters before any constant arithmetic on the index, so XLA has no [n]-sized constant to
+  fold (folding iota * constant took minutes to compile at a million elements)."""
+  x = idx.astype(jnp.uint32) + _mix(jnp.asarray(seed, jnp.uint32) * jnp.uint32(0x9E3779B1))
+  x = _mix(x)
   return (x >> 8).astype(jnp.float32) * jnp.float32(2.0 ** -24)
 
 
 def _groups(x: jnp.ndarray) -> jnp.ndarray:
   flat = x.reshape(-1)
   pad = (-flat.size) % GROUP
-  if pad:
-    flat = jnp.pad(flat, (0, pad))
+  if pad:   # repeat the last value: zeros would widen the last group's range (and put 0 in it:
+    flat = jnp.pad(flat, (0, pad), mode="edge")   # a softmax denominator rounded to 0 gave NaN)
   return flat.reshape(-1, GROUP)
 
 
 def pack_bits(q: jnp.ndarray, bits: int) -> jnp.ndarray:
   """[G, 256] codes < 2^bits -> uint8 [G, 256 * bits / 8]; value j of a byte sits at bit j*bits."""
   per = 8 // bits
-  q = q.astype(jnp.uint32).reshape(q.shape[0], -1, per)
-  shifts = jnp.arange(per, dtype=jnp.uint32) * bits
-  return jnp.sum(q << shifts, axis=-1).astype(jnp.uint8)
+  q = q.astype(jnp.uint8).reshape(q.shape[0], -1, per)
+  shifts = jnp.arange(per, dtype=jnp.uint8) * jnp.uint8(bits)
+  # the fields are disjoint, so a uint8 sum is their bitwise or: no wider intermediate for XLA
+  # to keep as the saved residual (a uint32 sum cast at the end was kept at 4x the bytes)
+  return jnp.sum(q << shifts, axis=-1, dtype=jnp.uint8)
 
 
 def unpack_bits(p: jnp.ndarray, bits: int) -> jnp.ndarray:

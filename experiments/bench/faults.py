@@ -69,7 +69,7 @@ TARGETS = [
            "pretrain.train.lr", 23),
     # its own loop (memory probes and timed steps): no checkpoints, no injector
     Target("gact/memory", ("--config.families=('transformer',)", "--config.levels=('L0','L2.2')"),
-           None, "train.lr", 4.5),
+           None, "transformer.train.lr", 4.5),
     Target("kgt/queries", ("--config.finetune.steps=4", "--config.finetune.ckpt_every=2"),
            "finetune", "finetune.lr", 16),
     Target("cogvideo/t2v", ("--config.video_train.steps=4", "--config.video_train.ckpt_every=2"),

@@ -1,30 +1,32 @@
-"""`jaxpapers run gact/memory`: GACT levels on the paper's three model families (GACT §6, Tables
-2-4 style): the transformer family here (a GLM layer stack), the CNN and GNN families in
-`gact.block_families`.
+"""`jaxpapers run gact/memory`: GACT's levels on the paper's three model families (GACT §6,
+Tables 2-4): a GLM transformer, a ResNet, a GCN (`gact.families`).
 
-For each level (L0 = the framework's most memory-frugal uncompressed layout: the layer stack of
-the compressed levels with every input kept in FP32, `compressed_stack([32] * L)`: one scan
-saving each layer's input, recomputing each layer in the backward, every layer and the tied
-head over in-place micro-batches of `model.layer_chunk` / `head_chunk` sequences; L1/L1.1/L1.2
-fixed 4/8/2 bits; L2/L2.1/L2.2 adaptive with average 4/3/2 bits) and two uncompressed references,
-GLM's own remat path ("remat": layers scanned under `jax.checkpoint`, micro-batched) and no
-remat or micro-batches ("plain"): the same GLM, data and seed trained for the same steps;
-held-out loss; activation memory = XLA's compiled temp bytes of the whole train step (AdamW
-included) at `memory_batch` minus the same at batch 1 (the acceptance measure), and the marginal
-bytes of `memory_batch` more sequences (temp bytes at 2 x `memory_batch` minus at
-`memory_batch`), which no reuse of the batch-1 temporaries hides; the largest batch under a fixed
-budget (the L0 step's temp bytes at `budget_batch`), found by search over compiled steps at
-multiples of the micro-batch; median step time. Compression runs in
-"recompute" mode: each layer saves only its compressed input and recomputes itself in the
-backward (GACT combined with checkpointing), all layers in one `gact.stack.compressed_stack`;
-adaptive levels allocate one width per layer from GACT's sensitivity estimate, re-estimated every
-`adapt_interval` steps.
+Per family and level (`gact.adaptive.LEVELS`; L0 = plain training, L1..L2.2 = every saved
+activation compressed, `ckpt` / `*_ckpt` = checkpointed rows), one runner (`run_levels`):
+- train from the same initialisation and data for the same steps (adaptive levels: GACT's
+  sensitivities re-estimated every `adapt_interval` steps, the first at step 0; one allocation
+  unit per saved activation of every block, or per block input for `*_ckpt`), for `seeds` seeds
+  at L0 and L2.2 (a seed draws the model, the data order and, for the GNN, the node split);
+- held-out loss (and accuracy) of the trained model;
+- activation memory = XLA's compiled temp bytes of the whole train step (AdamW included) at
+  2 x `memory_batch` minus at `memory_batch`: the bytes `memory_batch` more samples cost, free of
+  whatever a small batch's temporaries hide;
+- the largest batch under L0's temp bytes at `budget_batch` (predicted from the two measured
+  sizes, checked by compiling it), then for `executed_levels` **executed**: `executed_steps`
+  training steps at that batch in a child process whose peak RSS is recorded
+  (`gact.run_batch`); `max_batch` is a batch that ran (None where none was run);
+- median step time; and for the adaptive levels the gradient variance (vs the exact gradient,
+  `variance_seeds` roundings) of the allocation and of uniform bits at the same average
+  (`adaptive_variance_ratio`, GACT §4's claim that adaptive bits lower it).
 """
 from __future__ import annotations
 
+import json
 import logging
-import math
+import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,308 +35,271 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.flatten_util import ravel_pytree
 
 from jaxpapers.core import config as cfglib
 from jaxpapers.core.errors import ConfigError
-from jaxpapers.core.report import Report, Row, fmt, plot_curves, write_report
 from jaxpapers.core.train import TrainState, make_optimizer, make_train_step
-from jaxpapers.gact import adaptive, block_families
-from jaxpapers.gact.adaptive import REFERENCE_LEVELS
-from jaxpapers.gact.measure import max_batch, temp_probe
-from jaxpapers.gact.stack import compressed_stack
-from jaxpapers.gact.wrapper import compress_block, probe_block
+from jaxpapers.gact import adaptive, families
+from jaxpapers.gact.measure import max_batch_linear, temp_probe
+from jaxpapers.gact.report import write
+from jaxpapers.gact.wrapper import compress_block, saved_tensors
 
 log = logging.getLogger("jaxpapers")
 
-FAMILIES = ("transformer", "cnn", "gnn")
-BLOCK_FAMILIES = {"cnn": ("ResNet on Fashion-MNIST", block_families.cnn_spec),
-                  "gnn": ("GCN on WordNet lexnames", block_families.gnn_spec)}
-PAPER = {"memory_ratio": "up to 8.1x (L2.2 vs FP, §6)", "max_batch": "4.2x-24.7x",
-         "accuracy": "within 0.5 points (L2, L2.2 ~0.1-1)"}
+FAMILIES = tuple(families.BUILDERS)
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
   for name in c.levels:
-    if name not in REFERENCE_LEVELS:
-      adaptive.get_level(name)
+    adaptive.get_level(name)
   for fam in c.families:
     if fam not in FAMILIES:
       raise ConfigError(f"unknown family {fam!r}; use one of {', '.join(FAMILIES)}")
-  for key in ("train.steps", "train.batch", "budget_batch", "memory_batch", "adapt_interval",
-              "probe_batch"):
-    cfglib.check(c, key, lambda v: isinstance(v, int) and v > 0, "a positive int")
-  cfglib.check(c, "mode", lambda v: v in ("recompute", "residuals"), "'recompute' or 'residuals'")
-  cfglib.check(c, "gnn.layout", lambda v: v in ("stack", "blocks"), "'stack' or 'blocks'")
-  if c.mode == "residuals" and any(adaptive.LEVELS[n].adaptive for n in c.levels
-                                   if n not in REFERENCE_LEVELS):
-    raise ConfigError("mode 'residuals' on the GLM stack takes one width for every layer; use mode "
-                      "'recompute' with the adaptive levels (L2, L2.1, L2.2)")
+  cfglib.check(c, "seeds", lambda v: isinstance(v, int) and v >= 1, "an int >= 1")
+  cfglib.check(c, "variance_seeds", lambda v: isinstance(v, int) and v >= 2, "an int >= 2")
+  cfglib.check(c, "executed_steps", lambda v: isinstance(v, int) and v >= 0, "an int >= 0")
+  for name in c.executed_levels:
+    adaptive.get_level(name)
+  for fam in c.families:
+    for key in ("train.steps", "train.batch", "memory_batch", "budget_batch", "adapt_interval",
+                "probe_batch", "max_batch_limit"):
+      cfglib.check(c, f"{fam}.{key}", lambda v: isinstance(v, int) and v > 0, "a positive int")
   if "transformer" in c.families:     # the corpus itself (its tokens), before anything is written
     from jaxpapers.glm import data as glmdata
-    glmdata.check_tokens(c.data.corpus, c.data.vocab_size, 0.05, c.seq_len)
+    glmdata.check_tokens(c.data.corpus, c.data.vocab_size, 0.05, c.transformer.seq_len)
 
 
-# --- GLM on the Austen blank-infilling task (composition: GLM is another paper's model) --------
+# --- what a level keeps for the backward ----------------------------------------------------
 
-def _glm_parts(c, workdir):
-  from jaxpapers.glm import data as glmdata
-  from jaxpapers.glm import evaluate as ev
-  from jaxpapers.glm.model import GLM, GLMConfig, head_loss
-  from jaxpapers.glm.objective import BatchSampler
-  corpus = glmdata.prepare(c.data.corpus, c.data.vocab_size, 0.05, workdir, c.seq_len)
-  cfg = GLMConfig(vocab_size=corpus.vocab_size, dropout=0.0, remat=True, **c.model.to_dict())
-  model = GLM(cfg, rngs=nnx.Rngs(params=c.seed))
-
-  def sampler(batch):
-    return BatchSampler(corpus.train, corpus.ids, seq_len=c.seq_len, batch=batch, seed=c.seed,
-                        gmask_prob=0.7, mask_ratio=0.15, span_lambda=3.0, two_d=False)   # GLM §2.1
-
-  val = ev.ppl_set(corpus.val, corpus.ids, c.seq_len, c.eval_samples, 32, False)
-
-  def loss_fn_for(hooks: dict):
-    """The loss with GLM's layer hooks (`layer_wrapper` / `layer_stack`, see GLM.__call__)."""
-    def loss_fn(model, batch, key):
-      h = model(batch["tokens"], batch["positions"], batch["context_len"], dropout_key=key,
-                return_hidden=True, **hooks)
-      w = batch["weights"]
-      return head_loss(model, h, batch["targets"], w, c.head_chunk) / jnp.maximum(w.sum(), 1.0), {}
-    return loss_fn
-
-  def held_out(model):
-    tot = ev.evaluate(model, val, corpus.ids.eop)
-    return tot["nll"] / tot["n"]
-
-  return model, sampler, loss_fn_for, held_out
+def make_wrap(level: adaptive.Level, bits):
+  """wrap(i, fn, params, x, seed) for a level; bits: per block, a tuple of widths (one per saved
+  activation, residual levels) or one width (the block input, *_ckpt levels)."""
+  if not level.compressed:
+    if level.checkpointed:
+      return lambda i, fn, p, x, s: jax.checkpoint(fn, prevent_cse=False)(p, x)
+    return None
+  mode = "recompute" if level.checkpointed else "residuals"
+  return lambda i, fn, p, x, s: compress_block(fn, bits[i], mode)(p, x, s)
 
 
-def _hooks_for(level: str, bits_per_layer, mode: str) -> dict:
-  """GLM's layer hooks for a level: "remat" / "plain" none (GLM's scan under jax.checkpoint / a
-  model without remat); mode "recompute": one compressed_stack with a width per layer, L0 the
-  same stack at 32 bits (every input kept in FP32: exactly the uncompressed computation);
-  mode "residuals": L0 none, levels compress_block around every layer (one width)."""
-  if level in REFERENCE_LEVELS:
-    return {}
-  if mode == "recompute":
-    return {"layer_stack": compressed_stack([32] * len(bits_per_layer) if level == "L0"
-                                            else bits_per_layer)}
-  if level == "L0":
-    return {}
-  if len(set(bits_per_layer)) != 1:
-    raise ConfigError("mode 'residuals' on the GLM stack takes one width for every layer; "
-                      "use mode 'recompute' for the adaptive levels")
-  b = int(bits_per_layer[0])
-  return {"layer_wrapper": lambda fn: compress_block(fn, b, "residuals")}
+def probe_wrap(level: adaptive.Level, offsets):
+  """wrap for GACT's sensitivity probe: traced widths [n_units] f32 (32 = exact), block i reading
+  its units at offsets[i]:offsets[i+1] (fake quantization, `compress_block` probe mode)."""
+  mode = "recompute" if level.checkpointed else "residuals"
+
+  def make(bits):
+    return lambda i, fn, p, x, s: compress_block(fn, bits[offsets[i]:offsets[i + 1]], mode)(p, x, s)
+  return make
+
+
+def units(fam: families.Family, level: adaptive.Level, batch) -> list[list]:
+  """The allocation units of each block: its saved activations (their SavedTensor), or its
+  input (checkpointed levels), as the block sees them at this batch."""
+  out = {}
+
+  def record(i, fn, p, x, s):
+    if level.checkpointed:
+      out[i] = [sum(l.size for l in jax.tree.leaves(x) if jnp.issubdtype(l.dtype, jnp.floating))]
+    else:
+      out[i] = [t.size for t in saved_tensors(fn, p, x) if t.kind == "act"]
+    return fn(p, x)
+
+  jax.eval_shape(lambda: fam.loss(fam.model, batch, record, jnp.uint32(0)))
+  return [out[i] for i in range(len(out))]
+
+
+# --- sensitivities and variance through one compiled probe ----------------------------------
+
+class Probe:
+  """GACT's sensitivity estimate (§4.2) and the gradient variance, through the level's blocks
+  with traced widths (`probe_wrap`): every gradient is reduced to a scalar inside the compiled
+  function (keeping 3 x 332 flat gradients of the quick GLM on the host took 20 GB)."""
+
+  def __init__(self, fam, level, offsets, chunk: int):
+    graphdef = nnx.graphdef(fam.model)
+    make = probe_wrap(level, offsets)
+    self.n, self.chunk = offsets[-1], chunk
+
+    def grad(params, bits, seed, batch):
+      loss = lambda p: fam.loss(nnx.merge(graphdef, p), batch, make(bits), seed)
+      return ravel_pytree(jax.grad(loss)(params))[0]
+
+    def sens(params, units, seed, batch):       # C_l for a chunk of unit indices
+      def one(l):
+        at = lambda b: jnp.full(self.n, 32.0).at[l].set(b)
+        g0, g1 = grad(params, at(1.0), seed, batch), grad(params, at(1.0), seed + 1, batch)
+        return adaptive.sensitivity(g0, g1, grad(params, at(8.0), seed, batch))
+      return jax.vmap(one)(units)
+
+    def dist(params, bits, seeds, exact, batch):   # |g(bits, seed) - exact|^2 per seed
+      return jax.vmap(lambda s: jnp.sum((grad(params, bits, s, batch) - exact) ** 2))(seeds)
+
+    self._grad, self._sens, self._dist = jax.jit(grad), jax.jit(sens), jax.jit(dist)
+
+  def sensitivities(self, params, batch, seed: int) -> list[float]:
+    """C_l for every unit, the others exact (so g0 - g1 isolates unit l's rounding)."""
+    out = []
+    for i in range(0, self.n, self.chunk):
+      ids = np.arange(i, i + self.chunk) % self.n      # the last chunk padded with repeats
+      c = np.asarray(self._sens(params, jnp.asarray(ids, jnp.int32), jnp.uint32(seed), batch))
+      out += [float(x) for x in c[:min(self.chunk, self.n - i)]]
+    return [x if np.isfinite(x) and x < 1e10 else 1e10 for x in out]   # as the official cap
+
+  def variance(self, params, batch, bits, seeds: int) -> float:
+    """mean over `seeds` roundings of |g(bits) - g(exact)|^2 (GACT's Var of the gradient)."""
+    exact = self._grad(params, jnp.full(self.n, 32.0), jnp.uint32(0), batch)
+    d = self._dist(params, jnp.asarray(bits, jnp.float32),
+                   jnp.arange(1, seeds + 1, dtype=jnp.uint32), exact, batch)
+    return float(np.mean(np.asarray(d, np.float64)))
+
+
+# --- one family, every level -----------------------------------------------------------------
+
+def run_levels(c, fam_name: str, wd: Path) -> dict:
+  k = c[fam_name]
+  tx = make_optimizer(ml_collections.ConfigDict(dict(k.train)))
+  levels = [adaptive.get_level(n) for n in c.levels]
+  out: dict = {"levels": {}, "seeds": {}}
+  budget = {}
+  for seed in range(c.seed, c.seed + c.seeds):
+    fam = families.BUILDERS[fam_name](c, seed, wd)
+    out["what"] = fam.what
+    graphdef, params0 = nnx.split(fam.model, nnx.Param)
+    for level in levels:
+      if seed != c.seed and level.name not in ("L0", "L2.2"):
+        continue               # further seeds: the pair the headline compares
+      log.info("GACT %s %s seed %d", fam_name, level.name, seed)
+      r = train_level(c, k, fam, level, graphdef, params0, tx, seed)
+      out["seeds"].setdefault(level.name, []).append(
+          {"seed": seed, **r["held_out"], "train_loss_last": r["train_loss_last"]})
+      if seed != c.seed:
+        continue
+      mem = measure_level(c, k, fam, level, graphdef, params0, tx, r["bits"], budget, wd, seed)
+      out["levels"][level.name] = {**r, **mem}
+  _summarise(out)
+  return out
+
+
+def train_level(c, k, fam, level, graphdef, params0, tx, seed) -> dict:
+  state = TrainState(step=jnp.int32(0), params=params0, opt_state=jax.jit(tx.init)(params0),
+                     rng=jax.random.key_data(jax.random.key(seed)))
+  unit_sizes = units(fam, level, fam.batch_at(0)) if level.compressed else []
+  offsets = np.cumsum([0] + [len(u) for u in unit_sizes]).tolist()
+  sizes = [s for u in unit_sizes for s in u]
+  split = lambda flat: [tuple(flat[offsets[i]:offsets[i + 1]]) if not level.checkpointed
+                        else flat[offsets[i]] for i in range(len(unit_sizes))]
+  flat = [int(level.bits)] * len(sizes) if level.compressed and not level.adaptive else None
+  probe = Probe(fam, level, offsets, k.probe_chunk) if level.adaptive else None
+  steps, losses, times, allocs = {}, [], [], []
+  for start in range(0, k.train.steps, k.adapt_interval):
+    if level.adaptive:
+      t0 = time.perf_counter()
+      sens = probe.sensitivities(state.params, fam.probe_batch(), 1000 * seed + start)
+      flat = list(adaptive.allocate_bits(sens, sizes, level.bits))
+      allocs.append({"step": start, "sensitivity": sens, "bits": flat,
+                     "seconds": time.perf_counter() - t0})
+      log.info("%s %s: allocation at step %d over %d tensors (%.0f s): average %.2f bits", fam.name,
+               level.name, start, len(sizes), allocs[-1]["seconds"], adaptive.average_bits(flat, sizes))
+    key = tuple(flat or ())
+    if key not in steps:
+      wrap = make_wrap(level, split(flat) if flat else None)
+      loss_fn = lambda model, batch, rng, wrap=wrap: (
+          fam.loss(model, batch, wrap, jax.random.bits(rng, dtype=jnp.uint32)), {})
+      steps[key] = jax.jit(make_train_step(graphdef, loss_fn, tx))
+    for i in range(start, min(k.train.steps, start + k.adapt_interval)):
+      batch = fam.batch_at(i)
+      t0 = time.perf_counter()
+      state, m = steps[key](state, batch, jnp.float32(1.0))
+      losses.append(float(m["loss"]))
+      times.append(time.perf_counter() - t0)
+  out = {"held_out": fam.held_out(nnx.merge(graphdef, state.params)),
+         "train_loss_last": float(np.mean(losses[-max(1, len(losses) // 10):])), "losses": losses,
+         "step_time": statistics.median(times[1:] if len(times) > 1 else times),
+         "bits": split(flat) if flat else None, "unit_sizes": sizes, "allocations": allocs,
+         "avg_bits": adaptive.average_bits(flat, sizes) if flat else None}
+  if level.adaptive:    # adaptive vs uniform widths at the same average, on the trained model
+    uniform = [int(level.bits)] * len(sizes) if float(level.bits).is_integer() else None
+    if uniform:
+      va = probe.variance(state.params, fam.probe_batch(), flat, c.variance_seeds)
+      vu = probe.variance(state.params, fam.probe_batch(), uniform, c.variance_seeds)
+      out.update({"variance_adaptive": va, "variance_uniform": vu, "adaptive_variance_ratio": va / vu})
+  return out
+
+
+def measure_level(c, k, fam, level, graphdef, params0, tx, bits, budget: dict, wd, seed) -> dict:
+  wrap = make_wrap(level, bits)
+  loss_fn = lambda model, batch, rng: (fam.loss(model, batch, wrap,
+                                                jax.random.bits(rng, dtype=jnp.uint32)), {})
+  temp_at = temp_probe(graphdef, loss_fn, tx, params0, fam.example)
+  b = k.memory_batch
+  t_b, t_2b = temp_at(b), temp_at(2 * b)
+  if "bytes" not in budget:            # the first level (L0) at budget_batch sets the budget
+    budget["bytes"] = temp_at(k.budget_batch)
+  mb = max_batch_linear(temp_at, budget["bytes"], b, k.max_batch_limit)
+  executed = (execute_batch(c, fam.name, level.name, bits, mb, wd, seed)
+              if c.executed_steps and level.name in c.executed_levels else None)
+  return {"act_bytes": t_2b - t_b, "temp_bytes": t_b,
+          "budget_bytes": budget["bytes"], "max_batch_compiled": mb,
+          "max_batch": executed["batch"] if executed else None, "executed": executed,
+          "temp_bytes_probed": {str(x): v for x, v in sorted(temp_at.probed.items())}}
+
+
+def execute_batch(c, fam_name, level_name, bits, batch, wd: Path, seed) -> dict | None:
+  """`executed_steps` training steps at `batch` in a child process (`gact.run_batch`)."""
+  spec = {"config": json.loads(c.to_json()), "family": fam_name, "level": level_name,
+          "bits": bits, "batch": batch, "steps": c.executed_steps, "workdir": str(wd), "seed": seed}
+  path = wd / f"executed_{fam_name}_{level_name}.json"
+  path.write_text(json.dumps(spec))
+  t0 = time.perf_counter()
+  # the child compiles without the backend's code optimisation: the same buffers (the bytes that
+  # decide whether a batch fits), a third of the compile time
+  env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") +
+                                     " --xla_backend_optimization_level=0").strip()}
+  p = subprocess.run([sys.executable, "-m", "jaxpapers.gact.run_batch", str(path)],
+                     capture_output=True, text=True, env=env)
+  if p.returncode != 0:
+    log.warning("%s %s: %d steps at batch %d failed: %s", fam_name, level_name, c.executed_steps,
+                batch, p.stderr.strip().splitlines()[-1:] )
+    return {"batch": None, "tried": batch, "error": p.stderr.strip()[-500:]}
+  r = json.loads(p.stdout.strip().splitlines()[-1])
+  r["seconds"] = time.perf_counter() - t0
+  log.info("%s %s: %d steps ran at batch %d (peak RSS %.0f MiB)", fam_name, level_name,
+           r["steps"], batch, r["peak_rss_bytes"] / 2**20)
+  return r
+
+
+def _summarise(out: dict) -> None:
+  lv = out["levels"]
+  for name, x in lv.items():
+    ref = lv.get("ckpt" if name.endswith("_ckpt") else "L0")
+    if ref is None:
+      continue
+    x["memory_ratio"] = ref["act_bytes"] / max(x["act_bytes"], 1)
+    x["step_time_ratio"] = x["step_time"] / ref["step_time"]
+    if x.get("max_batch") and ref.get("max_batch"):
+      x["max_batch_ratio"] = x["max_batch"] / ref["max_batch"]
+    x["loss_delta"] = x["held_out"]["loss"] / ref["held_out"]["loss"] - 1.0
+  if "L2.2" in lv:
+    top = lv["L2.2"]
+    out["memory_ratio_L2.2"] = top.get("memory_ratio")
+    out["max_batch_ratio_L2.2"] = top.get("max_batch_ratio")
+    out["step_time_ratio_L2.2"] = top.get("step_time_ratio")
+    out["adaptive_variance_ratio"] = top.get("adaptive_variance_ratio")
+  if "L2.2_ckpt" in lv:
+    out["memory_ratio_L2.2_ckpt"] = lv["L2.2_ckpt"].get("memory_ratio")
+  s0, s2 = out["seeds"].get("L0", []), out["seeds"].get("L2.2", [])
+  if s0 and s2:
+    l0 = np.array([r["loss"] for r in s0])
+    d = np.array([b["loss"] / a["loss"] - 1.0 for a, b in zip(s0, s2)])
+    out["loss_delta_L2.2"] = float(d.mean())
+    out["loss_delta_L2.2_per_seed"] = d.tolist()
+    out["loss_seed_spread_L0"] = float(l0.std(ddof=1) / l0.mean()) if len(l0) > 1 else None
 
 
 def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   validate(c)
   wd = Path(workdir)
-  results = {}
-  if "transformer" in c.families:
-    results.update(transformer_family(c, wd))
-  for fam in ("cnn", "gnn"):
-    if fam in c.families:
-      k = c[fam]
-      run_family = (block_families.stack_family if k.get("layout", "blocks") == "stack"
-                    else block_families.block_family)
-      out = run_family(fam, k, c.levels, c.seed, BLOCK_FAMILIES[fam][1](k, c.seed))
-      _ratios(out["levels"], "acc")
-      results[fam] = out
-  _report(wd, command, c, results)
+  results = {fam: run_levels(c, fam, wd) for fam in c.families}
+  write(wd, command, c, results)
   return results
-
-
-def _ratios(levels: dict, quality: str) -> None:
-  ref = levels.get("L0")
-  if not ref:
-    return
-  for r in levels.values():
-    r["memory_ratio"] = ref["act_bytes"] / max(r["act_bytes"], 1)
-    if "act_bytes_marginal" in r:
-      r["memory_ratio_marginal"] = ref["act_bytes_marginal"] / max(r["act_bytes_marginal"], 1)
-    r["max_batch_ratio"] = r["max_batch"] / ref["max_batch"]
-    r["step_time_ratio"] = r["step_time"] / ref["step_time"]
-    if quality == "loss":
-      r["loss_rel_change"] = r["loss"] / ref["loss"] - 1.0
-    else:
-      r["acc_change"] = r["acc"] - ref["acc"]
-
-
-def transformer_family(c, wd: Path) -> dict:
-  """Levels on a scanned GLM stack (see the module docstring)."""
-  model, sampler, loss_fn_for, held_out = _glm_parts(c, wd)
-  graphdef, params0 = nnx.split(model, nnx.Param)
-  tx = make_optimizer(c.train)
-  L = model.cfg.num_layers
-  train_sampler = sampler(c.train.batch)
-  probe_sampler = sampler(c.probe_batch)
-  probe_grad = _probe_grad(graphdef, loss_fn_for)
-  example = lambda b: {k: jnp.asarray(v) for k, v in sampler(b)(0).items()}
-  results = {"levels": {}, "model": {"num_layers": L, "d_model": model.cfg.d_model,
-                                      "seq_len": c.seq_len, "batch": c.train.batch}}
-  budget = None
-  for level in c.levels:
-    lv = adaptive.get_level(level) if level not in REFERENCE_LEVELS else None
-    log.info("GACT level %s", level)
-    state = TrainState(step=jnp.int32(0), params=params0, opt_state=jax.jit(tx.init)(params0),
-                       rng=jax.random.key_data(jax.random.key(c.seed)))
-    bits = [int(lv.bits)] * L if lv is not None and lv.bits is not None and not lv.adaptive else None
-    alloc_history, losses, times, steps = [], [], [], {}
-    for start in range(0, c.train.steps, c.adapt_interval):
-      if lv is not None and lv.adaptive:
-        probe = {k: jnp.asarray(v) for k, v in probe_sampler(start).items()}
-        sens = adaptive.probe_sensitivities(probe_grad, state.params, probe, L, c.seed + start)
-        sizes = [1] * L            # every layer input has the same size
-        bits = list(adaptive.allocate_bits(sens, sizes, lv.bits))
-        alloc_history.append({"step": start, "sensitivity": sens, "bits": bits})
-      key = tuple(bits or ())
-      if key not in steps:      # a new allocation is a new compiled step
-        loss_fn = loss_fn_for(_hooks_for(level, bits or [32] * L, c.mode))
-        gd = graphdef if level != "plain" else nnx.split(_no_remat(model), nnx.Param)[0]
-        steps[key] = (jax.jit(make_train_step(gd, loss_fn, tx)), loss_fn, gd)
-      step, loss_fn, gd = steps[key]
-      for i in range(start, min(c.train.steps, start + c.adapt_interval)):
-        batch = {k: jnp.asarray(v) for k, v in train_sampler(i).items()}
-        t0 = time.perf_counter()
-        state, m = step(state, batch, jnp.float32(1.0))
-        loss = float(m["loss"])
-        times.append(time.perf_counter() - t0)
-        losses.append(loss)
-    gd_final = gd
-    trained = nnx.merge(gd_final, state.params)
-    val_loss = held_out(trained)
-    temp_at = temp_probe(gd_final, loss_fn, tx, params0, example)
-    t_b, t_1, t_2b = temp_at(c.memory_batch), temp_at(1), temp_at(2 * c.memory_batch)
-    if budget is None:   # the budget: the first level's (L0's) step at budget_batch
-      budget = temp_at(c.budget_batch)
-    mb = max_batch(temp_at, budget, c.memory_batch, c.max_batch_limit,
-                   multiple=math.lcm(max(1, c.model.get("layer_chunk", 0)), max(1, c.head_chunk)))
-    results["levels"][level] = {
-        "loss": val_loss, "train_loss_last": float(np.mean(losses[-max(1, len(losses) // 10):])),
-        "act_bytes": t_b - t_1, "act_bytes_marginal": t_2b - t_b, "temp_bytes": t_b,
-        "temp_bytes_batch1": t_1, "max_batch": mb,
-        "temp_bytes_probed": {str(b): v for b, v in sorted(temp_at.probed.items())},
-        "step_time": statistics.median(times[1:] if len(times) > 1 else times),
-        "bits": bits, "allocations": alloc_history, "losses": losses}
-    log.info("%s: held-out loss %.4f, act %.1f MiB (marginal %.1f MiB), max batch %d, step %.3fs",
-             level, val_loss, (t_b - t_1) / 2**20, (t_2b - t_b) / 2**20, mb,
-             results["levels"][level]["step_time"])
-  results["budget_bytes"] = budget
-  _ratios(results["levels"], "loss")
-  if "L0" in results["levels"] and "L2.2" in results["levels"]:
-    top = results["levels"]["L2.2"]
-    results.update({"memory_ratio_L2.2": top["memory_ratio"],
-                    "memory_ratio_marginal_L2.2": top["memory_ratio_marginal"],
-                    "max_batch_ratio_L2.2": top["max_batch_ratio"],
-                    "step_time_ratio_L2.2": top["step_time_ratio"],
-                    "residual_ratio_L2.2": _residual_ratio(top["bits"], c.mode)})
-    for ref in REFERENCE_LEVELS:
-      if ref in results["levels"]:
-        results[f"memory_ratio_L2.2_vs_{ref}"] = (results["levels"][ref]["act_bytes"]
-                                                  / max(top["act_bytes"], 1))
-        results[f"memory_ratio_marginal_L2.2_vs_{ref}"] = (
-            results["levels"][ref]["act_bytes_marginal"] / max(top["act_bytes_marginal"], 1))
-  return results
-
-
-def _no_remat(model):
-  import dataclasses
-  m = nnx.clone(model)
-  m.cfg = dataclasses.replace(model.cfg, remat=False, layer_chunk=0)
-  return m
-
-
-def _residual_ratio(bits, mode) -> float:
-  """Bytes saved per layer input, compressed / FP32 (codes + min and scale per 256-group)."""
-  from pallas_kernels.act_compress import GROUP
-  return float(np.mean([(GROUP * b / 8 + 8) / (GROUP * 4) for b in bits]))
-
-
-def _probe_grad(graphdef, loss_fn_for):
-  """The gradient with traced per-layer widths (`probe_block`), compiled once per run: the probe
-  batch is an argument, so every re-estimate reuses it."""
-  @jax.jit
-  def grad(params, bits, seed, batch):
-    loss_fn = loss_fn_for({"layer_wrapper": probe_block(bits)})
-    key = jax.random.fold_in(jax.random.key(0), seed)
-    return jax.grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch, key)[0])(params)
-  return grad
-
-
-def _report(wd: Path, command: str, c, r: dict) -> None:
-  lv = r.get("levels", {})
-  MiB = lambda b: f"{b / 2**20:.1f} MiB"
-  rows = []
-  for fam, (what, _) in BLOCK_FAMILIES.items():
-    if fam not in r or "L0" not in r[fam]["levels"]:
-      continue
-    for name, x in r[fam]["levels"].items():
-      if name != "L0":
-        rows.append(Row(f"{fam.upper()} {name}: activation memory / max batch / accuracy vs L0",
-                        "8.1x / 4.2-24.7x / within 0.5 points", f"{x['memory_ratio']:.2f}x / "
-                        f"{x['max_batch_ratio']:.2f}x / {100 * x['acc_change']:+.1f} pts",
-                        "n/a", f"{what}, batch {c[fam].memory_batch}; step time "
-                        f"{x['step_time_ratio']:.2f}x"))
-  if "L2.2" in lv and "L0" in lv:
-    top = lv["L2.2"]
-    rows += [
-        Row(f"activation memory L0 / L2.2 (XLA temp bytes, batch {c.memory_batch} − batch 1)", PAPER["memory_ratio"],
-            f"{top['memory_ratio']:.2f}x", "reproduced" if top["memory_ratio"] >= 8 else "not reproduced",
-            f"L0 = {'the same stack with FP32 inputs' if c.mode == 'recompute' else 'remat scan'} "
-            f"{MiB(lv['L0']['act_bytes'])}; L2.2 "
-            f"{MiB(top['act_bytes'])}" + "".join(
-                f"; {ref} {MiB(lv[ref]['act_bytes'])} ({r[f'memory_ratio_L2.2_vs_{ref}']:.1f}x L2.2)"
-                for ref in REFERENCE_LEVELS if ref in lv)),
-        Row(f"activation memory L0 / L2.2, marginal (batch {2 * c.memory_batch} − {c.memory_batch})",
-            PAPER["memory_ratio"], f"{top['memory_ratio_marginal']:.2f}x",
-            "reproduced" if top["memory_ratio_marginal"] >= 8 else "not reproduced",
-            f"L0 {MiB(lv['L0']['act_bytes_marginal'])}; L2.2 {MiB(top['act_bytes_marginal'])}: no "
-            "reuse of the batch-1 temporaries in this difference"),
-        Row("max batch under the same budget, L2.2 / L0", PAPER["max_batch"],
-            f"{top['max_batch_ratio']:.2f}x", "reproduced" if top["max_batch_ratio"] >= 4 else "not reproduced",
-            f"budget {MiB(r['budget_bytes'])} (L0's step at batch {c.budget_batch}); "
-            f"L0 {lv['L0']['max_batch']}, L2.2 {top['max_batch']}"),
-        Row("held-out loss change L2.2 vs L0 (equal steps)", PAPER["accuracy"],
-            f"{100 * top['loss_rel_change']:+.2f}%", "reproduced" if abs(top["loss_rel_change"]) <= 0.01 else "not reproduced",
-            f"{fmt(top['loss'])} vs {fmt(lv['L0']['loss'])} nats"),
-        Row("step time L2.2 / L0", "≤ 1.5x (ours: the acceptance bound)", f"{top['step_time_ratio']:.2f}x",
-            "reproduced" if top["step_time_ratio"] <= 1.5 else "not reproduced", "median step, same process"),
-    ]
-  table = ["| level | held-out loss | act memory | vs L0 | marginal act memory | vs L0 | max batch | "
-           "step time | bits per layer |", "|---|---|---|---|---|---|---|---|---|"]
-  for name, x in lv.items():
-    table.append(f"| {name} | {x['loss']:.4f} | {MiB(x['act_bytes'])} | {x.get('memory_ratio', 1):.2f}x | "
-                 f"{MiB(x['act_bytes_marginal'])} | {x.get('memory_ratio_marginal', 1):.2f}x | "
-                 f"{x['max_batch']} | {1e3 * x['step_time']:.0f} ms | {x['bits'] or '32 (FP32)'} |")
-  plots = []
-  if "L2.2" in lv and lv["L2.2"]["allocations"]:
-    last = lv["L2.2"]["allocations"][-1]
-    plots.append((plot_curves(wd, "bits_L2.2.png",
-                              [("bits", list(range(len(last["bits"]))), last["bits"]),
-                               ("log10 C_l", list(range(len(last["sensitivity"]))),
-                                [float(np.log10(max(s, 1e-30))) for s in last["sensitivity"]])],
-                              ylabel="bits / log10 sensitivity"),
-                  f"L2.2: bits per layer input chosen at step {last['step']} and GACT's sensitivity"))
-  if lv:
-    series = [(name, list(range(len(x["losses"]))), x["losses"]) for name, x in lv.items()]
-    plots.append((plot_curves(wd, "loss.png", series, ylabel="train loss (nats)"),
-                  "transformer: train loss per level"))
-  sections = [("Transformer levels (same data, seed and steps)", "\n".join(table))] if lv else []
-  for fam, (what, _) in BLOCK_FAMILIES.items():
-    if fam not in r:
-      continue
-    ct = ["| level | test accuracy | act memory | vs L0 | max batch | step time | bits (size-weighted mean) |",
-          "|---|---|---|---|---|---|---|"]
-    for name, x in r[fam]["levels"].items():
-      mb = "32 (FP32)" if not x["bits"] else f"{x['avg_bits']:.2f}"
-      ct.append(f"| {name} | {100 * x['acc']:.1f}% | {MiB(x['act_bytes'])} | {x.get('memory_ratio', 1):.2f}x | "
-                f"{x['max_batch']} | {1e3 * x['step_time']:.0f} ms | {mb} |")
-    sections.append((f"{fam.upper()} levels ({what}, memory at batch {c[fam].memory_batch})", "\n".join(ct)))
-    if "L2.2" in r[fam]["levels"] and r[fam]["levels"]["L2.2"]["allocations"]:
-      a = r[fam]["levels"]["L2.2"]["allocations"][-1]
-      plots.append((plot_curves(wd, f"{fam}_bits_L2.2.png", [("bits", list(range(len(a["bits"]))), a["bits"])],
-                                xlabel="saved tensor (block order)", ylabel="bits"),
-                    f"{fam.upper()} L2.2: bits per saved tensor chosen at step {a['step']}"))
-  rep = Report(title="GACT activation-compressed training (arXiv 2206.11357)",
-               command=command, rows=rows, plots=plots, sections=sections)
-  write_report(wd, rep, r)

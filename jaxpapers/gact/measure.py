@@ -1,5 +1,6 @@
 """How much memory a train step needs, as XLA compiles it, and the largest batch under a budget
-(the measurements of GACT's Table 4 / Fig. 6, taken from XLA instead of the allocator)."""
+(the measurements of GACT's Table 4 / Fig. 6, taken from XLA; the batch found is then run,
+`gact.run_batch`)."""
 from __future__ import annotations
 
 import jax
@@ -46,38 +47,17 @@ def temp_probe(graphdef, loss_fn, tx, params, example):
   return temp_at
 
 
-def max_batch(temp_at, budget: int, hint: int, limit: int, multiple: int = 1) -> int:
-  """Largest batch b <= limit with temp_at(b) <= budget (temp_at compiles a step): a linear
-  prediction from two sizes, then galloping and bisection between a fitting and a failing b.
-  With `multiple` > 1 only multiples of it are tried (a micro-batched model pads other batches,
-  which costs copies a user would not choose to pay), or batches below it when not even one
-  multiple fits (those run as a single micro-batch)."""
-  if multiple > 1:
-    if temp_at(multiple) > budget:
-      return max_batch(temp_at, budget, 1, multiple - 1)
-    k = max_batch(lambda j: temp_at(j * multiple), budget, max(1, hint // multiple),
-                  max(1, limit // multiple))
-    return k * multiple
-  t1, th = temp_at(1), temp_at(hint)
-  if t1 > budget:
-    raise ConfigError(f"even batch 1 needs {t1:,} temp bytes, over the budget {budget:,}")
-  per = max((th - t1) / max(hint - 1, 1), 1.0)
-  guess = int(min(limit, max(1, (budget - t1) // per + 1)))
-  if temp_at(guess) <= budget:
-    lo, inc, hi = guess, max(1, guess // 16), None
-    while hi is None:
-      nxt = min(limit, lo + inc)
-      if nxt == lo:
-        return lo
-      if temp_at(nxt) <= budget:
-        lo, inc = nxt, inc * 2
-      else:
-        hi = nxt
-  else:
-    hi, lo = guess, max(1, guess - max(1, guess // 8))
-    while lo > 1 and temp_at(lo) > budget:
-      hi, lo = lo, max(1, lo - 2 * (hi - lo))
-  while hi - lo > max(1, lo // 16):    # bisect to within 6% (each probe is a compile)
-    mid = (lo + hi) // 2
-    lo, hi = (mid, hi) if temp_at(mid) <= budget else (lo, mid)
-  return lo
+def max_batch_linear(temp_at, budget: int, b: int, limit: int) -> int:
+  """Largest batch under `budget` temp bytes: predicted from the step's bytes at b and 2b (temp
+  bytes are affine in the batch for these steps), then checked by compiling it and stepped
+  down 3% at a time until it fits (each check is a compile)."""
+  t1, t2 = temp_at(b), temp_at(2 * b)
+  per = max((t2 - t1) / b, 1.0)
+  guess = int(min(limit, max(1, (budget - (t1 - per * b)) // per)))
+  for _ in range(8):
+    if guess <= 1 or temp_at(guess) <= budget:
+      break
+    guess = max(1, int(guess * 0.97))
+  if temp_at(guess) > budget:
+    raise ConfigError(f"even batch {guess} needs {temp_at(guess):,} temp bytes, over the budget {budget:,}")
+  return guess

@@ -4,24 +4,42 @@
 `compress_block(fn, bits, mode)` turns `fn(params, x) -> y` into `g(params, x, seed) -> y` with a
 `jax.custom_vjp`:
 
-- mode "residuals" (GACT proper): the forward runs `jax.vjp(fn, params, x)` and compresses every
-  floating leaf of the returned vjp closure (the tensors the backward needs) that is not a
-  parameter; identical leaves are stored once; boolean leaves (dropout masks) at 1 bit; integer
-  leaves and tensors smaller than one 256-group as they are. The backward decompresses them and calls the closure. `bits` is one width
-  for every leaf or a tuple with one width per leaf (`residual_leaves` lists them), 32 = keep.
-- mode "recompute" (GACT with checkpointing, §6): only the block input x is saved, compressed;
-  the backward decompresses it and re-runs `jax.vjp(fn, params, x_hat)`.
+- mode "residuals" (GACT proper, its levels L1-L2.2): the forward runs `jax.vjp(fn, params, x)`
+  and compresses every saved tensor that is an activation, i.e. that depends on x (found on the
+  jaxpr, `saved_tensors`): floats at their width, boolean masks at 1 bit. What does not depend on
+  x (parameters, tensors computed from parameters only, RoPE tables and masks computed from
+  integer inputs) is kept as it is, like the official code keeps parameters and tensors that need
+  no gradient. Identical tensors are stored once. The backward decompresses and calls the vjp.
+- mode "recompute" (GACT with checkpointing, the paper's "L*_ckpt" rows): only the block input x
+  is saved, compressed; the backward decompresses it and re-runs `jax.vjp(fn, params, x_hat)`.
 
-Parameters are never compressed. `seed` (uint32) keys the stochastic rounding: give each
-(tensor, iteration) its own, e.g. fold the step and the layer index.
+`bits`: one width for every activation or a tuple with one per activation (in `saved_tensors`
+order; 32 = keep), or a traced float array of the same length: then each activation is
+fake-quantized (`fake_quantize`, kept in FP32) at its traced width, which is how GACT's
+sensitivity estimate probes every (tensor, width) through one compiled gradient (§4.3).
+
+Two things XLA would otherwise undo on the CPU, found in the buffer assignment of a compiled
+train step (experiments/gact/README.md): (1) it fuses compress-then-decompress into the backward
+fusion that reads the decompressed tensor, so the codes never exist and the full-precision
+tensor stays alive until the backward; (2) it schedules the decompression as soon as the codes
+exist, in the forward, so every layer's decompressed tensors are alive at once. Optimization
+barriers do not stop either (the CPU compiler expands them before fusion). So the codes are
+computed inside a loop whose trip count (1) is only known at run time (`_materialize`): XLA
+neither fuses across it nor removes it; and the decompression reads its min through an add of
+0 * (one cotangent element) (`_after`), a data dependence XLA keeps (it does not fold float
+x * 0), so it runs when the cotangent arrives. The residual structure (tree, duplicates, what is
+compressed) travels in the residuals themselves (`Saved`), so one wrapped function may be
+called at any number of shapes in one trace.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.extend.core import Literal
 
 from jaxpapers.core.errors import ConfigError
 from pallas_kernels.act_compress import (BITS, GROUP, Compressed, compress_ref, decompress_ref,
@@ -31,10 +49,10 @@ MODES = ("residuals", "recompute")
 
 
 @dataclasses.dataclass(frozen=True)
-class ResidualLeaf:
+class SavedTensor:
   shape: tuple
   dtype: str
-  kind: str   # "param" (never compressed), "float" (compressed), "bool" (1 bit), "int"/"small" (kept)
+  kind: str   # "act" (float activation: compressed), "mask" (bool activation: 1 bit), "kept"
 
   @property
   def size(self) -> int:
@@ -43,71 +61,124 @@ class ResidualLeaf:
       n *= d
     return n
 
+  @property
+  def nbytes(self) -> int:
+    return self.size * jnp.dtype(self.dtype).itemsize
+
 
 def check_bits(bits) -> None:
+  if isinstance(bits, jax.Array):
+    return
   for b in (bits if isinstance(bits, (tuple, list)) else (bits,)):
     if b not in BITS + (32,):
       raise ConfigError(f"activation bits must be in {BITS + (32,)}, got {b!r}")
 
 
-def _classify(leaves, params) -> list[str]:
-  pids = {id(p) for p in jax.tree.leaves(params)}
-  kinds = []
-  for leaf in leaves:
-    dt = jnp.result_type(leaf)
-    if id(leaf) in pids:
-      kinds.append("param")
-    elif jnp.size(leaf) < GROUP:
-      kinds.append("small")        # scalars and tiny tensors: a 256-group would cost more
-    elif jnp.issubdtype(dt, jnp.floating):
-      kinds.append("float")
-    elif dt == jnp.bool_:
-      kinds.append("bool")
-    else:
-      kinds.append("int")
-  return kinds
+def _depends_on_x(jaxpr, n_params: int) -> list[bool]:
+  """For each output of `jaxpr` (inputs: the params' leaves, then x's), whether it depends on an
+  x leaf: a forward pass over the equations (an equation's outputs depend on x if any input
+  does; nested jaxprs are treated as one equation, which can only over-approximate)."""
+  dep = set(id(v) for v in jaxpr.invars[n_params:])
+  for eqn in jaxpr.eqns:
+    if any(not isinstance(v, Literal) and id(v) in dep for v in eqn.invars):
+      dep.update(id(v) for v in eqn.outvars)
+  return [not isinstance(v, Literal) and id(v) in dep for v in jaxpr.outvars]
 
 
-def _unique(leaves):
-  """(unique leaves, index of each leaf in them): duplicates in a vjp closure are stored once."""
-  first, where = {}, []
-  uniq = []
-  for leaf in leaves:
-    k = id(leaf)
-    if k not in first:
-      first[k] = len(uniq)
-      uniq.append(leaf)
-    where.append(first[k])
-  return uniq, where
+def _plan(fn: Callable, params, x):
+  """(SavedTensor per unique residual leaf, index of each leaf among the unique ones)."""
+  def leaves_of(params, x):
+    return jax.tree.leaves(jax.vjp(fn, params, x)[1])
+
+  closed = jax.make_jaxpr(leaves_of)(params, x)
+  dep = _depends_on_x(closed.jaxpr, len(jax.tree.leaves(params)))
+  first, where, out = {}, [], []
+  for v, d, aval in zip(closed.jaxpr.outvars, dep, closed.out_avals):
+    key = ("lit", len(out)) if isinstance(v, Literal) else id(v)
+    if key not in first:
+      first[key] = len(out)
+      dt = jnp.dtype(aval.dtype)
+      kind = "kept"
+      if d and jnp.issubdtype(dt, jnp.floating):
+        kind = "act"
+      elif d and dt == jnp.bool_:
+        kind = "mask"
+      out.append(SavedTensor(tuple(aval.shape), dt.name, kind))
+    where.append(first[key])
+  return out, where
 
 
-def residual_leaves(fn: Callable, params, x) -> list[ResidualLeaf]:
-  """The distinct tensors `jax.vjp(fn, params, x)` keeps for the backward, in the order the
-  per-leaf `bits` of mode "residuals" refers to."""
-  out = []
-
-  def probe(params, x):
-    _, vjp = jax.vjp(fn, params, x)
-    leaves, _ = _unique(jax.tree.leaves(vjp))
-    for leaf, kind in zip(leaves, _classify(leaves, params)):
-      out.append(ResidualLeaf(tuple(leaf.shape), jnp.result_type(leaf).name, kind))
-    return 0
-
-  jax.eval_shape(probe, params, x)
-  return out
+def saved_tensors(fn: Callable, params, x) -> list[SavedTensor]:
+  """The distinct tensors `jax.vjp(fn, params, x)` keeps for the backward; the activations
+  among them (kind "act") are what per-tensor `bits` refer to, in this order."""
+  return _plan(fn, params, x)[0]
 
 
-def compress_leaf(leaf, bits, seed, salt, base=0):
+def _mix_seed(seed, salt):
+  return jnp.asarray(seed, jnp.uint32) * jnp.uint32(0x85EBCA6B) + jnp.uint32(salt)
+
+
+def _materialize(f: Callable, token):
+  """f() computed inside a loop run `token` (= 1 at run time, unknown to XLA) times: its output
+  exists as a buffer of its own (see the module docstring)."""
+  shapes = jax.eval_shape(f)
+  zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+  return jax.lax.fori_loop(0, token, lambda i, c: f(), zeros)
+
+
+def _one(seed):
+  """1, computed from a traced uint32 so that the compiler cannot prove it."""
+  return jnp.minimum(jnp.asarray(seed, jnp.uint32) | jnp.uint32(1), jnp.uint32(1)).astype(jnp.int32)
+
+
+def compress_leaf(leaf, bits: int, seed, salt: int = 0, base=0):
   """`leaf` at `bits` (32: as it is; bool: 1 bit), rounding keyed by (seed, salt) and the element
-  index from `base` (see `compress_ref`)."""
+  index from `base` (see `compress_ref`), its codes materialised."""
   if bits == 32:
     return leaf
-  s = jnp.asarray(seed, jnp.uint32) * jnp.uint32(0x85EBCA6B) + jnp.uint32(salt)
-  return compress_ref(leaf, 1 if leaf.dtype == jnp.bool_ else bits, s, base)
+  s = _mix_seed(seed, salt)
+  b = 1 if leaf.dtype == jnp.bool_ else bits
+  return _materialize(lambda: compress_ref(leaf, b, s, base), _one(s))
 
 
 def decompress_leaf(c):
   return decompress_ref(c) if isinstance(c, Compressed) else c
+
+
+def _after(saved: list, ct):
+  """`saved` with each Compressed's codes and min made to depend on the cotangent `ct` (adds
+  0 * one of its elements): no part of its decompression can run before the backward reaches
+  this block."""
+  leaf = next((l for l in jax.tree.leaves(ct) if jnp.issubdtype(l.dtype, jnp.floating)), None)
+  if leaf is None:
+    return saved
+  zero = jnp.ravel(leaf)[0].astype(jnp.float32) * 0.0
+  z8 = zero.astype(jnp.uint8)      # (the compiler cannot fold float x * 0, so neither this)
+  return [c.replace(packed=c.packed + z8, mn=c.mn + zero) if isinstance(c, Compressed) else c
+          for c in saved]
+
+
+@flax.struct.dataclass
+class Saved:
+  """The residuals of a compressed block, carrying how to rebuild the vjp closure."""
+  tensors: list
+  treedef: object = flax.struct.field(pytree_node=False)
+  where: tuple = flax.struct.field(pytree_node=False)
+
+
+def _widths(bits, plan) -> list:
+  """One width (int, or a traced scalar in probe mode) per unique residual leaf; None = kept."""
+  acts = [i for i, t in enumerate(plan) if t.kind == "act"]
+  if isinstance(bits, jax.Array):
+    if bits.shape != (len(acts),):
+      raise ConfigError(f"{bits.shape} traced widths given for {len(acts)} activations")
+    per = {i: bits[j] for j, i in enumerate(acts)}
+  else:
+    seq = tuple(bits) if isinstance(bits, (tuple, list)) else (bits,) * len(acts)
+    if len(seq) != len(acts):
+      raise ConfigError(f"{len(seq)} bit widths given for {len(acts)} activations")
+    per = dict(zip(acts, seq))
+  return [per.get(i, 1 if t.kind == "mask" else None) for i, t in enumerate(plan)]
 
 
 def compress_block(fn: Callable, bits, mode: str = "residuals") -> Callable:
@@ -115,50 +186,61 @@ def compress_block(fn: Callable, bits, mode: str = "residuals") -> Callable:
   if mode not in MODES:
     raise ConfigError(f"unknown GACT mode {mode!r}; use one of {MODES}")
   check_bits(bits)
+  probing = isinstance(bits, jax.Array)
 
   @jax.custom_vjp
   def g(params, x, seed):
     return fn(params, x)
 
-  holder: dict = {}   # static tree structures, set while tracing the forward
-
   if mode == "recompute":
     def fwd_recompute(params, x, seed):
+      if probing:
+        b = bits.reshape(-1)[0]
+        x_saved = jax.tree.map(lambda l: fake_quantize(l, b, _mix_seed(seed, 0))
+                               if jnp.issubdtype(l.dtype, jnp.floating) else l, x)
+        return fn(params, x), (params, x_saved)
       b = bits if isinstance(bits, int) else bits[0]
-      leaves, holder["x_tree"] = jax.tree.flatten(x)
-      saved = [compress_leaf(l, b, seed, i) if l.dtype == jnp.bool_ or jnp.issubdtype(l.dtype, jnp.floating)
-               else l for i, l in enumerate(leaves)]
-      return fn(params, x), (params, saved)
+      leaves, tree = jax.tree.flatten(x)
+      saved = [compress_leaf(l, b, seed, i) if l.dtype == jnp.bool_ or
+               jnp.issubdtype(l.dtype, jnp.floating) else l for i, l in enumerate(leaves)]
+      return fn(params, x), (params, Saved(saved, tree, ()))
 
     def bwd_recompute(res, gy):
       params, saved = res
-      x_hat = jax.tree.unflatten(holder["x_tree"], [decompress_leaf(c) for c in saved])
-      _, vjp = jax.vjp(fn, params, x_hat)
+      if isinstance(saved, Saved):
+        saved = jax.tree.unflatten(saved.treedef, [decompress_leaf(c) for c in _after(saved.tensors, gy)])
+      _, vjp = jax.vjp(fn, params, saved)
       return (*vjp(gy), None)
 
     g.defvjp(fwd_recompute, bwd_recompute)
     return g
 
   def fwd(params, x, seed):
+    plan, where = _plan(fn, params, x)
     y, vjp = jax.vjp(fn, params, x)
     leaves, treedef = jax.tree.flatten(vjp)
-    uniq, where = _unique(leaves)
-    kinds = _classify(uniq, params)
-    per = bits if isinstance(bits, (tuple, list)) else (bits,) * len(uniq)
-    if len(per) != len(uniq):
-      raise ConfigError(f"{len(per)} bit widths given for {len(uniq)} residual tensors")
-    saved = []
-    for i, (leaf, kind, b) in enumerate(zip(uniq, kinds, per)):
-      if kind in ("param", "int", "small"):
-        saved.append(leaf)                 # parameters are never compressed
-      else:
-        saved.append(compress_leaf(leaf, b, seed, i))
-    holder["treedef"], holder["where"] = treedef, where
-    return y, saved
+    uniq = [None] * len(plan)
+    for leaf, i in zip(leaves, where):
+      uniq[i] = leaf
+    saved, todo = list(uniq), []
+    for i, (leaf, b) in enumerate(zip(uniq, _widths(bits, plan))):
+      if b is None:
+        continue
+      if probing and plan[i].kind == "act":
+        saved[i] = fake_quantize(leaf, b, _mix_seed(seed, i))
+      elif int(b) != 32:
+        todo.append((i, 1 if plan[i].kind == "mask" else int(b)))
+    if todo:    # all of the block's codes in one loop (one loop per tensor compiled 3x slower)
+      s = [_mix_seed(seed, i) for i, _ in todo]
+      codes = _materialize(lambda: [compress_ref(uniq[i], b, si) for (i, b), si in zip(todo, s)],
+                           _one(s[0]))
+      for (i, _), c in zip(todo, codes):
+        saved[i] = c
+    return y, Saved(saved, treedef, tuple(where))
 
-  def bwd(saved, gy):
-    uniq = [decompress_leaf(c) for c in saved]
-    vjp = jax.tree.unflatten(holder["treedef"], [uniq[i] for i in holder["where"]])
+  def bwd(res, gy):
+    uniq = [decompress_leaf(c) for c in _after(res.tensors, gy)]
+    vjp = jax.tree.unflatten(res.treedef, [uniq[i] for i in res.where])
     gp, gx = vjp(gy)
     return gp, gx, None
 
@@ -166,54 +248,34 @@ def compress_block(fn: Callable, bits, mode: str = "residuals") -> Callable:
   return g
 
 
+def compressed_bytes(t: SavedTensor, bits: int) -> int:
+  """Bytes of one saved tensor at `bits` (codes + FP32 min and scale per 256-group)."""
+  if t.kind == "kept" or bits == 32:
+    return t.nbytes
+  b = 1 if t.kind == "mask" else bits
+  return -(-t.size // GROUP) * (GROUP * b // 8 + 8)
+
+
 def saved_bytes(fn: Callable, params, x, bits, mode: str = "residuals") -> dict:
-  """Bytes the backward keeps (non-parameter residual leaves, or the block input for
-  "recompute"): raw and compressed, in total and for the compressible (float/bool) part."""
-  leaves = (residual_leaves(fn, params, x) if mode == "residuals" else
-            [ResidualLeaf(tuple(l.shape), jnp.result_type(l).name,
-                          "float" if jnp.issubdtype(jnp.result_type(l), jnp.floating) else "int")
-             for l in jax.tree.leaves(x)])
-  per = bits if isinstance(bits, (tuple, list)) else (bits,) * len(leaves)
+  """Bytes the backward keeps (residual leaves, or the block input for "recompute"): raw and
+  compressed, in total and for the compressed (activation) part."""
+  if mode == "residuals":
+    plan = saved_tensors(fn, params, x)
+  else:
+    plan = [SavedTensor(tuple(l.shape), jnp.result_type(l).name,
+                        "act" if jnp.issubdtype(jnp.result_type(l), jnp.floating) else "kept")
+            for l in jax.tree.leaves(x)]
+  widths = _widths(bits if mode == "residuals" else
+                   (bits if isinstance(bits, int) else bits[0]), plan)
   out = {"raw": 0, "compressed": 0, "compressible_raw": 0, "compressible_compressed": 0}
-  for leaf, b in zip(leaves, per):
-    if leaf.kind == "param":
-      continue
-    nbytes = leaf.size * jnp.dtype(leaf.dtype).itemsize
-    out["raw"] += nbytes
-    if leaf.kind in ("int", "small") or b == 32:
-      out["compressed"] += nbytes
-      continue
-    b = 1 if leaf.kind == "bool" else b
-    comp = -(-leaf.size // GROUP) * (GROUP * b // 8 + 8)   # codes + FP32 min and scale per group
+  for t, b in zip(plan, widths):
+    comp = compressed_bytes(t, 32 if b is None else int(b))
+    out["raw"] += t.nbytes
     out["compressed"] += comp
-    out["compressible_raw"] += nbytes
-    out["compressible_compressed"] += comp
+    if b is not None:
+      out["compressible_raw"] += t.nbytes
+      out["compressible_compressed"] += comp
   return out
-
-
-def probe_block(bits_of_layer: jnp.ndarray) -> Callable:
-  """A layer wrapper for the sensitivity estimate of mode "recompute": the forward is exact, the
-  backward recomputes layer l at fake_quantize(x, bits_of_layer[l]) (32 = exact). The widths
-  are traced, so one compiled gradient serves every (layer, width) probe. For layer stacks whose
-  ctx carries the layer index at ctx["xs"]["idx"] (see GLM.__call__)."""
-  def wrapper(fn):
-    @jax.custom_vjp
-    def g(ctx, x, seed):
-      return fn(ctx, x)
-
-    def fwd(ctx, x, seed):   # the width is read here: bwd may not close over traced values
-      b = jnp.asarray(bits_of_layer)[ctx["xs"]["idx"]]
-      return fn(ctx, x), (ctx, x, seed, b)
-
-    def bwd(res, gy):
-      ctx, x, seed, b = res
-      s = jnp.asarray(seed, jnp.uint32) * jnp.uint32(0x85EBCA6B)
-      _, vjp = jax.vjp(fn, ctx, fake_quantize(x, b, s))
-      return (*vjp(gy), None)
-
-    g.defvjp(fwd, bwd)
-    return g
-  return wrapper
 
 
 def compress_module(module, bits, mode: str = "residuals") -> Callable:
@@ -223,34 +285,3 @@ def compress_module(module, bits, mode: str = "residuals") -> Callable:
   graphdef, _ = nnx.split(module)
   g = compress_block(lambda state, x: nnx.merge(graphdef, state)(x), bits, mode)
   return lambda x, seed: g(nnx.state(module), x, seed)
-
-
-def probe_residuals(bits: jnp.ndarray, offset: int) -> Callable:
-  """Mode-"residuals" twin of `probe_block` for the sensitivity estimate: `fn(params, x)` becomes
-  g(params, x, seed) whose backward fake-quantizes its j-th residual leaf (as `residual_leaves`
-  lists them) at width bits[offset + j] (traced; 32 = exact). Forward and saved values exact."""
-  def wrap(fn):
-    holder: dict = {}
-
-    @jax.custom_vjp
-    def g(params, x, seed):
-      return fn(params, x)
-
-    def fwd(params, x, seed):
-      y, vjp = jax.vjp(fn, params, x)
-      leaves, holder["treedef"] = jax.tree.flatten(vjp)
-      uniq, holder["where"] = _unique(leaves)
-      holder["kinds"] = _classify(uniq, params)
-      return y, (uniq, seed, jnp.asarray(bits)[offset:offset + len(uniq)])
-
-    def bwd(res, gy):
-      uniq, seed, b = res
-      s = jnp.asarray(seed, jnp.uint32) * jnp.uint32(0x85EBCA6B)
-      probed = [fake_quantize(l, b[j], s + jnp.uint32(j)) if k == "float" else l
-                for j, (l, k) in enumerate(zip(uniq, holder["kinds"]))]
-      vjp = jax.tree.unflatten(holder["treedef"], [probed[i] for i in holder["where"]])
-      return (*vjp(gy), None)
-
-    g.defvjp(fwd, bwd)
-    return g
-  return wrap

@@ -191,19 +191,16 @@ class GLM(nnx.Module):
             "final_bias": self.final_bias.get_value(), "layers": layers}
 
   def __call__(self, tokens, positions, context_len, *, dropout_key=None, cache=None,
-               cache_index=0, layer_wrapper=None, layer_stack=None, return_hidden=False):
+               cache_index=0, layer_stack=None, return_hidden=False):
     """Logits [B,T,V] (and the updated cache when `cache` is given).
 
-    `layer_wrapper(fn) -> g` (training only) replaces `jax.checkpoint` around each scanned
-    layer: fn(ctx, h) -> h is one layer (ctx holds its parameters under "xs", with the layer
-    index at ctx["xs"]["idx"], and the positions and context lengths) and g(ctx, h, seed) must
-    compute the same; seed is a per-layer, per-step uint32 drawn from dropout_key (e.g. activation
-    compression, `jaxpapers.gact`). `layer_stack(layer_fn, h, xs, shared, seeds, chunk) -> h`
-    (training only) replaces the whole scanned stack instead: layer_fn(shared, xs_l, h, part)
-    -> h is layer l on the rows h (xs_l as ctx["xs"] above, shared = {"positions",
+    `layer_stack(layer_fn, h, xs, shared, seeds, chunk) -> h` (training only) replaces the
+    scanned stack: layer_fn(shared, xs_l, h, part) -> h is layer l on the rows h (xs_l: its
+    parameters under "p", its index under "idx", its dropout key under "key"; shared = {"positions",
     "context_len"}, the batch leading, sliced with h; part = the micro-batch index or None),
-    seeds [L] uint32 as above, chunk = cfg.layer_chunk; it must compute lax.scan of layer_fn
-    over xs (e.g. `jaxpapers.gact.stack.compressed_stack`, micro-batched by `chunk`).
+    seeds [L] uint32 (one per layer and step, drawn from dropout_key), chunk = cfg.layer_chunk;
+    it must compute lax.scan of layer_fn over xs (e.g. the unrolled, activation-compressed
+    layers of `jaxpapers.gact.families`).
 
     tokens [B,T] int; positions [B,T] (1-D) or [B,2,T] (2-D); context_len [B]: the first
     context_len tokens attend bidirectionally. With a cache (`init_cache`), tokens sit at
@@ -238,9 +235,6 @@ class GLM(nnx.Module):
                            (shared["positions"], shared["context_len"]), part)
       h = layer_stack(layer_fn, x, xs, {"positions": positions, "context_len": context_len},
                       jax.vmap(_seed_of)(layer_keys), cfg.layer_chunk)
-    elif layer_wrapper is not None:
-      h, _ = jax.lax.scan(_wrapped_body(cfg, layer_wrapper, positions, context_len, dropout_key),
-                          x, xs)
     else:
       if cfg.remat:
         body = jax.checkpoint(body, prevent_cse=False)
@@ -298,22 +292,6 @@ def _seed_of(key):
   """A uint32 seed from a layer's dropout key (typed or raw)."""
   raw = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
   return jnp.asarray(raw, jnp.uint32).reshape(-1)[-1]
-
-
-def _wrapped_body(cfg, wrapper, positions, context_len, dropout_key):
-  """A scan body running one layer through `wrapper` (see GLM.__call__)."""
-  def layer_fn(ctx, h):
-    xs = ctx["xs"]
-    key = xs["key"] if dropout_key is not None else None
-    return _uncached_layer(cfg, h, xs["p"], xs["idx"], ctx["positions"], ctx["context_len"], key)
-
-  wrapped = wrapper(layer_fn)
-
-  def body(h, xs):
-    ctx = {"xs": xs, "positions": positions, "context_len": context_len}
-    return wrapped(ctx, h, _seed_of(xs["key"])), None
-
-  return body
 
 
 def param_counts(cfg: GLMConfig) -> dict[str, int]:

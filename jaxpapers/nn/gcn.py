@@ -36,23 +36,11 @@ class GCN(nnx.Module):
     self.layers = nnx.List([GCNLayer(hidden, rngs=rngs) for _ in range(num_layers)])
     self.out = nnx.Linear(hidden, num_classes, rngs=rngs)
 
-  def __call__(self, x, senders, receivers, layer_wrapper: Callable | None = None,
-               layer_stack: Callable | None = None, seed=0):
+  def __call__(self, x, senders, receivers, layer_wrapper: Callable | None = None):
     """Logits [N, classes]. Layers run in a Python loop, each through
-    layer_wrapper(index, layer) -> callable(h, senders, receivers) if given; or, with
-    `layer_stack(layer_fn, h, xs, shared, seeds) -> h` (e.g. `nn.stack.scan_stack()`,
-    `gact.stack.compressed_stack`), as one stack: their parameters stacked [L, ...], layer_fn
-    (shared, xs_l, h, part) one layer on the whole graph, shared = the edge indices, seeds =
-    seed + layer index (uint32); no micro-batches (nodes interact)."""
+    layer_wrapper(index, layer) -> callable(h, senders, receivers) if given (e.g. activation
+    compression, `jaxpapers.gact`)."""
     h = self.inp(x)
-    if layer_stack is not None:
-      gdef = nnx.split(self.layers[0])[0]
-      xs = jax.tree.map(lambda *a: jnp.stack(a), *[nnx.state(l) for l in self.layers])
-      layer_fn = lambda shared, xs_l, h, part: nnx.merge(gdef, xs_l)(h, shared["senders"],
-                                                                      shared["receivers"])
-      seeds = jnp.asarray(seed, jnp.uint32) + jnp.arange(len(self.layers), dtype=jnp.uint32)
-      h = layer_stack(layer_fn, h, xs, {"senders": senders, "receivers": receivers}, seeds)
-    else:
-      for i, layer in enumerate(self.layers):
-        h = (layer if layer_wrapper is None else layer_wrapper(i, layer))(h, senders, receivers)
+    for i, layer in enumerate(self.layers):
+      h = (layer if layer_wrapper is None else layer_wrapper(i, layer))(h, senders, receivers)
     return self.out(h)

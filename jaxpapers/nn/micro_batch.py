@@ -1,12 +1,11 @@
 """Micro-batching a row-independent function over the batch axis, in place, with recomputation
-(used for GLM's layers and tied head, `glm.model.GLMConfig.layer_chunk`, `glm.model.head_loss`,
-and for `jaxpapers.gact.stack.compressed_stack`).
+(used for GLM's layers and tied head, `glm.model.GLMConfig.layer_chunk`, `glm.model.head_loss`).
 
 The batch is cut into parts of `chunk` rows (full parts under `lax.fori_loop`, then the
 remainder) and each part's output is written over its input's rows, so a layer's forward holds
 one [B, ...] buffer, not an input and an output. The backward does the same over the output
 cotangent: part by part it recomputes the function from the part's input (saved, or
-decompressed by GACT), pulls the part's cotangent back and writes it over the same rows. What a
+decompressed), pulls the part's cotangent back and writes it over the same rows. What a
 layer's backward holds is then its input, one cotangent buffer and one part's working set.
 """
 from __future__ import annotations

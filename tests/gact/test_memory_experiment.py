@@ -1,5 +1,6 @@
-"""`jaxpapers run gact/memory --preset tiny`: the results.json keys the issue names, per level, the
-report and the bits plot; bad levels and families are one clear error line."""
+"""`jaxpapers run gact/memory --preset tiny`: the results.json keys the issue names per family,
+every level's row, a batch that ran in a child process; bad levels and families are one clear
+error line."""
 import json
 
 import pytest
@@ -7,30 +8,33 @@ import pytest
 from jaxpapers.cli import main
 
 
-def test_memory_experiment_writes_the_named_results(tmp_path, small_corpus):
+def test_memory_experiment_writes_the_named_results(tmp_path):
   wd = tmp_path / "g"
-  # the transformer family at L0, L2.2 and remat (CNN and GNN: tests/gact/test_compress.py,
-  # test_gnn_family.py); the max-batch search stops at the memory batch (each probe compiles a
-  # whole train step). Two layers (an allocation over layers still has a choice to make) and the
-  # small corpus (a faster tokenizer).
+  # the GCN family (the transformer and ResNet run the same `run_levels`; their blocks are tested
+  # in test_levels.py and test_compress.py); L0 and L2.2 for two seeds, the checkpointed pair;
+  # the largest batch of L0 and L2.2 run for one step in a child process
   assert main(["run", "gact/memory", "--preset", "tiny", "--workdir", str(wd),
-               "--config.families=('transformer',)", "--config.levels=('L0','L2.2','remat')",
-               f"--config.data.corpus={small_corpus}", "--config.model.num_layers=2",
-               "--config.max_batch_limit=8"]) == 0
-  r = json.loads((wd / "results.json").read_text())
-  for key in ("memory_ratio_L2.2", "residual_ratio_L2.2", "max_batch_ratio_L2.2",
-              "step_time_ratio_L2.2", "memory_ratio_L2.2_vs_remat"):
-    assert isinstance(r[key], float) and r[key] > 0, key
-  assert r["residual_ratio_L2.2"] < 0.25            # 2-bit codes + per-group min and scale
-  assert set(r["levels"]) == {"L0", "L2.2", "remat"}
-  for name, x in r["levels"].items():
-    assert x["act_bytes"] > 0 and 1 <= x["max_batch"] <= 8 and x["step_time"] > 0, name
-    assert isinstance(x["loss"], float) and len(x["losses"]) == 4, name
-  # L0 and remat train the same model exactly (L0 is the uncompressed computation)
-  assert r["levels"]["L0"]["losses"] == r["levels"]["remat"]["losses"]
-  assert len(r["levels"]["L2.2"]["allocations"]) == 2 and set(r["levels"]["L2.2"]["bits"]) <= {1, 2, 4, 8}
-  assert (wd / "bits_L2.2.png").stat().st_size > 0
-  assert "| L2.2 |" in (wd / "REPORT.md").read_text()
+               "--config.families=('gnn',)", "--config.executed_levels=('L0','L2.2')"]) == 0
+  r = json.loads((wd / "results.json").read_text())["gnn"]
+  for key in ("memory_ratio_L2.2", "memory_ratio_L2.2_ckpt", "max_batch_ratio_L2.2",
+              "loss_delta_L2.2", "step_time_ratio_L2.2", "adaptive_variance_ratio",
+              "loss_seed_spread_L0"):
+    assert isinstance(r[key], float), key
+  # at this toy size one layer's working set dominates (1.22x measured); the quick preset's
+  # figures are in experiments/gact/README.md
+  assert r["memory_ratio_L2.2"] > 1.1 and r["adaptive_variance_ratio"] < 1.0, r
+  assert set(r["levels"]) == {"L0", "L2.2", "ckpt", "L2.2_ckpt"}
+  assert [s["seed"] for s in r["seeds"]["L2.2"]] == [0, 1] and len(r["loss_delta_L2.2_per_seed"]) == 2
+  top, l0 = r["levels"]["L2.2"], r["levels"]["L0"]
+  for x in (top, l0):     # a batch that ran: the one the compiled search found, in a child
+    assert x["executed"]["batch"] == x["max_batch"] == x["max_batch_compiled"] > 0
+    assert x["executed"]["peak_rss_bytes"] > 2**20 and x["executed"]["steps"] == 1
+  assert r["levels"]["ckpt"]["max_batch"] is None                 # not run: compiled only
+  assert len(top["allocations"]) == 2 and set(top["bits"][0]) <= {1, 2, 4, 8, 32}
+  assert top["avg_bits"] <= 2.0 and len(top["unit_sizes"]) > 2 * 2    # every saved tensor
+  report = (wd / "REPORT.md").read_text()
+  assert "| L2.2 | no |" in report and "| L2.2_ckpt | yes |" in report
+  assert (wd / "gnn_bits_L2.2.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("override, message", [
