@@ -22,7 +22,7 @@ def step_and_args(graphdef, loss_fn, tx, params, batch):
 # Buffer assignment (hence temp bytes) is decided on the optimised HLO, before the backend emits
 # machine code, so the backend's code optimisation is switched off for these compile-only probes:
 # about a third less compile time, the same bytes (checked on the quick GLM stack at batch 1,024,
-# FP32 and 2-bit, and in tests/gact/test_glm_gact.py).
+# FP32 and 2-bit).
 MEMORY_PROBE_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
@@ -48,9 +48,9 @@ def temp_probe(graphdef, loss_fn, tx, params, example):
 
 
 def max_batch_linear(temp_at, budget: int, b: int, limit: int) -> int:
-  """Largest batch under `budget` temp bytes: predicted from the step's bytes at b and 2b (temp
-  bytes are affine in the batch for these steps), then checked by compiling it and stepped
-  down 3% at a time until it fits (each check is a compile)."""
+  """Largest batch under `budget` temp bytes: predicted from the step's bytes at b and 2b, checked
+  by compiling it, stepped down 3% at a time until it fits, then up 5% at a time while it fits
+  (temp bytes are not quite affine in the batch; each check is a compile)."""
   t1, t2 = temp_at(b), temp_at(2 * b)
   per = max((t2 - t1) / b, 1.0)
   guess = int(min(limit, max(1, (budget - (t1 - per * b)) // per)))
@@ -60,4 +60,9 @@ def max_batch_linear(temp_at, budget: int, b: int, limit: int) -> int:
     guess = max(1, int(guess * 0.97))
   if temp_at(guess) > budget:
     raise ConfigError(f"even batch {guess} needs {temp_at(guess):,} temp bytes, over the budget {budget:,}")
+  for _ in range(4):      # bytes per sample may fall with the batch: step up while it fits
+    up = min(limit, max(guess + 1, int(guess * 1.05)))
+    if up == guess or temp_at(up) > budget:
+      break
+    guess = up
   return guess

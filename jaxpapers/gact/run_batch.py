@@ -1,8 +1,9 @@
 """A child process that trains a GACT level for a few steps at one batch and reports its peak
 RSS: `python -m jaxpapers.gact.run_batch SPEC.json` (written by `gact.experiments.execute_batch`:
 config, family, level, bits, batch, steps, workdir, seed). Prints one JSON line
-{"batch", "steps", "peak_rss_bytes", "step_seconds", "loss"}; a batch that does not fit fails
-the process (on a GPU/TPU an out-of-memory error, on the CPU the host's memory limit)."""
+{"batch", "steps", "peak_rss_bytes", "step_seconds", "loss"}. On a GPU/TPU a batch that does not
+fit fails the process (out of memory); the CPU sets no cap, so there the run shows the batch
+executes and its peak RSS (compilation included) is recorded beside L0's."""
 from __future__ import annotations
 
 import json

@@ -75,10 +75,11 @@ def check_bits(bits) -> None:
 
 
 def _depends_on_x(jaxpr, n_params: int) -> list[bool]:
-  """For each output of `jaxpr` (inputs: the params' leaves, then x's), whether it depends on an
-  x leaf: a forward pass over the equations (an equation's outputs depend on x if any input
+  """For each output of `jaxpr` (inputs: the params' leaves, then x's), whether it depends on a
+  float x leaf: a forward pass over the equations (an equation's outputs depend on x if any input
   does; nested jaxprs are treated as one equation, which can only over-approximate)."""
-  dep = set(id(v) for v in jaxpr.invars[n_params:])
+  dep = set(id(v) for v in jaxpr.invars[n_params:]
+            if jnp.issubdtype(v.aval.dtype, jnp.floating))      # integer inputs carry no gradient
   for eqn in jaxpr.eqns:
     if any(not isinstance(v, Literal) and id(v) in dep for v in eqn.invars):
       dep.update(id(v) for v in eqn.outvars)
@@ -145,17 +146,25 @@ def decompress_leaf(c):
   return decompress_ref(c) if isinstance(c, Compressed) else c
 
 
-def _after(saved: list, ct):
-  """`saved` with each Compressed's codes and min made to depend on the cotangent `ct` (adds
-  0 * one of its elements): no part of its decompression can run before the backward reaches
-  this block."""
+def _after(saved: list, ct, raw: bool = False):
+  """`saved` with each Compressed's codes and min (and with `raw`, every float array: a
+  checkpoint's kept input) made to depend on the cotangent `ct` (adds 0 * one of its elements,
+  0 where that element is not finite): no part of its decompression or recomputation can run
+  before the backward reaches this block."""
   leaf = next((l for l in jax.tree.leaves(ct) if jnp.issubdtype(l.dtype, jnp.floating)), None)
   if leaf is None:
     return saved
-  zero = jnp.ravel(leaf)[0].astype(jnp.float32) * 0.0
-  z8 = zero.astype(jnp.uint8)      # (the compiler cannot fold float x * 0, so neither this)
-  return [c.replace(packed=c.packed + z8, mn=c.mn + zero) if isinstance(c, Compressed) else c
-          for c in saved]
+  c0 = jnp.ravel(leaf)[0].astype(jnp.float32)
+  zero = jnp.where(jnp.isfinite(c0), c0, 0.0) * 0.0   # (the compiler cannot fold float x * 0)
+  z8 = zero.astype(jnp.uint8)
+
+  def tie(c):
+    if isinstance(c, Compressed):
+      return c.replace(packed=c.packed + z8, mn=c.mn + zero)
+    if raw and jnp.issubdtype(c.dtype, jnp.floating):
+      return c + zero.astype(c.dtype)
+    return c
+  return [tie(c) for c in saved]
 
 
 @flax.struct.dataclass
@@ -208,7 +217,8 @@ def compress_block(fn: Callable, bits, mode: str = "residuals") -> Callable:
     def bwd_recompute(res, gy):
       params, saved = res
       if isinstance(saved, Saved):
-        saved = jax.tree.unflatten(saved.treedef, [decompress_leaf(c) for c in _after(saved.tensors, gy)])
+        saved = jax.tree.unflatten(saved.treedef, [decompress_leaf(c) for c in
+                                                    _after(saved.tensors, gy, raw=True)])
       _, vjp = jax.vjp(fn, params, saved)
       return (*vjp(gy), None)
 
@@ -219,9 +229,16 @@ def compress_block(fn: Callable, bits, mode: str = "residuals") -> Callable:
     plan, where = _plan(fn, params, x)
     y, vjp = jax.vjp(fn, params, x)
     leaves, treedef = jax.tree.flatten(vjp)
+    if len(leaves) != len(where):
+      raise RuntimeError(f"the vjp closure has {len(leaves)} leaves, its plan {len(where)}")
     uniq = [None] * len(plan)
     for leaf, i in zip(leaves, where):
-      uniq[i] = leaf
+      if uniq[i] is None:
+        if tuple(leaf.shape) != plan[i].shape or jnp.dtype(leaf.dtype).name != plan[i].dtype:
+          raise RuntimeError(f"residual {i} is {leaf.shape} {leaf.dtype}, planned {plan[i]}")
+        uniq[i] = leaf
+      elif leaf is not uniq[i]:
+        raise RuntimeError(f"residual {i} planned as a duplicate is a different tensor")
     saved, todo = list(uniq), []
     for i, (leaf, b) in enumerate(zip(uniq, _widths(bits, plan))):
       if b is None:

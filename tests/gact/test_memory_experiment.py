@@ -3,6 +3,7 @@ every level's row, a batch that ran in a child process; bad levels and families 
 error line."""
 import json
 
+import numpy as np
 import pytest
 
 from jaxpapers.cli import main
@@ -26,9 +27,11 @@ def test_memory_experiment_writes_the_named_results(tmp_path):
   assert set(r["levels"]) == {"L0", "L2.2", "ckpt", "L2.2_ckpt"}
   assert [s["seed"] for s in r["seeds"]["L2.2"]] == [0, 1] and len(r["loss_delta_L2.2_per_seed"]) == 2
   top, l0 = r["levels"]["L2.2"], r["levels"]["L0"]
-  for x in (top, l0):     # a batch that ran: the one the compiled search found, in a child
+  for x in (top, l0):     # a batch that ran (its loss is finite): the compiled search's
     assert x["executed"]["batch"] == x["max_batch"] == x["max_batch_compiled"] > 0
-    assert x["executed"]["peak_rss_bytes"] > 2**20 and x["executed"]["steps"] == 1
+    assert x["executed"]["steps"] == 1 and np.isfinite(x["executed"]["loss"])
+    # the child's own peak (VmHWM), not its parent's inherited through vfork + exec
+    assert 2**20 < x["executed"]["peak_rss_bytes"] < 8 * 2**30
   assert r["levels"]["ckpt"]["max_batch"] is None                 # not run: compiled only
   assert len(top["allocations"]) == 2 and set(top["bits"][0]) <= {1, 2, 4, 8, 32}
   assert top["avg_bits"] <= 2.0 and len(top["unit_sizes"]) > 2 * 2    # every saved tensor
