@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpapers.nn.micro_batch import micro_batched, micro_batched_sum
-from jaxpapers.nn.stack import scan_stack
 from jp_testutil import assert_close_scaled
 
 
@@ -49,17 +48,6 @@ def test_micro_batched_sum_is_a_fused_loss_and_gradient():
   # the side inputs are data: no gradient flows into them
   g_side = jax.grad(lambda s: micro_batched_sum(part, 3, w, h, (s, side[1])))(side[0])
   np.testing.assert_array_equal(g_side, 0.0)
-
-
-def test_scan_stack_micro_batches_like_the_whole_batch():
-  h, w, side = _inputs()
-  xs = (jnp.stack([w, 0.5 * w, -w]), jnp.zeros(3, jnp.int32))
-  layer_fn = lambda shared, xs_l, h, part: _layer(xs_l, h, shared, part)
-
-  def loss(ws, chunk):
-    return jnp.sum(scan_stack()(layer_fn, h, (ws, xs[1]), side, None, chunk) ** 2)
-
-  assert_close_scaled(jax.grad(loss)(xs[0], 2), jax.grad(loss)(xs[0], 0), 1e-5)
 
 
 def test_micro_batched_step_holds_one_buffer_per_direction():
