@@ -49,6 +49,13 @@ def _xent(logits, y, w):
   return (nll * w).sum() / jnp.maximum(w.sum(), 1.0)
 
 
+def _loss_and_accuracy(logits: np.ndarray, y: np.ndarray) -> dict:
+  """Mean cross-entropy and accuracy of held-out logits [N, classes] against labels [N]."""
+  lp = logits - logits.max(1, keepdims=True)
+  lp = lp - np.log(np.exp(lp).sum(1, keepdims=True))
+  return {"loss": float(-lp[np.arange(len(y)), y].mean()), "acc": float((logits.argmax(1) == y).mean())}
+
+
 def _module_block(wrap, i, module, x, seed, *rest):
   """An NNX submodule called through wrap: its state is the block's params."""
   gdef = nnx.split(module)[0]
@@ -152,10 +159,7 @@ def cnn(c: ml_collections.ConfigDict, seed: int, workdir: Path) -> Family:
     s = nnx.state(model)
     logits = np.concatenate([np.asarray(f(s, jnp.asarray(data["test_x"][i:i + 500])))
                              for i in range(0, len(data["test_y"]), 500)])
-    y = data["test_y"]
-    lp = logits - logits.max(1, keepdims=True)
-    lp = lp - np.log(np.exp(lp).sum(1, keepdims=True))
-    return {"loss": float(-lp[np.arange(len(y)), y].mean()), "acc": float((logits.argmax(1) == y).mean())}
+    return _loss_and_accuracy(logits, data["test_y"])
 
   return Family("cnn", f"ResNet {tuple(k.widths)} x {k.blocks_per_stage} on Fashion-MNIST (8,000 images)",
                 model, loss, batch_at, lambda: batch_at(0, k.probe_batch),
@@ -176,13 +180,13 @@ def gnn(c: ml_collections.ConfigDict, seed: int, workdir: Path) -> Family:
   full = {"x": jnp.asarray(d["x"]), "y": jnp.asarray(d["y"]), "senders": jnp.asarray(d["senders"]),
           "receivers": jnp.asarray(d["receivers"]), "w": jnp.asarray(d["train"], jnp.float32)}
 
-  def loss_and_logits(model, g, wrap, seed):
+  def logits_of(model, g, wrap, seed):
     wrap = wrap or plain
     layer = lambda i, l: (lambda h, s, r: _module_block(wrap, i, l, h, seed + jnp.uint32(97 * i), s, r))
     return model(g["x"], g["senders"], g["receivers"], layer)
 
   def loss(model, g, wrap, seed):
-    return _xent(loss_and_logits(model, g, wrap, seed), g["y"], g["w"])
+    return _xent(logits_of(model, g, wrap, seed), g["y"], g["w"])
 
   def example(nodes):   # a graph of `nodes` nodes at WordNet's mean degree
     m = max(1, round(nodes * e / n))
@@ -196,11 +200,7 @@ def gnn(c: ml_collections.ConfigDict, seed: int, workdir: Path) -> Family:
 
   def held_out(model):
     logits = np.asarray(f(nnx.state(model), full))
-    y = d["y"]
-    lp = logits - logits.max(1, keepdims=True)
-    lp = lp - np.log(np.exp(lp).sum(1, keepdims=True))
-    return {"loss": float(-lp[np.arange(n), y][test].mean()),
-            "acc": float((logits.argmax(1) == y)[test].mean())}
+    return _loss_and_accuracy(logits[test], d["y"][test])
 
   return Family("gnn", f"GCN {k.num_layers} x {k.hidden} on WordNet lexnames ({n:,} synsets, full graph)",
                 model, loss, lambda i: full, lambda: full, example, held_out)
