@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from study_setup import cached_episodes, fit_once, quick_config
 
+from jaxpapers.core.mesh import make_mesh
 from jaxpapers.vpt import env as E
 from jaxpapers.vpt.data import Episodes, WindowBatches
 from jaxpapers.vpt.experiments import Evaluator, success
@@ -43,7 +44,7 @@ def main():
   eps = cached_episodes(c, env, args.episodes + 16, args.cache)
   train, held = eps.take(np.arange(args.episodes)), eps.take(np.arange(len(eps) - 16, len(eps)))
   t = fit_once("policy", c, env, train)
-  r = Evaluator(env, t.model, args.eval_episodes, c.eval.steps)(t.model, jax.random.key(1000))
+  r = Evaluator(env, t.model, args.eval_episodes, c.eval.steps, make_mesh([-1], ["data"]))(t.model, jax.random.key(1000))
   s = success(r)
   print(json.dumps({"overrides": over, "episodes": args.episodes, "final_loss": round(t.final_loss, 4),
                     "held_out_accuracy": round(held_out_accuracy(t.model, held, c.policy.net.window), 4),

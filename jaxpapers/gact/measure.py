@@ -47,22 +47,30 @@ def temp_probe(graphdef, loss_fn, tx, params, example):
   return temp_at
 
 
-def max_batch_linear(temp_at, budget: int, b: int, limit: int) -> int:
-  """Largest batch under `budget` temp bytes: predicted from the step's bytes at b and 2b, checked
-  by compiling it, stepped down 3% at a time until it fits, then up 5% at a time while it fits
-  (temp bytes are not quite affine in the batch; each check is a compile)."""
+def max_batch_linear(temp_at, budget: int, b: int, limit: int, tol: float = 0.03) -> int:
+  """Largest batch under `budget` temp bytes (within `tol`, relative): predicted from the step's
+  bytes at b and 2b, checked by compiling it, then bisected between the largest batch known to
+  fit and the smallest known not to (temp bytes are not quite affine in the batch; each check
+  is a compile). Without a failing batch the search steps up 5% at a time while it fits."""
   t1, t2 = temp_at(b), temp_at(2 * b)
   per = max((t2 - t1) / b, 1.0)
+  fits = lambda n: temp_at(n) <= budget
+  known = [n for n in (b, 2 * b) if n <= limit]
+  lo = max((n for n in known if fits(n)), default=0)          # 0: nothing known to fit
+  hi = min((n for n in known if not fits(n)), default=None)     # None: nothing known to fail
   guess = int(min(limit, max(1, (budget - (t1 - per * b)) // per)))
-  for _ in range(8):
-    if guess <= 1 or temp_at(guess) <= budget:
-      break
-    guess = max(1, int(guess * 0.97))
-  if temp_at(guess) > budget:
-    raise ConfigError(f"even batch {guess} needs {temp_at(guess):,} temp bytes, over the budget {budget:,}")
-  for _ in range(4):      # bytes per sample may fall with the batch: step up while it fits
-    up = min(limit, max(guess + 1, int(guess * 1.05)))
-    if up == guess or temp_at(up) > budget:
-      break
-    guess = up
-  return guess
+  if guess > lo and (hi is None or guess < hi):
+    lo, hi = (guess, hi) if fits(guess) else (lo, guess)
+  if hi is None:             # bytes per sample may fall with the batch: step up while it fits
+    for _ in range(4):
+      up = min(limit, max(lo + 1, int(lo * 1.05)))
+      if up == lo or not fits(up):
+        break
+      lo = up
+    return lo
+  while hi - lo > 1 and hi > lo * (1 + tol):
+    mid = (lo + hi) // 2 if lo else max(1, hi // 2)
+    lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+  if lo == 0:
+    raise ConfigError(f"even batch 1 needs {temp_at(1):,} temp bytes, over the budget {budget:,}")
+  return lo

@@ -29,7 +29,9 @@ neither fuses across it nor removes it; and the decompression reads its min thro
 0 * (one cotangent element) (`_after`), a data dependence XLA keeps (it does not fold float
 x * 0), so it runs when the cotangent arrives. The residual structure (tree, duplicates, what is
 compressed) travels in the residuals themselves (`Saved`), so one wrapped function may be
-called at any number of shapes in one trace.
+called at any number of shapes in one trace. Compression and decompression are
+`pallas_kernels.act_compress.compress` / `decompress`: the jnp reference on the CPU, the Pallas
+kernels where the program is lowered for a GPU or TPU.
 """
 from __future__ import annotations
 
@@ -42,8 +44,7 @@ import jax.numpy as jnp
 from jax.extend.core import Literal
 
 from jaxpapers.core.errors import ConfigError
-from pallas_kernels.act_compress import (BITS, GROUP, Compressed, compress_ref, decompress_ref,
-                                         fake_quantize)
+from pallas_kernels.act_compress import BITS, GROUP, Compressed, compress, decompress, fake_quantize
 
 MODES = ("residuals", "recompute")
 
@@ -139,11 +140,11 @@ def compress_leaf(leaf, bits: int, seed, salt: int = 0, base=0):
     return leaf
   s = _mix_seed(seed, salt)
   b = 1 if leaf.dtype == jnp.bool_ else bits
-  return _materialize(lambda: compress_ref(leaf, b, s, base), _one(s))
+  return _materialize(lambda: compress(leaf, b, s, base), _one(s))
 
 
 def decompress_leaf(c):
-  return decompress_ref(c) if isinstance(c, Compressed) else c
+  return decompress(c) if isinstance(c, Compressed) else c
 
 
 def _after(saved: list, ct, raw: bool = False):
@@ -249,7 +250,7 @@ def compress_block(fn: Callable, bits, mode: str = "residuals") -> Callable:
         todo.append((i, 1 if plan[i].kind == "mask" else int(b)))
     if todo:    # all of the block's codes in one loop (one loop per tensor compiled 3x slower)
       s = [_mix_seed(seed, i) for i, _ in todo]
-      codes = _materialize(lambda: [compress_ref(uniq[i], b, si) for (i, b), si in zip(todo, s)],
+      codes = _materialize(lambda: [compress(uniq[i], b, si) for (i, b), si in zip(todo, s)],
                            _one(s[0]))
       for (i, _), c in zip(todo, codes):
         saved[i] = c

@@ -12,8 +12,8 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
-
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.mesh import make_mesh
@@ -121,18 +121,25 @@ def success(r: E.Rollout) -> dict:
 
 class Evaluator:
   """Runs policies in `episodes` fresh worlds for `steps` steps: one compiled rollout for every
-  BC policy (parameters are part of the carry) and one for the random policy."""
+  BC policy (parameters are part of the carry) and one for the random policy. Every call runs
+  under `mesh` (the context BC training evaluates in): a rollout traced inside and outside
+  `jax.set_mesh` is two programs (three 10 s compiles per policy at the tiny preset)."""
 
-  def __init__(self, env: E.Env, template_policy, episodes: int, steps: int):
-    self.env, self.n, self.steps = env, episodes, steps
+  def __init__(self, env: E.Env, template_policy, episodes: int, steps: int, mesh):
+    self.env, self.n, self.steps, self.mesh = env, episodes, steps, mesh
     self.rollout = E.make_rollout(env, make_policy_act(template_policy), episodes, steps)
     self.random = E.make_rollout(env, E.random_act, episodes, steps)
 
   def __call__(self, policy, key) -> E.Rollout:
-    if policy is None:
-      rec, _ = self.random(key, None)
-    else:
-      rec, _ = self.rollout(key, initial_policy_carry(policy, self.n))
+    with jax.set_mesh(self.mesh):
+      if policy is None:
+        rec, _ = self.random(key, None)
+      else:
+        # replicated on the mesh, as in training: a policy's parameters placed otherwise after
+        # training (an unsharded copy) would compile the rollout again
+        carry = jax.device_put(initial_policy_carry(policy, self.n),
+                               NamedSharding(self.mesh, PartitionSpec()))
+        rec, _ = self.rollout(key, carry)
     return E.Rollout(**jax.device_get(rec))
 
 
@@ -401,7 +408,7 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
   mesh = make_mesh(c.mesh.shape, c.mesh.axes)
   persistent_compilation_cache(wd / "xla_cache")   # the BC policies share one train step
   template = Policy(net_config(c.policy.net, env), rngs=nnx.Rngs(0))
-  evaluator = Evaluator(env, template, c.eval.episodes, c.eval.steps)
+  evaluator = Evaluator(env, template, c.eval.episodes, c.eval.steps, mesh)
   seeds = [c.seed + k for k in range(c.seeds)]
   reps = [replication(c, env, s, wd / f"seed{s}", mesh, evaluator, index=k)
           for k, s in enumerate(seeds)]

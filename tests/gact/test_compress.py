@@ -1,5 +1,6 @@
-"""GACT's compressor: bit packing, the Pallas kernel vs the reference, unbiased stochastic
-rounding, unbiased gradients, and the generic block wrapper on three model families."""
+"""GACT's compressor: bit packing, the Pallas kernels vs the reference (interpret mode) and their
+lowering for GPU and TPU, unbiased stochastic rounding, unbiased gradients, and the generic block
+wrapper on three model families."""
 import jax
 import jax.numpy as jnp
 import jraph
@@ -9,8 +10,9 @@ import pytest
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.gact import adaptive
 from jaxpapers.gact.wrapper import compress_block, saved_bytes, saved_tensors
-from pallas_kernels.act_compress import (GROUP, compress_pallas, compress_ref, decompress_ref,
-                                         pack_bits, unpack_bits)
+from pallas_kernels.act_compress import (GROUP, compress, compress_pallas, compress_ref,
+                                         decompress, decompress_pallas, decompress_ref, pack_bits,
+                                         unpack_bits)
 from jp_testutil import assert_close_scaled
 
 
@@ -23,19 +25,75 @@ def test_pack_unpack_exact(bits):
 
 
 def test_pack_layout_by_hand():
-  q = jnp.zeros((1, GROUP), jnp.uint32).at[0, :4].set(jnp.array([1, 2, 3, 0], jnp.uint32))
-  assert int(pack_bits(q, 2)[0, 0]) == 1 | (2 << 2) | (3 << 4)
+  """Strided fields: byte k of a group holds values k, k + n, k + 2n, k + 3n (2 bits: n = 64)."""
+  q = jnp.zeros((1, GROUP), jnp.uint32).at[0, jnp.array([0, 64, 128, 192])].set(
+      jnp.array([1, 2, 3, 0], jnp.uint32))
+  p = pack_bits(q, 2)
+  assert int(p[0, 0]) == 1 | (2 << 2) | (3 << 4) and int(p[0, 1:].max()) == 0
 
 
-@pytest.mark.parametrize("shape,bits,block", [((3, 1000), 2, 8), ((4096,), 4, 4), ((2, 7, 33), 1, 8),
-                                              ((300,), 8, 2), ((64, 64), 2, 16)])
-def test_pallas_kernel_equals_reference(shape, bits, block):
+KERNEL_CASES = [((3, 1000), 2, 8), ((4096,), 4, None), ((2, 7, 33), 1, 8), ((300,), 8, None),
+                ((64, 64), 2, 16)]
+
+
+@pytest.mark.parametrize("layout", ["gpu", "tpu"])
+@pytest.mark.parametrize("shape,bits,block", KERNEL_CASES)
+def test_pallas_kernels_equal_reference(shape, bits, block, layout):
+  """Codes, min and scale bitwise; decompression bitwise against the jitted reference (XLA's
+  division on the CPU is not numpy's: both sides go through it)."""
   x = jax.random.normal(jax.random.key(0), shape) * 3 + 1
   ref = compress_ref(x, bits, 11)
-  got = compress_pallas(x, bits, 11, block=block, interpret=True)
+  got = compress_pallas(x, bits, 11, layout=layout, block=block, interpret=True)
   for a, b in ((ref.packed, got.packed), (ref.mn, got.mn), (ref.scale, got.scale)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  np.testing.assert_array_equal(np.asarray(decompress_ref(got)), np.asarray(decompress_ref(ref)))
+  np.testing.assert_array_equal(
+      np.asarray(decompress_pallas(ref, layout=layout, block=block, interpret=True)),
+      np.asarray(jax.jit(decompress_ref)(ref)))
+
+
+def test_offsets_give_a_part_the_codes_it_has_in_the_whole():
+  """A tensor compressed in two parts (e.g. micro-batches; whole groups each), the second from
+  its offset, has the codes of the whole: reference and both kernel layouts."""
+  x = jax.random.normal(jax.random.key(1), (8, 512))
+  whole = np.asarray(compress_ref(x, 2, 5).packed)
+  off = 4 * 512
+  parts = {"ref": [compress_ref(x[:4], 2, 5), compress_ref(x[4:], 2, 5, off)]}
+  for layout in ("gpu", "tpu"):
+    parts[layout] = [compress_pallas(x[:4], 2, 5, 0, layout, interpret=True),
+                     compress_pallas(x[4:], 2, 5, off, layout, interpret=True)]
+  for name, (a, b) in parts.items():
+    np.testing.assert_array_equal(np.concatenate([a.packed, b.packed]), whole, err_msg=name)
+  assert not np.array_equal(np.asarray(compress_ref(x[4:], 2, 5).packed), whole[8:])
+
+
+def test_bad_kernel_blocks_and_layouts_are_refused():
+  x = jnp.ones((4096,))
+  with pytest.raises(ConfigError, match="power of two"):
+    compress_pallas(x, 2, 0, block=12, interpret=True)
+  with pytest.raises(ConfigError, match="unknown kernel layout"):
+    compress_pallas(x, 2, 0, layout="npu", interpret=True)
+
+
+def _lowered(f, platform, *args) -> str:
+  triton = jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+  return jax.export.export(jax.jit(f), platforms=[platform], disabled_checks=[triton])(*args).mlir_module()
+
+
+@pytest.mark.parametrize("platform, call", [("cuda", "__gpu$xla.gpu.triton"), ("tpu", "tpu_custom_call")])
+def test_training_path_uses_the_kernels_on_gpu_and_tpu(platform, call):
+  """What interpret mode cannot see (ops Triton or Mosaic cannot lower, the TPU's (8, 128) block
+  rule): the compressor and decompressor at every width, and a compressed block's gradient,
+  lowered for the GPU and the TPU, call the kernels; the CPU program does not."""
+  for bits in (1, 2, 4, 8):
+    x = jax.ShapeDtypeStruct((5, 300), jnp.float32)
+    text = _lowered(lambda x: decompress(compress(x, bits, jnp.uint32(3))), platform, x)
+    assert text.count(call) >= 2, (bits, platform)
+  block = compress_block(lambda p, x: jnp.tanh(x @ p), 2)
+  grad = lambda p, x: jax.grad(lambda p: block(p, x, jnp.uint32(1)).sum())(p)
+  args = (jax.ShapeDtypeStruct((64, 64), jnp.float32), jax.ShapeDtypeStruct((32, 64), jnp.float32))
+  assert _lowered(grad, platform, *args).count(call) >= 2
+  cpu = _lowered(grad, "cpu", *args)
+  assert "triton" not in cpu and "tpu_custom_call" not in cpu
 
 
 def test_formula_and_error_bound():
