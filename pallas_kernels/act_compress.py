@@ -164,14 +164,15 @@ def _compress_kernel(sb_ref, x_ref, p_ref, mn_ref, s_ref, *, bits, block):
   seed = jax.lax.bitcast_convert_type(sb_ref[0], jnp.uint32)
   base = jax.lax.bitcast_convert_type(sb_ref[1], jnp.uint32)
   row0 = pl.program_id(0) * block
-  x = x_ref[...]
+  x = x_ref[...].astype(jnp.float32)
   mn = jnp.min(x, axis=1, keepdims=True)
   scale = _scale_of(mn, jnp.max(x, axis=1, keepdims=True), bits)
   per, n = 8 // bits, GROUP * bits // 8
   packed = None
   for j in range(per):      # field j of every byte: values j*n .. j*n + n - 1 of each group
     u = hash_uniform(seed, _index((block, n), row0, j * n, base))
-    q = _codes(x_ref[:, pl.ds(j * n, n)], mn, scale, u, bits) << jnp.uint32(j * bits)
+    xj = x_ref[:, pl.ds(j * n, n)].astype(jnp.float32)
+    q = _codes(xj, mn, scale, u, bits) << jnp.uint32(j * bits)
     packed = q if packed is None else packed | q
   p_ref[...] = packed.astype(jnp.uint8)
   mn_ref[...] = mn
@@ -235,24 +236,23 @@ def compress_pallas(x: jnp.ndarray, bits: int, seed, base=0, layout: str | None 
   layout = _layout(layout)
   if x.dtype == jnp.bool_:
     return compress_ref(x, bits, seed)
-  xg = _groups(x.astype(jnp.float32))
+  # no copy of x in the caller (GACT exists to save memory): its dtype is converted inside the
+  # kernel, and the last program's block may reach past the last group (rows are independent;
+  # what lies past the end is neither read into a kept row nor written)
+  xg = _groups(x)
   G = xg.shape[0]
   block = _block(G, block)
-  Gp = -(-G // block) * block
-  if Gp != G:   # padded groups are dropped below
-    xg = jnp.pad(xg, ((0, Gp - G), (0, 0)))
   n = GROUP * bits // 8
   sb = jax.lax.bitcast_convert_type(jnp.stack([jnp.asarray(seed, jnp.uint32),
                                                jnp.asarray(base, jnp.uint32)]), jnp.int32)
   packed, mn, scale = _call(
       functools.partial(_compress_kernel, bits=bits, block=block), (sb, xg),
-      (jax.ShapeDtypeStruct((Gp, n), jnp.uint8), jax.ShapeDtypeStruct((Gp, 1), jnp.float32),
-       jax.ShapeDtypeStruct((Gp, 1), jnp.float32)),
-      (Gp // block,), [pl.BlockSpec((block, GROUP), lambda i: (i, 0))],
+      (jax.ShapeDtypeStruct((G, n), jnp.uint8), jax.ShapeDtypeStruct((G, 1), jnp.float32),
+       jax.ShapeDtypeStruct((G, 1), jnp.float32)),
+      (-(-G // block),), [pl.BlockSpec((block, GROUP), lambda i: (i, 0))],
       [pl.BlockSpec((block, n), lambda i: (i, 0)), pl.BlockSpec((block, 1), lambda i: (i, 0)),
        pl.BlockSpec((block, 1), lambda i: (i, 0))], layout, interpret, scalars=1)
-  return Compressed(packed[:G], mn[:G, 0], scale[:G, 0], tuple(x.shape), jnp.dtype(x.dtype).name,
-                    bits)
+  return Compressed(packed, mn[:, 0], scale[:, 0], tuple(x.shape), jnp.dtype(x.dtype).name, bits)
 
 
 @functools.partial(jax.jit, static_argnames=("layout", "block", "interpret"))
@@ -264,16 +264,14 @@ def decompress_pallas(c: Compressed, layout: str | None = None, block: int | Non
     return decompress_ref(c)
   G, n = c.packed.shape
   block = _block(G, block)
-  Gp = -(-G // block) * block
-  pad = lambda a: jnp.pad(a, ((0, Gp - G),) + ((0, 0),) * (a.ndim - 1)) if Gp != G else a
   out = _call(
       functools.partial(_decompress_kernel, bits=c.bits),
-      (pad(c.packed), pad(c.mn[:, None]), pad(c.scale[:, None])),
-      (jax.ShapeDtypeStruct((Gp, GROUP), jnp.float32),), (Gp // block,),
+      (c.packed, c.mn[:, None], c.scale[:, None]),
+      (jax.ShapeDtypeStruct((G, GROUP), jnp.float32),), (-(-G // block),),
       [pl.BlockSpec((block, n), lambda i: (i, 0)), pl.BlockSpec((block, 1), lambda i: (i, 0)),
        pl.BlockSpec((block, 1), lambda i: (i, 0))],
       [pl.BlockSpec((block, GROUP), lambda i: (i, 0))], layout, interpret)[0]
-  return _unflatten(out[:G], c).astype(c.dtype)
+  return _unflatten(out, c).astype(c.dtype)
 
 
 def compress(x: jnp.ndarray, bits: int, seed, base=0) -> Compressed:

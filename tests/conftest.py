@@ -118,7 +118,10 @@ SLOW_FIRST = (
 def pytest_collection_modifyitems(config, items):
   rank = {name: i for i, name in enumerate(SLOW_FIRST)}
 
+  tests = (REPO / "tests").resolve()
+
   def key(item):
-    rel = Path(str(item.fspath)).relative_to(REPO / "tests").as_posix()
+    path = Path(item.path).resolve()
+    rel = path.relative_to(tests).as_posix() if path.is_relative_to(tests) else ""
     return rank.get(rel, len(SLOW_FIRST))
   items.sort(key=key)     # stable: within a file and among the other files, the order is kept

@@ -12,11 +12,10 @@ lower is recorded with its error and the run goes on; `--sections` picks some):
              the explicit blocks, each against `qmatmul_reference` with the tests' criterion
              (max error <= tol * max |reference|, tol 1e-5 f32 / 2e-2 bf16) and against the
              exact-f32 product.
-  compress   `compress_pallas` / `decompress_pallas` (layout "gpu") vs the jitted `compress_ref` /
-             `decompress_ref`, bitwise as the CPU tests demand, lowered by
-             the default GPU backend and, where jax still has the flag
-             jax_pallas_use_mosaic_gpu (0.10 has it, default True; 0.11.2 does not), also
-             with the flag flipped; timed against the jitted reference.
+  compress   `compress_pallas` / `decompress_pallas` (layout "gpu": Triton) vs the jitted
+             `compress_ref` / `decompress_ref`: bitwise equality recorded, a pass allowing a
+             code within one step and a scale within 4 ulp (Triton's division is approximate);
+             both timed against the jitted references.
   bench      the shapes of quant_matmul_gpu.py (M in {1, 16, 128}, N = K in {4096, 8192}, INT8
              and INT4, bf16 activations): the bf16 dot, the jitted reference and the library
              kernel with its default blocks; errors, speed ratios and achieved GB/s.
@@ -58,6 +57,10 @@ def _test_cases():
   cannot drift apart: CASES (M, N, K, bits, group_size, zero_point, x dtype) and BLOCK_CASES
   (layout, M, N, K, bits, group_size, zero_point, blocks), whose x dtype is f32."""
   import importlib.util
+  import types
+  # the test module imports the suite's helpers (registered by tests/conftest.py, which this
+  # script must not run: it forces the CPU); only the case lists are read here
+  sys.modules.setdefault("jp_testutil", types.SimpleNamespace(assert_close_scaled=None))
   path = Path(__file__).resolve().parents[2] / "tests" / "pallas_kernels" / "test_quant_matmul.py"
   spec = importlib.util.spec_from_file_location("_quant_matmul_tests", path)
   module = importlib.util.module_from_spec(spec)
@@ -172,55 +175,53 @@ def section_lib(run: Run):
 
 
 def section_act_compress(run: Run, big: tuple):
-  backends = ["interpret"] if run.interpret else ["default"]
-  if not run.interpret:
-    try:   # jax 0.10 has the flag (default True: Mosaic GPU); later versions may not
-      run.res["jax_pallas_use_mosaic_gpu"] = bool(getattr(jax.config, "jax_pallas_use_mosaic_gpu"))
-      backends.append("flag_flipped")
-    except Exception as e:
-      run.res["jax_pallas_use_mosaic_gpu"] = f"unavailable: {type(e).__name__}: {e}"
+  """The compressor kernels on the GPU (Triton: `compress_pallas` names its compiler). Bitwise
+  equality with XLA's reference is recorded but not required: Triton's f32 division is an
+  approximate one and fused multiply-adds may differ, so a code may move by one step and a
+  scale by a few ulp; `passes` asks codes within 1, min exact, scale within 4 ulp."""
   cases = COMPRESS_CASES + [(big, b, 8) for b in (1, 2, 4, 8)]
   rows = run.res["act_compress"] = []
   ref_jit = jax.jit(compress_ref, static_argnames=("bits",))
   dref_jit = jax.jit(decompress_ref)
-  for backend in backends:
-    if backend == "flag_flipped":
-      jax.config.update("jax_pallas_use_mosaic_gpu", not run.res["jax_pallas_use_mosaic_gpu"])
+  for shape, bits, block in cases:
+    row = {"shape": shape, "bits": bits, "block": block}
     try:
-      for shape, bits, block in cases:
-        row = {"backend": backend, "shape": shape, "bits": bits, "block": block}
-        try:
-          x = jax.random.normal(jax.random.key(0), shape) * 3 + 1
-          ref = ref_jit(x, bits, 11)
-          got = compress_pallas(x, bits, 11, layout="gpu", block=block, interpret=run.interpret)
-          jax.block_until_ready(got)
-          for k in ("packed", "mn", "scale"):
-            a, b = np.asarray(getattr(ref, k)), np.asarray(getattr(got, k))
-            row[f"{k}_mismatches"] = int((a != b).sum())
-          row["of_elements"] = int(np.prod(shape))
-          dq = np.abs(np.asarray(unpack_bits(got.packed, bits), np.int64)
-                      - np.asarray(unpack_bits(ref.packed, bits), np.int64))
-          row["max_code_diff"] = int(dq.max())
-          row["decompressed_bitwise_equal"] = bool(np.array_equal(
-              np.asarray(decompress_pallas(ref, layout="gpu", block=block, interpret=run.interpret)),
-              np.asarray(dref_jit(ref))))
-          row["bitwise_equal"] = (row["decompressed_bitwise_equal"] and row["packed_mismatches"] == 0
-                                  and row["mn_mismatches"] == 0 and row["scale_mismatches"] == 0)
-          if shape == big and run.left() > 30:
-            kern = functools.partial(compress_pallas, bits=bits, seed=11, layout="gpu",
-                                     block=block, interpret=run.interpret)
-            t_ref = timeit(lambda x: ref_jit(x, bits, 11), x)
-            t_k = timeit(kern, x)
-            row.update(ref_us=1e6 * t_ref, kernel_us=1e6 * t_k, speedup_vs_ref=t_ref / t_k,
-                       kernel_read_gbps=x.nbytes / t_k / 1e9)
-        except Exception as e:
-          row["error"] = run.error(e)
-        log("act_compress", json.dumps(row))
-        rows.append(row)
-        run.save()
-    finally:
-      if backend == "flag_flipped":
-        jax.config.update("jax_pallas_use_mosaic_gpu", run.res["jax_pallas_use_mosaic_gpu"])
+      x = jax.random.normal(jax.random.key(0), shape) * 3 + 1
+      ref = ref_jit(x, bits, 11)
+      got = compress_pallas(x, bits, 11, layout="gpu", block=block, interpret=run.interpret)
+      jax.block_until_ready(got)
+      for k in ("packed", "mn", "scale"):
+        a, b = np.asarray(getattr(ref, k)), np.asarray(getattr(got, k))
+        row[f"{k}_mismatches"] = int((a != b).sum())
+      row["of_elements"] = int(np.prod(shape))
+      dq = np.abs(np.asarray(unpack_bits(got.packed, bits), np.int64)
+                  - np.asarray(unpack_bits(ref.packed, bits), np.int64))
+      row["max_code_diff"] = int(dq.max())
+      row["scale_max_ulps"] = int(np.abs(np.asarray(got.scale).view(np.int32).astype(np.int64)
+                                         - np.asarray(ref.scale).view(np.int32)).max())
+      dk = np.asarray(decompress_pallas(ref, layout="gpu", block=block, interpret=run.interpret))
+      dr = np.asarray(dref_jit(ref))
+      row["decompressed_bitwise_equal"] = bool(np.array_equal(dk, dr))
+      row["decompressed_max_rel_err"] = float(np.abs(dk - dr).max() / np.abs(dr).max())
+      row["bitwise_equal"] = (row["decompressed_bitwise_equal"] and row["packed_mismatches"] == 0
+                              and row["mn_mismatches"] == 0 and row["scale_mismatches"] == 0)
+      row["passes"] = (row["max_code_diff"] <= 1 and row["mn_mismatches"] == 0
+                       and row["scale_max_ulps"] <= 4 and row["decompressed_max_rel_err"] <= 1e-6)
+      if shape == big and run.left() > 30:
+        kern = functools.partial(compress_pallas, bits=bits, seed=11, layout="gpu",
+                                 block=block, interpret=run.interpret)
+        dkern = functools.partial(decompress_pallas, layout="gpu", block=block,
+                                  interpret=run.interpret)
+        t_ref, t_k = timeit(lambda x: ref_jit(x, bits, 11), x), timeit(kern, x)
+        t_dref, t_dk = timeit(dref_jit, ref), timeit(dkern, ref)
+        row.update(ref_us=1e6 * t_ref, kernel_us=1e6 * t_k, speedup_vs_ref=t_ref / t_k,
+                   kernel_read_gbps=x.nbytes / t_k / 1e9, decompress_ref_us=1e6 * t_dref,
+                   decompress_kernel_us=1e6 * t_dk, decompress_speedup_vs_ref=t_dref / t_dk)
+    except Exception as e:
+      row["error"] = run.error(e)
+    log("act_compress", json.dumps(row))
+    rows.append(row)
+    run.save()
 
 
 def section_bench(run: Run, ns, ms, interpret: bool):

@@ -47,11 +47,14 @@ def temp_probe(graphdef, loss_fn, tx, params, example):
   return temp_at
 
 
-def max_batch_linear(temp_at, budget: int, b: int, limit: int, tol: float = 0.03) -> int:
-  """Largest batch under `budget` temp bytes (within `tol`, relative): predicted from the step's
-  bytes at b and 2b, checked by compiling it, then bisected between the largest batch known to
-  fit and the smallest known not to (temp bytes are not quite affine in the batch; each check
-  is a compile). Without a failing batch the search steps up 5% at a time while it fits."""
+def max_batch_linear(temp_at, budget: int, b: int, limit: int, tol: float = 0.03,
+                     checks: int = 8) -> int:
+  """Largest batch under `budget` temp bytes: predicted from the step's bytes at b and 2b and
+  checked by compiling it (temp bytes are not quite affine in the batch; each check is a
+  compile), then refined by at most `checks` more compiles between the largest batch known to
+  fit (lo) and the smallest known not to (hi): 5% steps up from lo while hi is unknown or more
+  than 10% above it, bisection below that, halving while nothing fits, until hi is within `tol`
+  of lo. Where the checks run out first, lo is a lower bound."""
   t1, t2 = temp_at(b), temp_at(2 * b)
   per = max((t2 - t1) / b, 1.0)
   fits = lambda n: temp_at(n) <= budget
@@ -61,16 +64,18 @@ def max_batch_linear(temp_at, budget: int, b: int, limit: int, tol: float = 0.03
   guess = int(min(limit, max(1, (budget - (t1 - per * b)) // per)))
   if guess > lo and (hi is None or guess < hi):
     lo, hi = (guess, hi) if fits(guess) else (lo, guess)
-  if hi is None:             # bytes per sample may fall with the batch: step up while it fits
-    for _ in range(4):
-      up = min(limit, max(lo + 1, int(lo * 1.05)))
-      if up == lo or not fits(up):
-        break
-      lo = up
-    return lo
-  while hi - lo > 1 and hi > lo * (1 + tol):
-    mid = (lo + hi) // 2 if lo else max(1, hi // 2)
-    lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+  for _ in range(checks):
+    if hi is not None and (hi - lo <= 1 or hi <= lo * (1 + tol)):
+      break
+    if lo == 0:
+      probe = max(1, hi // 2)
+    elif hi is None or hi > lo * 1.10:
+      probe = min(limit, max(lo + 1, int(lo * 1.05)))
+    else:
+      probe = (lo + hi) // 2
+    if probe == lo:                   # at the limit
+      break
+    lo, hi = (probe, hi) if fits(probe) else (lo, probe)
   if lo == 0:
-    raise ConfigError(f"even batch 1 needs {temp_at(1):,} temp bytes, over the budget {budget:,}")
+    raise ConfigError(f"even batch {hi} needs {temp_at(hi):,} temp bytes, over the budget {budget:,}")
   return lo

@@ -32,38 +32,43 @@ def test_pack_layout_by_hand():
   assert int(p[0, 0]) == 1 | (2 << 2) | (3 << 4) and int(p[0, 1:].max()) == 0
 
 
-KERNEL_CASES = [((3, 1000), 2, 8), ((4096,), 4, None), ((2, 7, 33), 1, 8), ((300,), 8, None),
-                ((64, 64), 2, 16)]
+# (shape, bits, block, dtype): several programs at every width (the last one partial where the
+# groups do not fill it), one program, a bf16 input converted inside the kernel
+KERNEL_CASES = [((3, 1000), 2, 8, jnp.float32), ((24, 256), 4, 8, jnp.float32),
+                ((5, 7, 300), 1, 8, jnp.float32), ((40, 256), 8, 16, jnp.float32),
+                ((64, 64), 2, None, jnp.float32), ((9, 512), 2, 8, jnp.bfloat16)]
 
 
 @pytest.mark.parametrize("layout", ["gpu", "tpu"])
-@pytest.mark.parametrize("shape,bits,block", KERNEL_CASES)
-def test_pallas_kernels_equal_reference(shape, bits, block, layout):
+@pytest.mark.parametrize("shape,bits,block,dtype", KERNEL_CASES)
+def test_pallas_kernels_equal_reference(shape, bits, block, dtype, layout):
   """Codes, min and scale bitwise; decompression bitwise against the jitted reference (XLA's
   division on the CPU is not numpy's: both sides go through it)."""
-  x = jax.random.normal(jax.random.key(0), shape) * 3 + 1
+  x = (jax.random.normal(jax.random.key(0), shape) * 3 + 1).astype(dtype)
   ref = compress_ref(x, bits, 11)
   got = compress_pallas(x, bits, 11, layout=layout, block=block, interpret=True)
   for a, b in ((ref.packed, got.packed), (ref.mn, got.mn), (ref.scale, got.scale)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  np.testing.assert_array_equal(
-      np.asarray(decompress_pallas(ref, layout=layout, block=block, interpret=True)),
-      np.asarray(jax.jit(decompress_ref)(ref)))
+  out = decompress_pallas(ref, layout=layout, block=block, interpret=True)
+  assert out.dtype == dtype and out.shape == shape
+  np.testing.assert_array_equal(np.asarray(out.astype(jnp.float32)),
+                                np.asarray(jax.jit(decompress_ref)(ref).astype(jnp.float32)))
 
 
 def test_offsets_give_a_part_the_codes_it_has_in_the_whole():
   """A tensor compressed in two parts (e.g. micro-batches; whole groups each), the second from
-  its offset, has the codes of the whole: reference and both kernel layouts."""
-  x = jax.random.normal(jax.random.key(1), (8, 512))
+  its offset, has the codes of the whole: reference and both kernel layouts, each part over
+  several kernel programs (the offset and the program's first group both in the index)."""
+  x = jax.random.normal(jax.random.key(1), (32, 512))
   whole = np.asarray(compress_ref(x, 2, 5).packed)
-  off = 4 * 512
-  parts = {"ref": [compress_ref(x[:4], 2, 5), compress_ref(x[4:], 2, 5, off)]}
+  off = 16 * 512
+  parts = {"ref": [compress_ref(x[:16], 2, 5), compress_ref(x[16:], 2, 5, off)]}
   for layout in ("gpu", "tpu"):
-    parts[layout] = [compress_pallas(x[:4], 2, 5, 0, layout, interpret=True),
-                     compress_pallas(x[4:], 2, 5, off, layout, interpret=True)]
+    parts[layout] = [compress_pallas(x[:16], 2, 5, 0, layout, block=8, interpret=True),
+                     compress_pallas(x[16:], 2, 5, off, layout, block=8, interpret=True)]
   for name, (a, b) in parts.items():
     np.testing.assert_array_equal(np.concatenate([a.packed, b.packed]), whole, err_msg=name)
-  assert not np.array_equal(np.asarray(compress_ref(x[4:], 2, 5).packed), whole[8:])
+  assert not np.array_equal(np.asarray(compress_ref(x[16:], 2, 5).packed), whole[32:])
 
 
 def test_bad_kernel_blocks_and_layouts_are_refused():

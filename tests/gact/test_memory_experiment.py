@@ -1,30 +1,41 @@
 """`jaxpapers run gact/memory --preset tiny`: the results.json keys the issue names per family,
-every level's row, a batch that ran in a child process; bad levels and families are one clear
-error line."""
+every level's row (the checkpointed ones compared with ckpt), a batch that ran in a child
+process; bad levels and families are one clear error line."""
+import copy
 import json
 
 import numpy as np
 import pytest
 
 from jaxpapers.cli import main
+from jaxpapers.configs.gact.memory import get_config
+from jaxpapers.gact import experiments as X
+from jaxpapers.gact.report import write
 
 
-def test_memory_experiment_writes_the_named_results(tmp_path):
-  wd = tmp_path / "g"
-  # the GCN family (the transformer and ResNet run the same `run_levels`; their blocks are tested
-  # in test_levels.py and test_compress.py); L0 and L2.2 for two seeds, the checkpointed pair;
-  # the largest batch of L0 and L2.2 run for one step in a child process
+@pytest.fixture(scope="module")
+def gnn_run(tmp_path_factory):
+  """The GCN family (the transformer and ResNet run the same `run_levels`; their blocks are
+  tested in test_levels.py and test_compress.py), L0 and L2.2 for two seeds, the largest batch
+  of each run for one step in a child process. The checkpointed levels go through the same
+  runner (their wrappers and probes: test_levels.py); their summary rows: below."""
+  wd = tmp_path_factory.mktemp("gact") / "g"
   assert main(["run", "gact/memory", "--preset", "tiny", "--workdir", str(wd),
-               "--config.families=('gnn',)", "--config.executed_levels=('L0','L2.2')"]) == 0
-  r = json.loads((wd / "results.json").read_text())["gnn"]
-  for key in ("memory_ratio_L2.2", "memory_ratio_L2.2_ckpt", "max_batch_ratio_L2.2",
-              "loss_delta_L2.2", "step_time_ratio_L2.2", "adaptive_variance_ratio",
-              "loss_seed_spread_L0"):
+               "--config.families=('gnn',)", "--config.levels=('L0','L2.2')",
+               "--config.executed_levels=('L0','L2.2')"]) == 0
+  return wd, json.loads((wd / "results.json").read_text())
+
+
+def test_memory_experiment_writes_the_named_results(gnn_run):
+  wd, results = gnn_run
+  r = results["gnn"]
+  for key in ("memory_ratio_L2.2", "max_batch_ratio_L2.2", "loss_delta_L2.2",
+              "step_time_ratio_L2.2", "adaptive_variance_ratio", "loss_seed_spread_L0"):
     assert isinstance(r[key], float), key
   # at this toy size one layer's working set dominates (1.22x measured); the quick preset's
   # figures are in experiments/gact/README.md
   assert r["memory_ratio_L2.2"] > 1.1 and r["adaptive_variance_ratio"] < 1.0, r
-  assert set(r["levels"]) == {"L0", "L2.2", "ckpt", "L2.2_ckpt"}
+  assert set(r["levels"]) == {"L0", "L2.2"}
   assert [s["seed"] for s in r["seeds"]["L2.2"]] == [0, 1] and len(r["loss_delta_L2.2_per_seed"]) == 2
   top, l0 = r["levels"]["L2.2"], r["levels"]["L0"]
   for x in (top, l0):     # a batch that ran (its loss is finite): the compiled search's
@@ -32,12 +43,32 @@ def test_memory_experiment_writes_the_named_results(tmp_path):
     assert x["executed"]["steps"] == 1 and np.isfinite(x["executed"]["loss"])
     # the child's own peak (VmHWM), not its parent's inherited through vfork + exec
     assert 2**20 < x["executed"]["peak_rss_bytes"] < 8 * 2**30
-  assert r["levels"]["ckpt"]["max_batch"] is None                 # not run: compiled only
   assert len(top["allocations"]) == 2 and set(top["bits"][0]) <= {1, 2, 4, 8, 32}
   assert top["avg_bits"] <= 2.0 and len(top["unit_sizes"]) > 2 * 2    # every saved tensor
-  report = (wd / "REPORT.md").read_text()
-  assert "| L2.2 | no |" in report and "| L2.2_ckpt | yes |" in report
+  assert "| L2.2 | no |" in (wd / "REPORT.md").read_text()
   assert (wd / "gnn_bits_L2.2.png").stat().st_size > 0
+
+
+def test_checkpointed_rows_are_compared_with_ckpt(gnn_run, tmp_path):
+  """`memory_ratio_L2.2_ckpt` = ckpt / L2.2_ckpt, the checkpointed rows marked, *_ckpt measured
+  against ckpt (ckpt itself against L0), a level whose batch was not run reported as compiled only: the summary and the
+  report of the run above with two checkpointed levels added (their bytes made up)."""
+  _, results = gnn_run
+  r = copy.deepcopy(results["gnn"])
+  for k in [k for k in r if k not in ("levels", "seeds", "what")]:
+    del r[k]
+  for name, like, act in (("ckpt", "L0", 3_000_000), ("L2.2_ckpt", "L2.2", 1_200_000)):
+    r["levels"][name] = {**r["levels"][like], "act_bytes": act, "max_batch": None, "executed": None}
+  X._summarise(r)
+  assert r["memory_ratio_L2.2_ckpt"] == pytest.approx(2.5)
+  assert r["levels"]["ckpt"]["memory_ratio"] == pytest.approx(r["levels"]["L0"]["act_bytes"] / 3e6)
+  assert r["memory_ratio_L2.2"] == results["gnn"]["memory_ratio_L2.2"]   # still against L0
+  c = get_config("tiny")
+  c.families, c.levels = ("gnn",), ("L0", "L2.2", "ckpt", "L2.2_ckpt")
+  write(tmp_path, "test", c, {"gnn": r})
+  report = (tmp_path / "REPORT.md").read_text()
+  assert "| L2.2_ckpt | yes |" in report and "| ckpt | yes |" in report and "| L0 | no |" in report
+  assert "ckpt / L2.2_ckpt (both checkpointed) | no figure" in report and "2.50x" in report
 
 
 @pytest.mark.parametrize("override, message", [
