@@ -9,7 +9,15 @@
   jaxpr, `saved_tensors`): floats at their width, boolean masks at 1 bit. What does not depend on
   x (parameters, tensors computed from parameters only, RoPE tables and masks computed from
   integer inputs) is kept as it is, like the official code keeps parameters and tensors that need
-  no gradient. Identical tensors are stored once. The backward decompresses and calls the vjp.
+  no gradient. Identical tensors are stored once. No broadcast is saved: the vjp is taken
+  through `jax.checkpoint` with a policy that saves every intermediate but `broadcast_in_dim`
+  outputs, which the backward recomputes from their (smaller) inputs. Without it a parameter
+  broadcast to an activation's shape (LayerNorm's scale times the normalised input) was a
+  residual that does not depend on x, so it was kept in FP32: 24 tensors of f32[64, 64, 128]
+  (48 MiB) at the peak of the 12-layer GLM's step at batch 64, found in XLA's live ranges; at
+  smaller batches XLA happened to fuse them away, so the bytes per sequence jumped with the
+  batch (2 bits: 2.1 MiB per sequence up to 40 sequences, 3.0 above; with the policy 2.3-2.6,
+  L0 15.2). The backward decompresses and calls the vjp.
 - mode "recompute" (GACT with checkpointing, the paper's "L*_ckpt" rows): only the block input x
   is saved, compressed; the backward decompresses it and re-runs `jax.vjp(fn, params, x_hat)`.
 
@@ -87,8 +95,19 @@ def _depends_on_x(jaxpr, n_params: int) -> list[bool]:
   return [not isinstance(v, Literal) and id(v) in dep for v in jaxpr.outvars]
 
 
+def _no_broadcasts(prim, *_, **__) -> bool:
+  return prim.name != "broadcast_in_dim"
+
+
+def _lean(fn: Callable) -> Callable:
+  """fn whose vjp recomputes broadcasts instead of saving them (see the module docstring)."""
+  return jax.checkpoint(fn, policy=_no_broadcasts)
+
+
 def _plan(fn: Callable, params, x):
-  """(SavedTensor per unique residual leaf, index of each leaf among the unique ones)."""
+  """(SavedTensor per unique residual leaf, index of each leaf among the unique ones); fn as the
+  vjp runs it (`_lean` where anything may be compressed)."""
+
   def leaves_of(params, x):
     return jax.tree.leaves(jax.vjp(fn, params, x)[1])
 
@@ -113,7 +132,7 @@ def _plan(fn: Callable, params, x):
 def saved_tensors(fn: Callable, params, x) -> list[SavedTensor]:
   """The distinct tensors `jax.vjp(fn, params, x)` keeps for the backward; the activations
   among them (kind "act") are what per-tensor `bits` refer to, in this order."""
-  return _plan(fn, params, x)[0]
+  return _plan(_lean(fn), params, x)[0]
 
 
 def _mix_seed(seed, salt):
@@ -226,9 +245,12 @@ def compress_block(fn: Callable, bits, mode: str = "residuals") -> Callable:
     g.defvjp(fwd_recompute, bwd_recompute)
     return g
 
+  # one width of 32 compresses nothing: the vjp as jax takes it (bitwise the plain gradient)
+  f = fn if isinstance(bits, int) and bits == 32 else _lean(fn)
+
   def fwd(params, x, seed):
-    plan, where = _plan(fn, params, x)
-    y, vjp = jax.vjp(fn, params, x)
+    plan, where = _plan(f, params, x)
+    y, vjp = jax.vjp(f, params, x)
     leaves, treedef = jax.tree.flatten(vjp)
     if len(leaves) != len(where):
       raise RuntimeError(f"the vjp closure has {len(leaves)} leaves, its plan {len(where)}")
