@@ -51,9 +51,9 @@ BUILT = {
              "the snapshot below is of the previous layout (recompute-mode levels against a "
              "recompute + micro-batching 'L0', issue 21); the rebuilt experiment (L0 = plain "
              "training, experiments/gact/README.md): GLM 6.21x memory (a memory-only rerun after "
-             "a fix; checkpointing alone 4.12x), a 4.19x batch that ran (before the fix), loss "
-             "+3.95%; ResNet 2.29x, loss held; GCN 1.44x, "
-             "loss +11%, adaptive bits worse than uniform; memory is XLA's compiled temp bytes "
+             "a fix; checkpointing alone 4.12x); before the fix: a 4.19x batch that ran, loss "
+             "+3.95%, ResNet 2.29x with the loss held, GCN 1.44x with "
+             "loss +11% and adaptive bits worse than uniform; memory is XLA's compiled temp bytes "
              "on the CPU"),
     "kgt": ("`jaxpapers.kgt`",
             "triple transformation on jraph, masked 1-hop attention, top-2 MoE, two-stage masked "

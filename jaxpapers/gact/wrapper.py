@@ -11,13 +11,15 @@
   integer inputs) is kept as it is, like the official code keeps parameters and tensors that need
   no gradient. Identical tensors are stored once. No broadcast is saved: the vjp is taken
   through `jax.checkpoint` with a policy that saves every intermediate but `broadcast_in_dim`
-  outputs, which the backward recomputes from their (smaller) inputs. Without it a parameter
-  broadcast to an activation's shape (LayerNorm's scale times the normalised input) was a
-  residual that does not depend on x, so it was kept in FP32: 24 tensors of f32[64, 64, 128]
-  (48 MiB) at the peak of the 12-layer GLM's step at batch 64, found in XLA's live ranges; at
-  smaller batches XLA happened to fuse them away, so the bytes per sequence jumped with the
-  batch (2 bits: 2.1 MiB per sequence up to 40 sequences, 3.0 above; with the policy 2.3-2.6,
-  L0 15.2). The backward decompresses and calls the vjp.
+  outputs, which the backward recomputes from their (smaller) inputs behind jax's remat
+  barrier. Without it, jax's vjp saved LayerNorm's small scale (kept: it does not depend on x),
+  but XLA merged the backward's broadcast of it with the forward's and kept that buffer, an
+  FP32 activation: 24 of f32[64, 64, 128] (48 MiB) at the peak of the 12-layer GLM's step at
+  batch 64, found in XLA's live ranges; at 40 sequences it happened not to, so the bytes per
+  sequence jumped with the batch (2 bits: 2.1 MiB per sequence up to 40 sequences, 3.0 above;
+  with the policy 2.3-2.6, L0 15.2). Broadcasts that depend on x (one per GLM layer,
+  attention-score shaped) are now recomputed from their compressed source instead of being
+  compressed themselves. The backward decompresses and calls the vjp.
 - mode "recompute" (GACT with checkpointing, the paper's "L*_ckpt" rows): only the block input x
   is saved, compressed; the backward decompresses it and re-runs `jax.vjp(fn, params, x_hat)`.
 
@@ -130,8 +132,10 @@ def _plan(fn: Callable, params, x):
 
 
 def saved_tensors(fn: Callable, params, x) -> list[SavedTensor]:
-  """The distinct tensors `jax.vjp(fn, params, x)` keeps for the backward; the activations
-  among them (kind "act") are what per-tensor `bits` refer to, in this order."""
+  """The distinct tensors the compressed block's vjp (through `_lean`: broadcasts recomputed)
+  keeps for the backward; the activations among them (kind "act") are what per-tensor `bits`
+  refer to, in this order. (`compress_block(fn, 32)`, which compresses nothing, keeps jax's
+  plain vjp residuals instead.)"""
   return _plan(_lean(fn), params, x)[0]
 
 

@@ -351,7 +351,8 @@ def test_a_parameter_broadcast_to_the_activation_is_not_kept():
   of the scale with the forward's and kept it, an FP32 activation-sized tensor per LayerNorm
   (24 of them, 48 MiB, at the peak of the 12-layer GLM's step at batch 64); the wrapper's vjp
   recomputes broadcasts. Compiled bytes of a 4-block stack at 2 bits, with and without
-  parameters in its LayerNorms: within 2 FP32 activations of each other (4 without the fix)."""
+  parameters in its LayerNorms: 1.15 FP32 activations apart (measured; the remainder not
+  traced), 4.05 without the fix (one per block); the bar, 1.5, is crossed by keeping one more."""
   from jaxpapers.nn.norm import layer_norm
   L, n, d = 4, 8192, 128
 
@@ -371,7 +372,7 @@ def test_a_parameter_broadcast_to_the_activation_is_not_kept():
     return c.memory_analysis().temp_size_in_bytes
 
   extra = (temp(True) - temp(False)) / (n * d * 4)
-  assert extra < 2.0, f"{extra:.2f} FP32 activations more with LayerNorm parameters"
+  assert extra < 1.5, f"{extra:.2f} FP32 activations more with LayerNorm parameters"
 
 
 def test_what_does_not_depend_on_the_input_is_kept_and_shapes_may_differ():

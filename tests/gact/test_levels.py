@@ -61,6 +61,9 @@ def test_levels_on_the_glm_stack_full_width_checkpointed_probed_and_compressed()
   probed = jax.jit(lambda bits: jax.grad(      # one compiled gradient for every width (traced)
       lambda p: glm_loss(nnx.merge(graphdef, p), BATCH, probe(bits), jnp.uint32(0)))(params))
   assert_close_scaled(probed(jnp.full(n, 32.0)), exact, 1e-5)
+  # every width 32 through the compressed path (its vjp recomputes broadcasts): the exact gradient
+  full = make_wrap(adaptive.get_level("L1"), [tuple([32] * len(u)) for u in acts])
+  assert_close_scaled(_grads(full), exact, 1e-5)
   one = _rel(exact, probed(jnp.full(n, 32.0).at[0].set(1.0)))
   eight = _rel(exact, probed(jnp.full(n, 32.0).at[0].set(8.0)))
   assert 0 < eight < one
