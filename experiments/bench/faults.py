@@ -557,7 +557,8 @@ def run_jobs(a, names, tmp: Path):
       out, err = tmp / f"job_{slug}.json", tmp / f"job_{slug}.err"
       out.unlink(missing_ok=True)          # (a kept folder: never an earlier worker's rows)
       cmd = [sys.executable, __file__, "--preset", a.preset, "--seed", str(a.seed), "--keep",
-             str(tmp), "--only", t.name, "--json", str(out), "--no_inputs"]
+             str(tmp), "--only", t.name, "--json", str(out), "--no_inputs",
+             f"--xla_flags={a.xla_flags}"]
       with open(err, "w") as f:
         running[t.name] = (subprocess.Popen(cmd, stdout=sys.stdout, stderr=f), out, err)
     time.sleep(1)
@@ -585,8 +586,12 @@ def main(argv=None):
   ap.add_argument("--jobs", type=int, default=1,
                   help="run the experiments in up to this many processes side by side, one "
                        "process per experiment (each keeps its rotation slot), then merge")
+  ap.add_argument("--xla_flags", default="",
+                  help="XLA_FLAGS of every run (the test suite passes "
+                       "--xla_backend_optimization_level=0: the same programs, compiled faster)")
   ap.add_argument("--no_inputs", action="store_true", help=argparse.SUPPRESS)   # (--jobs' workers)
   a = ap.parse_args(argv)
+  ENV["XLA_FLAGS"] = a.xla_flags
   full = a.preset == "full"
   names = a.only.split(",") if a.only else ([t.name for t in TARGETS] if full else ["glm/pretrain"])
   unknown = set(names) - {t.name for t in TARGETS}

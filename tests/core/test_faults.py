@@ -9,13 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jp_testutil import SUBPROCESS_XLA_FLAGS
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_small_fault_suite_survives_every_fault(tmp_path):
   out = tmp_path / "faults.json"
   p = subprocess.run([sys.executable, str(REPO / "experiments/bench/faults.py"), "--preset", "small",
-                      "--json", str(out), "--keep", str(tmp_path / "runs")],
+                      "--json", str(out), "--keep", str(tmp_path / "runs"),
+                      f"--xla_flags={SUBPROCESS_XLA_FLAGS}"],
                      capture_output=True, text=True, timeout=900, cwd=REPO)
   assert out.exists(), p.stderr[-3000:]
   r = json.loads(out.read_text())

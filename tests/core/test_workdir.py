@@ -134,23 +134,22 @@ def test_the_issues_user_errors_through_the_real_command(tmp_path, finished, sma
   empty = tmp_path / "empty"        # a run's workdir that holds no checkpoint yet
   empty.mkdir()
   shutil.copy(finished / "config.json", empty / "config.json")
-  long_prompt = " ".join(["It is a truth universally acknowledged"] * 10)
+  # one case per place a process can fail (config import, workdir files, config values, data
+  # files, generation before and after a checkpoint is loaded); the other messages of each class
+  # are checked in process by the fault suite's bad-input faults (tests/core/test_faults.py)
   cases = [
       (["run", f"--config={bad_cfg}:quick", "--workdir", str(tmp_path / "w1")], "fails to import: SyntaxError"),
       (tiny_glm_args(small_corpus, cut), "config.json is not valid JSON"),
       (tiny_glm_args(small_corpus, tmp_path / "w2", "--config.train.lr=inf"), "--config.train.lr must be a finite positive number"),
-      (tiny_glm_args(small_corpus, tmp_path / "w3", "--config.mesh.shape=(3,5)"), "mesh"),
       (tiny_glm_args(tmp_path / "missing.txt", tmp_path / "w4"), "corpus file not found"),
       (["generate", "--workdir", str(empty), "--prompt", "x"], "holds no checkpoint yet"),
-      (["generate", "--workdir", str(finished), "--prompt", long_prompt], "shorten the prompt"),
       (["generate", "--workdir", str(finished), "--prompt", "x", "--top_p", "0"], "top_p"),
-      (["generate", "--workdir", str(finished), "--prompt", "x", "--max_new_tokens", "-3"], "max_new_tokens"),
   ]
   before = sorted(p.name for p in finished.rglob("*"))
   for args, expected in cases:
     code, _, err = _run(args)
     _one_line(code, err, expected)
-  for w in ("w1", "w2", "w3", "w4"):
+  for w in ("w1", "w2", "w4"):
     assert not (tmp_path / w).exists(), w
   assert [p.name for p in empty.iterdir()] == ["config.json"]
   assert sorted(p.name for p in finished.rglob("*")) == before
