@@ -107,22 +107,34 @@ def pytest_sessionfinish(session):
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
-# The slowest files (seconds of one idle worker, `pytest --durations=0`, 2026-12-06), run first:
-# `--dist loadfile` hands files out in collection order, so a slow file collected last leaves the
-# other worker idle while it runs (about 50 s of the suite's 13 minutes). Other files keep their order.
+# The slowest files (seconds per file, `pytest -n 2 --durations=0` on 2 idle cores, 2026-12-07), run first:
+# `--dist loadfile` hands files out in collection order (see pytest_configure), so a slow file
+# collected last leaves the other worker idle while it runs. Other files keep their order.
 SLOW_FIRST = (
-    "vpt/test_vpt_pipeline.py",          # 120
-    "gact/test_memory_experiment.py",    # 110
-    "core/test_faults.py",               # 80
-    "core/test_workdir.py",              # 78
-    "core/test_train.py",                # 63
-    "retrieval/test_retrieval_transfer.py",   # 62
-    "mooc/test_mooc_pretrain.py",        # 51
-    "cogvideo/test_cogvideo_experiment.py",   # 49
-    "glm/test_trained_run.py",           # 48
-    "vpt/test_vpt_models.py",            # 48
-    "core/test_distributed.py",          # 48
+    "vpt/test_vpt_pipeline.py",          # 133
+    "core/test_workdir.py",              # 90 (75 since 2026-12-07)
+    "gact/test_memory_experiment.py",    # 81
+    "core/test_train.py",                # 71
+    "core/test_faults.py",               # 98 (60 since 2026-12-07)
+    "glm/test_trained_run.py",           # 64
+    "gact/test_compress.py",             # 63
+    "mooc/test_mooc_pretrain.py",        # 59
+    "vpt/test_vpt_models.py",            # 56
+    "retrieval/test_retrieval_transfer.py",   # 56
+    "gact/test_levels.py",               # 51
+    "pethead/test_pethead_suite.py",     # 50
+    "cogvideo/test_cogvideo_experiment.py",   # 48
+    "nn/test_quantized.py",              # 45
+    "cogvideo/test_cogvideo_model.py",   # 42
+    "glm/test_model.py",                 # 41
 )
+
+
+def pytest_configure(config):
+  # pytest-xdist >= 3.6 hands out the files with the most tests first unless told to keep the
+  # collection order (its --no-loadscope-reorder): a one-test file of 90 s then ran last, alone
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):
