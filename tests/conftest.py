@@ -20,19 +20,13 @@ _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWN_CACHE:
   import tempfile  # noqa: E402
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxpapers-test-jit-cache-")
-  # The CLI subprocesses (inheriting this) cache every program: a tiny GLM run compiles ~70
-  # programs of under 0.5 s each (3 s in all), loaded in a fraction of that by the next run of
-  # the same command (a tiny run 12 s -> 10 s). This process keeps a 0.5 s floor (below).
+  # Every program is cached, however fast it compiled: a tiny GLM run of a CLI subprocess
+  # compiles ~70 programs of under 0.5 s each (3 s in all), which the next run of the same
+  # command loads in a fraction of that (a tiny run 12 s -> 10 s). The xdist workers and the
+  # subprocesses inherit this; the suite was measured so (765 s on 2 idle cores, 2026-12-07).
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import lzma  # noqa: E402
-
-import jax  # noqa: E402
-
-# In this process most small programs are compiled once: writing each to the cache costs more
-# than it saves (measured: the whole suite no faster with a floor of 0).
-if _OWN_CACHE:
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 import pytest  # noqa: E402
 
@@ -107,17 +101,18 @@ def pytest_sessionfinish(session):
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
-# The slowest files (seconds per file, `pytest -n 2 --durations=0` on 2 idle cores, 2026-12-07), run first:
+# The slowest files, longest first (seconds per file, `pytest -n 2 --durations=0` on 2 idle cores,
+# 2026-12-07; core/test_faults.py and core/test_workdir.py after this session's cuts):
 # `--dist loadfile` hands files out in collection order (see pytest_configure), so a slow file
 # collected last leaves the other worker idle while it runs. Other files keep their order.
 SLOW_FIRST = (
     "vpt/test_vpt_pipeline.py",          # 133
-    "core/test_workdir.py",              # 90 (75 since 2026-12-07)
     "gact/test_memory_experiment.py",    # 81
+    "core/test_workdir.py",              # 75
     "core/test_train.py",                # 71
-    "core/test_faults.py",               # 98 (60 since 2026-12-07)
     "glm/test_trained_run.py",           # 64
     "gact/test_compress.py",             # 63
+    "core/test_faults.py",               # 60
     "mooc/test_mooc_pretrain.py",        # 59
     "vpt/test_vpt_models.py",            # 56
     "retrieval/test_retrieval_transfer.py",   # 56
@@ -131,8 +126,9 @@ SLOW_FIRST = (
 
 
 def pytest_configure(config):
-  # pytest-xdist >= 3.6 hands out the files with the most tests first unless told to keep the
-  # collection order (its --no-loadscope-reorder): a one-test file of 90 s then ran last, alone
+  # pytest-xdist (>= 3.5) hands out the files with the most tests first unless told to keep the
+  # collection order (--no-loadscope-reorder, since 3.8; pyproject.toml requires it): a one-test
+  # file of 90 s then ran last, alone
   if hasattr(config.option, "loadscopereorder"):
     config.option.loadscopereorder = False
 

@@ -4,7 +4,7 @@ malformed files of every format the project reads and NaN/Inf in data, loss, gra
 parameters. Prints one JSON line per fault, then the table of fault classes.
 
   python experiments/bench/faults.py [--preset small|full] [--only EXP[,EXP]] [--seed N]
-                                     [--keep DIR] [--json FILE] [--jobs N]
+                                     [--keep DIR] [--json FILE] [--jobs N] [--xla_flags FLAGS]
 
 A fault is `ok` when the behaviour is the one issue 17 asks for: a run killed and rerun (or
 resumed past a damaged checkpoint) ends with results equal to an uninterrupted run's in every
@@ -587,8 +587,9 @@ def main(argv=None):
                   help="run the experiments in up to this many processes side by side, one "
                        "process per experiment (each keeps its rotation slot), then merge")
   ap.add_argument("--xla_flags", default="",
-                  help="XLA_FLAGS of every run (the test suite passes "
-                       "--xla_backend_optimization_level=0: the same programs, compiled faster)")
+                  help="XLA_FLAGS of every `jaxpapers` subprocess (the test suite passes "
+                       "--xla_backend_optimization_level=0: the same programs, compiled faster); "
+                       "the in-process bad-input faults keep this process's")
   ap.add_argument("--no_inputs", action="store_true", help=argparse.SUPPRESS)   # (--jobs' workers)
   a = ap.parse_args(argv)
   ENV["XLA_FLAGS"] = a.xla_flags

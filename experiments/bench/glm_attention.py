@@ -1,15 +1,19 @@
 """Where GLM's train step loses to PyTorch (issue 20): its attention, timed alone, in one process.
 
   python experiments/bench/glm_attention.py [--batch 8 --seq_len 256 --heads 8 --head_dim 64]
+                                            [--reps 8 --rounds 3]
 
-Times, as the median of interleaved rounds (this machine is shared and its speed drifts):
+Each figure is the median over --rounds interleaved rounds of the best of --reps calls (this
+machine is shared and its speed drifts):
   attention's forward and forward + backward, the project's `nn.attention.layer_scaled_attention`
-  with GLM's mask (bidirectional context, causal rest), and the same computed in the [B, H, T, D]
-  layout (queries, keys and values transposed first, as PyTorch holds them);
-  the batched matmul QK^T alone (its GFLOP/s) and one large matmul of the same FLOPs;
+  with GLM's mask (bidirectional context, causal rest) passed as an argument as the model does,
+  and the same computed in the [B, H, T, D] layout (transposed inside, as PyTorch computes it);
+  the batched matmul QK^T alone (its GFLOP/s) and one square matmul of the same FLOPs;
   with torch installed (not a dependency): `scaled_dot_product_attention` with the same boolean
-  mask, forward and forward + backward, and torch's batched matmul.
-Prints JSON (milliseconds, GFLOP/s). The backward is of sum(out * w) for a fixed random w.
+  mask, given [B, T, H, D] tensors as transposed views and its output transposed back, as the
+  PyTorch GLM (glm_torch.py) calls it, forward and forward + backward; torch's batched matmul and
+  square matmul. Prints JSON (milliseconds, GFLOP/s). The backward is of sum(out * w) for a fixed
+  random w, with respect to q, k and v.
 """
 from __future__ import annotations
 
@@ -65,10 +69,11 @@ def main():
   layer = 3
   timers = {}
   for name, att in (("jax_bqhd", layer_scaled_attention), ("jax_bhtd", transposed_attention)):
-    fwd = jax.jit(lambda q, k, v, att=att: att(q, k, v, jm, layer))
-    grad = jax.jit(jax.grad(lambda q, k, v, att=att: (att(q, k, v, jm, layer) * jw).sum(), (0, 1, 2)))
-    timers[f"{name}_fwd"] = lambda f=fwd: f(jq, jk, jv).block_until_ready()
-    timers[f"{name}_fwd_bwd"] = lambda g=grad: jax.block_until_ready(g(jq, jk, jv))
+    fwd = jax.jit(lambda q, k, v, m, att=att: att(q, k, v, m, layer))
+    grad = jax.jit(jax.grad(lambda q, k, v, m, w, att=att: (att(q, k, v, m, layer) * w).sum(),
+                            (0, 1, 2)))
+    timers[f"{name}_fwd"] = lambda f=fwd: f(jq, jk, jv, jm).block_until_ready()
+    timers[f"{name}_fwd_bwd"] = lambda g=grad: jax.block_until_ready(g(jq, jk, jv, jm, jw))
   qh, kh = jnp.swapaxes(jq, 1, 2), jnp.swapaxes(jk, 1, 2)
   bmm = jax.jit(lambda x, y: jnp.matmul(x, jnp.swapaxes(y, -1, -2)))
   timers["jax_bmm_qk"] = lambda: bmm(qh, kh).block_until_ready()
@@ -80,24 +85,35 @@ def main():
   if importlib.util.find_spec("torch") is not None:
     import torch  # noqa: PLC0415 (optional)
     F = torch.nn.functional
-    tq, tk, tv, tw = (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1, 3))) for x in (q, k, v, w))
+    # [B, T, H, D] storage seen as [B, H, T, D] views, as glm_torch.py hands them to SDPA
+    tq, tk, tv = (torch.from_numpy(x).transpose(1, 2) for x in (q, k, v))
+    tw = torch.from_numpy(w)
     tmask = torch.from_numpy(mask)[:, None]
     scale = 1.0 / np.sqrt(D)
+
+    def sdpa(q, k, v):
+      return F.scaled_dot_product_attention(q, k, v, attn_mask=tmask, scale=scale).transpose(1, 2)
+
     ref = np.asarray(layer_scaled_attention(jq, jk, jv, jm, layer))
-    got = F.scaled_dot_product_attention(tq, tk, tv, attn_mask=tmask, scale=scale)
     facts = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-             "sdpa_max_abs_diff": float(np.abs(got.numpy().transpose(0, 2, 1, 3) - ref).max())}
-    gq, gk, gv = (x.clone().requires_grad_() for x in (tq, tk, tv))
+             "sdpa_max_abs_diff": float(np.abs(sdpa(tq, tk, tv).numpy() - ref).max())}
+    gq, gk, gv = (x.detach().clone().requires_grad_() for x in (tq, tk, tv))
 
     def torch_fwd_bwd():
       for x in (gq, gk, gv):
         x.grad = None
-      (F.scaled_dot_product_attention(gq, gk, gv, attn_mask=tmask, scale=scale) * tw).sum().backward()
+      (sdpa(gq, gk, gv) * tw).sum().backward()
 
-    with torch.no_grad():
-      timers["torch_sdpa_fwd"] = lambda: F.scaled_dot_product_attention(tq, tk, tv, attn_mask=tmask, scale=scale)
-      timers["torch_bmm_qk"] = lambda: tq @ tk.transpose(-1, -2)
+    def torch_fwd():
+      with torch.no_grad():
+        return sdpa(tq, tk, tv)
+
+    th, tkh = tq.contiguous(), tk.contiguous()
+    tbig = torch.from_numpy(np.array(big))
+    timers["torch_sdpa_fwd"] = torch_fwd
     timers["torch_sdpa_fwd_bwd"] = torch_fwd_bwd
+    timers["torch_bmm_qk"] = lambda: th @ tkh.transpose(-1, -2)
+    timers["torch_matmul_same_flops"] = lambda: tbig @ tbig
   rounds = {name: [] for name in timers}
   for _ in range(a.rounds):
     for name, fn in timers.items():

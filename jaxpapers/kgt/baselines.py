@@ -7,8 +7,12 @@
   projection translates the center and grows the offset (§3.2), intersection takes an
   attention-weighted center and a shrunk offset (§3.3), and the entity-to-box distance weighs the
   inside part by α (§3.4, eq. 3).
+* BetaE (Ren & Leskovec, NeurIPS 2020): entities and queries are products of Beta distributions;
+  projection is an MLP on [query; relation] (§3.2), intersection an attention-weighted average of
+  the branches' (α, β) (§3.2, eq. 3), the distance the L1 norm of the per-dimension KL divergence
+  KL(entity ‖ query) (§3.3, eq. 4). Negation (§3.2) is not among the nine types.
 
-Both take a static query type (one of `queries.TYPES`) and int arrays `anchors` [B, n_anchors],
+All three take a static query type (one of `queries.TYPES`) and int arrays `anchors` [B, n_anchors],
 `relations` [B, n_relations] in the depth-first order of `queries.flatten`, and build the query
 embedding by walking `queries.STRUCTURES[qtype]` (one compiled function per type). Unions use
 the DNF (Query2Box §3.4, BetaE): one embedding per conjunctive branch (the branches of
@@ -203,12 +207,103 @@ class Query2Box(_QueryModel):
     return outside + self.alpha * inside
 
 
+class _Linear(nnx.Module):
+  """torch.nn.Linear(n_in, n_out) as BetaE initialises it: Xavier-uniform kernel, PyTorch's
+  default bias U(±1/√n_in)."""
+
+  def __init__(self, n_in: int, n_out: int, *, rngs: nnx.Rngs):
+    self.kernel = param(rngs.params(), nnx.initializers.xavier_uniform(), (n_in, n_out), (None, None))
+    self.bias = param(rngs.params(), _uniform(-n_in ** -0.5, n_in ** -0.5), (n_out,), (None,), decay=False)
+
+  def __call__(self, x):
+    return x @ self.kernel[...] + self.bias[...]
+
+
+def beta_positive(x: jax.Array) -> jax.Array:
+  """BetaE's Regularizer(base_add=1, min=0.05, max=1e9): parameters of a Beta distribution."""
+  return jnp.clip(x + 1.0, 0.05, 1e9)
+
+
+def beta_kl(a1, b1, a2, b2):
+  """KL(Beta(a1, b1) ‖ Beta(a2, b2)), elementwise (closed form)."""
+  from jax.scipy.special import betaln, digamma  # noqa: PLC0415
+  return (betaln(a2, b2) - betaln(a1, b1) + (a1 - a2) * digamma(a1) + (b1 - b2) * digamma(b1)
+          + (a2 - a1 + b2 - b1) * digamma(a1 + b1))
+
+
+class BetaProjection(nnx.Module):
+  """BetaE §3.2's projection: [α; β; r] -> `layers` ReLU layers of width `hidden` -> a linear
+  layer to [α'; β'], made positive by `beta_positive` (BetaE's code: layer1, layer2.., layer0)."""
+
+  def __init__(self, dim: int, hidden: int, layers: int, *, rngs: nnx.Rngs):
+    widths = [3 * dim] + [hidden] * layers
+    self.hidden = nnx.List([_Linear(i, o, rngs=rngs) for i, o in zip(widths[:-1], widths[1:])])
+    self.out = _Linear(hidden, 2 * dim, rngs=rngs)
+
+  def __call__(self, q, r):
+    x = jnp.concatenate([q, r], axis=-1)
+    for layer in self.hidden:
+      x = jax.nn.relu(layer(x))
+    return beta_positive(self.out(x))
+
+
+class BetaIntersection(nnx.Module):
+  """BetaE §3.2's intersection: attention weights softmax_branches(MLP([α_i; β_i])) per
+  dimension, α = Σ_i w_i α_i and β = Σ_i w_i β_i."""
+
+  def __init__(self, dim: int, *, rngs: nnx.Rngs):
+    self.layer1 = _Linear(2 * dim, 2 * dim, rngs=rngs)
+    self.layer2 = _Linear(2 * dim, dim, rngs=rngs)
+
+  def __call__(self, xs: jax.Array) -> jax.Array:     # [n, B, 2d] -> [B, 2d]
+    d = xs.shape[-1] // 2
+    att = jax.nn.softmax(self.layer2(jax.nn.relu(self.layer1(xs))), axis=0)
+    return jnp.concatenate([jnp.sum(att * xs[..., :d], axis=0), jnp.sum(att * xs[..., d:], axis=0)], -1)
+
+
+class BetaE(_QueryModel):
+  """BetaE (Ren & Leskovec 2020) as in its code (KGReasoning): an entity is 2·dim numbers made
+  positive by `beta_positive` into (α, β); relations are dim-wide vectors; projection and
+  intersection as `BetaProjection` and `BetaIntersection`; distance Σ_dims KL(entity ‖ query)
+  (eq. 4); score γ − distance. Its published runs use γ = 60, hidden 1600 = 4·dim, 2 layers."""
+
+  def __init__(self, num_entities: int, num_relations: int, dim: int, *, gamma: float,
+               hidden: int = 0, layers: int = 2, rngs: nnx.Rngs):
+    self.num_entities, self.gamma = num_entities, float(gamma)
+    rng = (self.gamma + EPSILON) / dim
+    self.entity = param(rngs.params(), _uniform(-rng, rng), (num_entities, 2 * dim),
+                        ("vocab", "embed"), decay=False)
+    self.relation = param(rngs.params(), _uniform(-rng, rng), (num_relations, dim), (None, "embed"),
+                          decay=False)
+    self.projection_net = BetaProjection(dim, hidden or 4 * dim, layers, rngs=rngs)
+    self.center_net = BetaIntersection(dim, rngs=rngs)
+
+  def _anchor(self, ids):
+    return beta_positive(jnp.take(self.entity[...], ids, axis=0))
+
+  def _project(self, q, rel_ids):
+    return self.projection_net(q, jnp.take(self.relation[...], rel_ids, axis=0))
+
+  def _intersect(self, qs):
+    return self.center_net(jnp.stack(qs))
+
+  def _distance(self, q, v):
+    d = q.shape[-1] // 2
+    v = beta_positive(v)
+    q = q[:, None, :]
+    return jnp.sum(beta_kl(v[..., :d], v[..., d:], q[..., :d], q[..., d:]), axis=-1)
+
+
 def negative_sampling_loss(model: _QueryModel, qtype: str, anchors: jax.Array, relations: jax.Array,
-                           positive: jax.Array, negatives: jax.Array) -> jax.Array:
-  """Query2Box eq. 4 / BetaE: −log σ(γ − d(q, v)) − (1/k) Σ_i log σ(d(q, v′_i) − γ), averaged
-  over the batch. positive: [B] entity ids; negatives: [B, k]."""
+                           positive: jax.Array, negatives: jax.Array,
+                           weight: jax.Array | None = None) -> jax.Array:
+  """Query2Box eq. 4 / BetaE as KGReasoning's train_step computes it: the positive term
+  −log σ(γ − d(q, v)) and the negative term −(1/k) Σ_i log σ(d(q, v′_i) − γ), each a mean over
+  the batch weighted by `weight` (KGReasoning's subsampling weight 1/√(4 + |answers|); uniform
+  when None), and the loss their average. positive: [B] entity ids; negatives: [B, k]."""
   cand = jnp.concatenate([positive[:, None], negatives], axis=1)
   d = model.distances(qtype, anchors, relations, cand).astype(jnp.float32)
   pos = -jax.nn.log_sigmoid(model.gamma - d[:, 0])
   neg = -jnp.mean(jax.nn.log_sigmoid(d[:, 1:] - model.gamma), axis=1)
-  return jnp.mean(pos + neg)
+  w = jnp.ones_like(pos) if weight is None else weight.astype(jnp.float32)
+  return (jnp.sum(w * pos) + jnp.sum(w * neg)) / (2 * jnp.sum(w))

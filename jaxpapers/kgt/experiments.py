@@ -1,5 +1,5 @@
 """`jaxpapers run kgt/queries`: kgTransformer (two-stage masked pre-training, multi-task
-fine-tuning) against GQE and Query2Box on the nine BetaE query types, per dataset, with the
+fine-tuning) against GQE, Query2Box and BetaE on the nine BetaE query types, per dataset, with the
 ablations without pre-training and without MoE; filtered MRR/Hits on hard answers."""
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from jaxpapers.kgt.sampling import TrainGraph
 
 log = logging.getLogger("jaxpapers")
 
-MODELS = ("kgtransformer", "gqe", "q2b")
+MODELS = ("kgtransformer", "gqe", "q2b", "betae")
+BASELINES = ("gqe", "q2b", "betae")
 ABLATIONS = ("no_pretrain", "no_moe")
 _KEY = {"p1": "1p", "p2": "2p", "p3": "3p", "i2": "2i", "i3": "3i"}
 GRAPH_AXES = {k: (None,) for k in ("tokens", "types", "senders", "receivers", "nodes", "weight")}
@@ -42,11 +43,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
   pos_int = lambda v: isinstance(v, int) and v > 0
   for key in ("model.d_model", "model.num_heads", "model.num_layers", "model.d_ff",
               "model.num_experts", "model.top_k", "queries.valid", "queries.test",
-              "queries.max_answers", "eval.chunk", "baselines.dim", "baselines.negatives"):
+              "queries.max_answers", "eval.chunk", "baselines.dim", "baselines.negatives",
+              "baselines.betae_layers"):
     cfglib.check(c, key, pos_int, "a positive int")
+  cfglib.check(c, "baselines.betae_hidden", lambda v: isinstance(v, int) and v >= 0,
+               "a non-negative int (0: 4 x baselines.dim)")
+  cfglib.check(c, "baselines.betae_gamma", lambda v: v > 0, "positive")
   cfglib.check(c, "model.d_model", lambda v: v % c.model.num_heads == 0, "divisible by model.num_heads")
   cfglib.check(c, "model.top_k", lambda v: v <= c.model.num_experts, "at most model.num_experts")
   cfglib.check(c, "model.gate", lambda v: v in GATES, f"one of {GATES}")
+  cfglib.check(c, "queries.generator", lambda v: v in Q.GENERATORS, f"one of {Q.GENERATORS}")
   for stage in ("pretrain1", "pretrain2", "finetune", "baselines"):
     cfglib.check(c, f"{stage}.steps", lambda v: isinstance(v, int) and v >= 0, "a non-negative int")
     cfglib.check(c, f"{stage}.batch", pos_int, "a positive int")
@@ -94,7 +100,7 @@ def load_queries(c: ml_collections.ConfigDict, name: str):
   q = c.queries
   counts = {"train": {"1p": -1, **{_KEY[k]: v for k, v in q.train.items()}},
             "valid": {t: q.valid for t in Q.TYPES}, "test": {t: q.test for t in Q.TYPES}}
-  data = Q.generate(kg, counts, seed=c.seed, max_answers=q.max_answers)
+  data = Q.generate(kg, counts, seed=c.seed, max_answers=q.max_answers, generator=q.generator)
   return data, kg.entities, kg.relations, kg
 
 
@@ -158,10 +164,11 @@ def train_kgtransformer(c, data: Q.QueryData, kg, wd: Path, mesh, *, pretrain: b
 
 
 class BaselineBatches:
-  """Training batches of GQE/Query2Box: per step, each in-domain type's share of the batch (in
+  """Training batches of GQE/Query2Box/BetaE: per step, each in-domain type's share of the batch (in
   proportion to its training queries), one positive answer and `k` negatives drawn uniformly
   without replacement among the non-answers (the BetaE training loop; answers fill in only when
-  fewer than k entities are not answers)."""
+  fewer than k entities are not answers), and each query's subsampling weight 1/√(4 + |answers|)
+  (KGReasoning's TrainDataset)."""
 
   def __init__(self, split: Q.QuerySplit, num_entities: int, batch: int, negatives: int, seed: int):
     if negatives >= num_entities:
@@ -176,6 +183,7 @@ class BaselineBatches:
     self.anchors = {t: np.array([Q.flatten(q)[0] for q in split.queries[t]], np.int32) for t in sizes}
     self.relations = {t: np.array([Q.flatten(q)[1] for q in split.queries[t]], np.int32) for t in sizes}
     self.answers = {t: [np.array(sorted(split.answers[q]), np.int64) for q in split.queries[t]] for t in sizes}
+    self.weights = {t: np.array([(4 + len(a)) ** -0.5 for a in self.answers[t]], np.float32) for t in sizes}
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([self.seed, 5, step])
@@ -192,23 +200,30 @@ class BaselineBatches:
       out[f"{t}/relations"] = self.relations[t][idx]
       out[f"{t}/positive"] = pos
       out[f"{t}/negatives"] = neg.astype(np.int32)
+      out[f"{t}/weight"] = self.weights[t][idx]
     return out
 
 
 def train_baseline(c, kind: str, data: Q.QueryData, wd: Path, mesh):
   b = c.baselines
-  cls = B.GQE if kind == "gqe" else B.Query2Box
-  model = cls(data.num_entities, data.num_relations, b.dim, gamma=b.gamma, rngs=nnx.Rngs(params=c.seed))
+  rngs = nnx.Rngs(params=c.seed)
+  if kind == "betae":   # BetaE's own margin and projection MLP (its published runs: γ 60, 2 x 4·dim)
+    model = B.BetaE(data.num_entities, data.num_relations, b.dim, gamma=b.betae_gamma,
+                    hidden=b.betae_hidden, layers=b.betae_layers, rngs=rngs)
+  else:
+    cls = B.GQE if kind == "gqe" else B.Query2Box
+    model = cls(data.num_entities, data.num_relations, b.dim, gamma=b.gamma, rngs=rngs)
   batches = BaselineBatches(data.splits["train"], data.num_entities, b.batch, b.negatives, c.seed)
   types = list(batches.per_type)
 
   def loss_fn(m, batch, key):
     losses = [B.negative_sampling_loss(m, t, batch[f"{t}/anchors"], batch[f"{t}/relations"],
-                                       batch[f"{t}/positive"], batch[f"{t}/negatives"]) for t in types]
+                                       batch[f"{t}/positive"], batch[f"{t}/negatives"],
+                                       batch[f"{t}/weight"]) for t in types]
     return sum(losses) / len(losses), {}
 
   t0 = time.perf_counter()
-  logical = {k: (None,) * (1 if k.endswith("positive") else 2) for k in batches(0)}
+  logical = {k: (None,) * (1 if k.endswith(("positive", "weight")) else 2) for k in batches(0)}
   out = train(cfg=_stage_cfg(c, "baselines"), workdir=wd / "train", model=model, loss_fn=loss_fn,
               get_batch=batches, mesh=mesh, batch_logical=logical, progress=True)
   info = {"train": _stage_info(out, t0)}
@@ -245,7 +260,7 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
     results[key], details[key] = {}, {"queries": {s: v.counts() for s, v in data.splits.items()}}
     for variant in variants:
       vwd = wd / key / variant
-      if variant == "gqe" or variant == "q2b":
+      if variant in BASELINES:
         model, info = train_baseline(c, variant, data, vwd, mesh)
         score = baseline_scorer(model)
       else:

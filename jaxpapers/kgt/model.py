@@ -60,13 +60,15 @@ class MoE(nnx.Module):
     self.k, self.gate_kind = k, gate
     init = xavier_normal(fan_in_axes=(1,), fan_out_axes=(2,))
     self.gate = param(rngs.params(), xavier_normal(), (d, num_experts), ("embed", None))
+    # fastmoe's NaiveGate is a Linear layer with a bias (zeros here, PyTorch draws it uniformly)
+    self.gate_bias = param(rngs.params(), nnx.initializers.zeros, (num_experts,), (None,))
     self.w1 = param(rngs.params(), init, (num_experts, d, d_ff), ("expert", "embed", "mlp"))
     self.b1 = param(rngs.params(), nnx.initializers.zeros, (num_experts, d_ff), ("expert", "mlp"))
     self.w2 = param(rngs.params(), init, (num_experts, d_ff, d), ("expert", "mlp", "embed"))
     self.b2 = param(rngs.params(), nnx.initializers.zeros, (num_experts, d), ("expert", "embed"))
 
   def combine_weights(self, x):
-    return top_k_gate(x @ self.gate[...], self.k, self.gate_kind)
+    return top_k_gate(x @ self.gate[...] + self.gate_bias[...], self.k, self.gate_kind)
 
   def __call__(self, x):
     combine = self.combine_weights(x)                                   # [N, E]
@@ -170,15 +172,20 @@ def answer_loss(logits, labels, weight, label_smoothing: float = 0.0):
   """kgTransformer's objective (§3.3, §4): for each answer a of a prediction, cross-entropy of a
   against the non-answers only (the other answers are removed from the softmax denominator),
   answers weighted 1/|answers|; predictions weighted by `weight` (0 for padding). With label
-  smoothing ε the loss is (1 − ε)·that + ε·(mean over entities of −log softmax).
+  smoothing ε the loss is (1 − ε)·that + ε·(the smoothing term), the term as the official
+  `loss_label_smoothing_multi_ans` (metric.py) computes it: for each answer a, the mean over
+  every entity e of −log(exp(s_e) / D_a) with the same denominator D_a (a and the non-answers),
+  weighted as the answers are.
   logits, labels: [P, E] (labels multi-hot); weight: [P]. Returns the weighted mean."""
   labels = labels.astype(logits.dtype)
   neg = jnp.where(labels > 0, -jnp.inf, logits)
   lse_neg = jax.nn.logsumexp(neg, axis=-1, keepdims=True)               # [P, 1]
-  per_answer = jnp.logaddexp(logits, lse_neg) - logits                  # -log p(a | a ∪ negatives)
+  log_denominator = jnp.logaddexp(logits, lse_neg)                      # log D_a, per answer a
+  per_answer = log_denominator - logits                                 # -log p(a | a ∪ negatives)
   n_ans = jnp.maximum(labels.sum(-1), 1.0)
   per_pred = (per_answer * labels).sum(-1) / n_ans
   if label_smoothing:
-    smooth = -jax.nn.log_softmax(logits, -1).mean(-1)
+    # mean_e -log(exp(s_e) / D_a) = log D_a - mean_e s_e, averaged over the answers a
+    smooth = (log_denominator * labels).sum(-1) / n_ans - logits.mean(-1)
     per_pred = (1 - label_smoothing) * per_pred + label_smoothing * smooth
   return (per_pred * weight).sum() / jnp.maximum(weight.sum(), 1e-9)

@@ -1,5 +1,7 @@
 """The nine BetaE query types (Ren & Leskovec 2020; kgTransformer §5.1) in BetaE's nested-tuple
-format, exact answers by set evaluation, and a BetaE-faithful generator.
+format, exact answers by set evaluation, and two generators of BetaE's protocol: KGReasoning's
+(`create_queries.py` of snap-stanford/KGReasoning, whose data BetaE-directory users have; the
+default) and this project's first one (`uniform_edge`, kept as an option).
 
 A query is a nested tuple of ints: a path `(x, (r1, ..., rk))` follows relations from x (an anchor
 entity id or a sub-query); a tuple of branches is their intersection; a tuple of branches ending
@@ -216,14 +218,76 @@ def degenerate(q) -> bool:
   return len(set(bs)) < len(bs) or any(degenerate(b) for b in bs)
 
 
-def generate(kg: KG, counts: dict[str, dict[str, int]], seed: int = 0, max_answers: int = 50,
-             max_tries: int = 200) -> QueryData:
+def sample_kgreasoning(s, target: int, into: dict[int, tuple[list[int], dict[int, list[int]]]],
+                       rng, tries: int = 40) -> tuple | None:
+  """KGReasoning's `fill_query`: a chain is filled from its end, each step drawing a relation
+  uniformly among the relations that enter the current node (relation first), retrying up to
+  `tries` times while it is the inverse of the relation drawn just after it in the same chain,
+  then a head uniformly among that relation's heads; the inverse rule starts afresh in every
+  sub-query (a branch of an intersection or union is its own chain). Branches of the same
+  structure must differ. `into[node]` = (relations entering node, relation -> heads). None when
+  the walk is stuck (KGReasoning's `broken`)."""
+  if s == "e":
+    return target
+  if len(s) == 2 and isinstance(s[1], tuple) and all(x == "r" for x in s[1]):
+    node, rels, after = target, [], None
+    for _ in s[1]:
+      if node not in into:
+        return None
+      relations, heads = into[node]
+      for _ in range(tries):
+        r = relations[rng.integers(len(relations))]
+        if after is None or r != inverse(after):
+          break
+      else:
+        return None
+      rels.append(r)
+      after = r
+      node = heads[r][rng.integers(len(heads[r]))]
+    head = sample_kgreasoning(s[0], node, into, rng, tries)
+    return None if head is None else (head, tuple(reversed(rels)))
+  union = s[-1] == ("u",)
+  parts = s[:-1] if union else s
+  bs = [sample_kgreasoning(b, target, into, rng, tries) for b in parts]
+  if any(b is None for b in bs) or len(set(bs)) < len(bs):
+    return None
+  return tuple(bs) + (((UNION,),) if union else ())
+
+
+def _link_queries(adj, prev, max_hard: int) -> list[tuple]:
+  """KGReasoning's 1p valid/test queries (`write_links`): every (head, relation) with an edge new
+  in this split's graph, whose new tails (the hard answers) are at most max_hard."""
+  out = []
+  for (h, r), tails in sorted(adj.items()):
+    new = tails - prev.get((h, r), frozenset())
+    if new and len(new) <= max_hard:
+      out.append((h, (r,)))
+  return out
+
+
+GENERATORS = ("kgreasoning", "uniform_edge")
+
+
+def generate(kg: KG, counts: dict[str, dict[str, int]], seed: int = 0,
+             max_answers: int = 1_000_000, max_tries: int = 200,
+             generator: str = "kgreasoning") -> QueryData:
   """BetaE's protocol: G_train ⊂ G_valid ⊂ G_test. Train queries are answered on G_train (every
   training edge (h, r) is a 1p query); valid/test queries on G_valid/G_test, their easy answers
-  are those reachable in the next smaller graph, and each keeps >= 1 hard answer. Queries with
-  more than `max_answers` answers, a relation followed by its inverse or repeated branches are
-  rejected. counts: split -> type -> number (train "1p" < 0 means all training edges).
-  Deterministic in `seed`."""
+  are those reachable in the next smaller graph, and each keeps >= 1 hard answer. Repeated
+  queries and branches are rejected. counts: split -> type -> number (train "1p" < 0 means all
+  training edges). Deterministic in `seed`.
+
+  generator="kgreasoning" (KGReasoning's create_queries.py): targets uniform over entities with
+  an incoming edge, chains sampled relation first (`sample_kgreasoning`), the inverse rule within
+  each sub-query, at most `max_answers` hard answers (train: answers; its default 1e6, no cap on
+  these graphs); valid/test 1p are its link queries (`_link_queries`), `counts` of them drawn
+  uniformly without replacement (KGReasoning keeps all: give -1).
+  generator="uniform_edge" (this project's first generator): an incoming edge drawn uniformly at
+  each step, the inverse rule across sub-query boundaries too (`degenerate`), at most
+  `max_answers` answers in all (it used 50), valid/test 1p sampled like the other types."""
+  if generator not in GENERATORS:
+    raise DataError(f"unknown query generator {generator!r}; use one of {GENERATORS}")
+  kgr = generator == "kgreasoning"
   adjs = {s: kg.adjacency(s) for s in SPLITS}
   data = {}
   for si, split in enumerate(SPLITS):
@@ -233,6 +297,12 @@ def generate(kg: KG, counts: dict[str, dict[str, int]], seed: int = 0, max_answe
     for (h, r), tails in sorted(adj.items()):
       for t in sorted(tails):
         incoming.setdefault(t, []).append((h, r))
+    into = {}
+    for t, edges in incoming.items():
+      heads: dict[int, list[int]] = {}
+      for h, r in edges:
+        heads.setdefault(r, []).append(h)
+      into[t] = (sorted(heads), heads)
     targets = np.array(sorted(incoming))
     rng = np.random.default_rng([seed, si])
     qs, ans, easy = {}, {}, {}
@@ -242,23 +312,43 @@ def generate(kg: KG, counts: dict[str, dict[str, int]], seed: int = 0, max_answe
       out = []
       if split == "train" and qtype == "1p" and n < 0:
         for (h, r), tails in sorted(adj.items()):
+          if kgr and len(tails) > max_answers:
+            continue
           q = (h, (r,))
           out.append(q)
           ans[q] = tails
         qs[qtype] = out
         continue
+      if kgr and qtype == "1p" and prev is not None:
+        links = _link_queries(adj, prev, max_answers)
+        if 0 <= n < len(links):
+          links = [links[i] for i in sorted(rng.choice(len(links), n, replace=False))]
+        elif n > len(links):
+          raise DataError(f"{kg.name}: only {len(links)} {split} 1p link queries exist; ask for "
+                          f"at most that many")
+        for q in links:
+          ans[q], easy[q] = adj[(q[0], q[1][0])], prev.get((q[0], q[1][0]), frozenset())
+        qs[qtype] = links
+        continue
       have = set()
       for _ in range(max_tries * n):
         if len(out) >= n:
           break
-        q = sample_structure(STRUCTURES[qtype], int(targets[rng.integers(len(targets))]), incoming, rng)
-        if q is None or q in have or degenerate(q):
+        target = int(targets[rng.integers(len(targets))])
+        if kgr:
+          q = sample_kgreasoning(STRUCTURES[qtype], target, into, rng)
+        else:
+          q = sample_structure(STRUCTURES[qtype], target, incoming, rng)
+          q = None if q is None or degenerate(q) else q
+        if q is None or q in have:
           continue
         a = answers(q, adj)
-        if not a or len(a) > max_answers:
+        if not a:
           continue
         e = answers(q, prev) if prev is not None else frozenset()
         if prev is not None and not (a - e):
+          continue
+        if len(a - e if kgr else a) > max_answers:
           continue
         have.add(q)
         out.append(q)

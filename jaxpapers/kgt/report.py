@@ -26,7 +26,7 @@ def write(wd: Path, command: str, c, results: dict) -> Path:
     r = results[ds]
     if "kgtransformer" in r:
       for avg in ("avg_in", "avg_out"):
-        base = {m: r[m][avg] for m in ("gqe", "q2b") if m in r}
+        base = {m: r[m][avg] for m in ("gqe", "q2b", "betae") if m in r}
         if base:
           best = max(base.values())
           ok = r["kgtransformer"][avg] > best
@@ -47,7 +47,7 @@ def write(wd: Path, command: str, c, results: dict) -> Path:
     for model in r:
       for stage, info in det[model]["train"].items():
         h = info["history"]
-        if h and model in ("kgtransformer", "gqe", "q2b"):
+        if h and model in ("kgtransformer", "gqe", "q2b", "betae"):
           series.append((f"{model} {stage}", list(range(1, len(h) + 1)), h))
     if series:
       png = plot_curves(wd, f"{ds}_loss.png", series, xlabel="step", ylabel="training loss")

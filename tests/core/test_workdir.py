@@ -134,15 +134,19 @@ def test_the_issues_user_errors_through_the_real_command(tmp_path, finished, sma
   empty = tmp_path / "empty"        # a run's workdir that holds no checkpoint yet
   empty.mkdir()
   shutil.copy(finished / "config.json", empty / "config.json")
-  # one case per place a process can fail (config import, workdir files, config values, data
-  # files, generation before and after a checkpoint is loaded); the other messages of each class
-  # are checked in process by the fault suite's bad-input faults (tests/core/test_faults.py)
+  # one case per place a process can fail: the config's import, the workdir's files, a config
+  # value, a data file, generation's flags, a workdir without a checkpoint, a prompt refused after
+  # the model and tokenizer are built. Other messages of these classes are checked in process
+  # (tests/core/test_reliability.py: mesh shape, max_new_tokens); the fault suite runs them all
+  # for exit code, one line, no traceback and no workdir written (tests/core/test_faults.py).
+  long_prompt = " ".join(["It is a truth universally acknowledged"] * 10)
   cases = [
       (["run", f"--config={bad_cfg}:quick", "--workdir", str(tmp_path / "w1")], "fails to import: SyntaxError"),
       (tiny_glm_args(small_corpus, cut), "config.json is not valid JSON"),
       (tiny_glm_args(small_corpus, tmp_path / "w2", "--config.train.lr=inf"), "--config.train.lr must be a finite positive number"),
       (tiny_glm_args(tmp_path / "missing.txt", tmp_path / "w4"), "corpus file not found"),
       (["generate", "--workdir", str(empty), "--prompt", "x"], "holds no checkpoint yet"),
+      (["generate", "--workdir", str(finished), "--prompt", long_prompt], "shorten the prompt"),
       (["generate", "--workdir", str(finished), "--prompt", "x", "--top_p", "0"], "top_p"),
   ]
   before = sorted(p.name for p in finished.rglob("*"))

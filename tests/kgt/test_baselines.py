@@ -1,6 +1,6 @@
-"""GQE (Hamilton et al. 2018, BetaE's version) and Query2Box (Ren et al. 2020): scores for the
-nine types, DNF unions, hand-computed distances, the negative-sampling loss, permutation
-invariance of the intersection."""
+"""GQE (Hamilton et al. 2018, BetaE's version), Query2Box (Ren et al. 2020) and BetaE (Ren &
+Leskovec 2020): scores for the nine types, DNF unions, hand-computed distances (BetaE's KL against
+numerical integration), the negative-sampling loss, permutation invariance of the intersection."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,11 +10,11 @@ from flax import nnx
 
 from jaxpapers.core.errors import DataError
 from jaxpapers.kgt import queries
-from jaxpapers.kgt.baselines import GQE, Query2Box, negative_sampling_loss
+from jaxpapers.kgt.baselines import GQE, BetaE, Query2Box, beta_kl, negative_sampling_loss
 from jp_testutil import assert_close_scaled
 
 N, R, D, B = 13, 6, 8, 4
-MODELS = [GQE, Query2Box]
+MODELS = [GQE, Query2Box, BetaE]
 
 
 def _model(cls, dim=D, seed=0):
@@ -111,10 +111,34 @@ def test_adam_steps_reduce_the_loss(cls):
 
   losses = [float(step(m, opt, "2i", a, r, pos, neg)) for _ in range(15)]
   assert losses[-1] < 0.7 * losses[0], losses
-  # the loss's value: −log σ(γ − d⁺) − mean log σ(d⁻ − γ)
+  # the loss's value (KGReasoning's train_step): the weighted means of −log σ(γ − d⁺) and
+  # −mean log σ(d⁻ − γ), averaged; uniform weights without subsampling weights
   d = m.distances("2i", a, r, jnp.concatenate([pos[:, None], neg], 1))
-  want = np.mean(-jax.nn.log_sigmoid(12.0 - d[:, 0]) - jax.nn.log_sigmoid(d[:, 1:] - 12.0).mean(1))
-  np.testing.assert_allclose(negative_sampling_loss(m, "2i", a, r, pos, neg), want, rtol=1e-5)
+  p_term, n_term = -jax.nn.log_sigmoid(12.0 - d[:, 0]), -jax.nn.log_sigmoid(d[:, 1:] - 12.0).mean(1)
+  w = jnp.asarray(rng.uniform(0.1, 0.5, 16), jnp.float32)
+  want = (np.sum(w * p_term) / np.sum(w) + np.sum(w * n_term) / np.sum(w)) / 2
+  np.testing.assert_allclose(negative_sampling_loss(m, "2i", a, r, pos, neg, w), want, rtol=1e-5)
+  np.testing.assert_allclose(negative_sampling_loss(m, "2i", a, r, pos, neg),
+                             (np.mean(p_term) + np.mean(n_term)) / 2, rtol=1e-5)
+
+
+def test_betae_distance_is_the_kl_of_the_beta_distributions():
+  """BetaE eq. 4: Σ_dims KL(entity ‖ query), the entity's and the query's (α, β) made positive
+  by x + 1 clipped to [0.05, 1e9]; the closed form against numerical integration of
+  ∫ p log(p / q); a 1p query's (α, β) is the projection MLP's output."""
+  from scipy import integrate, stats
+  for a1, b1, a2, b2 in ((1.3, 0.7, 2.5, 1.9), (0.6, 3.0, 1.0, 1.0), (4.0, 4.0, 0.5, 0.6)):
+    p, q = stats.beta(a1, b1), stats.beta(a2, b2)
+    ref = integrate.quad(lambda x: p.pdf(x) * (p.logpdf(x) - q.logpdf(x)), 0, 1, limit=200)[0]
+    np.testing.assert_allclose(float(beta_kl(a1, b1, a2, b2)), ref, rtol=2e-4)
+  m = BetaE(3, 2, 2, gamma=10.0, rngs=nnx.Rngs(0))
+  m.entity[...] = jnp.array([[0.3, -0.3, 1.5, 2.0], [-2.0, 0.0, 0.2, 0.4], [1.0, 1.0, 1.0, 1.0]])
+  a, r = jnp.array([[0]]), jnp.array([[1]])
+  q = m.projection_net(jnp.clip(m.entity[...][0] + 1, 0.05, 1e9)[None], m.relation[...][1][None])[0]
+  v = np.clip(np.asarray(m.entity[...]) + 1, 0.05, 1e9)
+  want = [sum(float(beta_kl(v[e, i], v[e, 2 + i], q[i], q[2 + i])) for i in range(2)) for e in range(3)]
+  np.testing.assert_allclose(m.distances("1p", a, r)[0], want, rtol=1e-5)
+  assert v[1, 0] == np.float32(0.05) and bool((q > 0).all())          # clipped; positive
 
 
 def test_init_range_and_shape_errors():
@@ -123,3 +147,18 @@ def test_init_range_and_shape_errors():
   assert float(jnp.abs(m.entity[...]).max()) <= bound and float(m.offset[...].min()) >= 0
   with pytest.raises(DataError, match=r"anchors \[B, 2\]"):
     m.scores("2i", *_batch("1p"))
+
+
+def test_baseline_batches_carry_kgreasonings_subsampling_weights():
+  """Each query's weight is KGReasoning's 1/√(4 + |answers|); its positive is an answer and its
+  negatives are not."""
+  from jaxpapers.kgt import kg
+  from jaxpapers.kgt.experiments import BaselineBatches
+  data = queries.generate(kg.load("nations"), {"train": {"1p": -1, "2p": 20}}, seed=0)
+  split = data.splits["train"]
+  batch = BaselineBatches(split, data.num_entities, 16, 4, seed=0)(0)
+  for t in ("1p", "2p"):
+    for a, r, pos, neg, w in zip(*(batch[f"{t}/{k}"] for k in ("anchors", "relations", "positive",
+                                                                "negatives", "weight"))):
+      ans = split.answers[queries.unflatten(t, a.tolist(), r.tolist())]
+      assert w == np.float32((4 + len(ans)) ** -0.5) and pos in ans and not set(neg.tolist()) & ans

@@ -19,7 +19,7 @@ def tiny_run(tmp_path_factory):
 
 def test_results_have_mrr_per_type_and_averages(tiny_run):
   r = json.loads((tiny_run / "results.json").read_text())
-  for model in ("kgtransformer", "gqe", "q2b"):
+  for model in ("kgtransformer", "gqe", "q2b", "betae"):
     row = r["nations"][model]
     assert set(Q.TYPES) | {"avg_in", "avg_out"} <= set(row)
     assert all(0.0 < row[k] <= 1.0 for k in row)
@@ -45,7 +45,9 @@ def test_explain_command_prints_the_reasoning_path(tiny_run, capsys):
 
 def test_bad_config_values_fail_before_work(tmp_path, capsys):
   for override, msg in [("--config.model.gate=top1", "model.gate"),
-                        ("--config.models=('kgtransformer','betae')", "models"),
+                        ("--config.models=('kgtransformer','transe')", "models"),
+                        ("--config.queries.generator=betae", "queries.generator"),
+                        ("--config.baselines.betae_layers=0", "baselines.betae_layers"),
                         ("--config.datasets=('atlantis',)", "atlantis")]:
     code = main(["run", "kgt/queries", "--preset", "tiny", "--workdir", str(tmp_path), override])
     assert code == 2

@@ -76,9 +76,10 @@ def test_top2_gate_and_moe_equal_per_token_reference():
   np.testing.assert_allclose(w, [[0, e1, 0, 1 - e1], [e2, 0, 1 - e2, 0]], rtol=1e-6)
   np.testing.assert_allclose(M.top_k_gate(logits, 2, "raw_topk"), [[0, 2.0, 0, 1.0], [3.0, 0, 2.5, 0]])
   moe = M.MoE(8, 16, 4, 2, "softmax_topk", rngs=nnx.Rngs(1))
+  moe.gate_bias[...] = jnp.array([0.5, -0.5, 1.0, 0.0])      # the gate's bias takes part
   x = jax.random.normal(jax.random.key(2), (5, 8))
   y = moe(x)
-  g = np.asarray(x @ moe.gate[...])
+  g = np.asarray(x @ moe.gate[...]) + np.array([0.5, -0.5, 1.0, 0.0])
   for i in range(5):
     top = np.argsort(-g[i])[:2]
     p = np.exp(g[i, top] - g[i, top].max())
@@ -100,9 +101,13 @@ def test_answer_loss_removes_other_answers_from_the_denominator():
   s2 = np.concatenate([s, [[9.0, -9.0, 0.0, 0.0]]])
   l2 = np.concatenate([labels, [[0.0, 1.0, 0.0, 0.0]]])
   np.testing.assert_allclose(loss(jnp.asarray(s2), jnp.asarray(l2), jnp.array([1.0, 0.0]), 0.0), expected, rtol=1e-6)
+  # label smoothing as the official loss_label_smoothing_multi_ans: for each answer a, the mean
+  # over all entities of -log(exp(s_e) / D_a), D_a = exp(s_a) + the non-answers' exp; the answers
+  # weighted 1/2 (other answers' scores enter the mean but not D_a)
   smooth = loss(jnp.asarray(s), jnp.asarray(labels), jnp.ones(1), 0.1)
-  ls = -jax.nn.log_softmax(jnp.asarray(s[0])).mean()
+  ls = 0.5 * sum(np.mean(-np.log(np.exp(s[0]) / (np.exp(s[0, a]) + neg))) for a in (0, 1))
   np.testing.assert_allclose(smooth, 0.9 * expected + 0.1 * ls, rtol=1e-6)
+  assert abs(ls - float(-jax.nn.log_softmax(jnp.asarray(s[0])).mean())) > 0.1   # not the full softmax
 
 
 def test_filtered_ranks_and_metrics_by_hand():
