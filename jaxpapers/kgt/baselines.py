@@ -123,11 +123,16 @@ class _QueryModel(nnx.Module):
       return [self._intersect(list(c)) for c in itertools.product(*(build(b) for b in s))]
     return build(queries.STRUCTURES[qtype])
 
+  def _entity_rows(self) -> jax.Array:
+    """The per-entity table `_distance` reads its candidates' rows from: the embeddings, or
+    what a model derives from them once per entity."""
+    return self.entity[...]
+
   def distances(self, qtype: str, anchors: jax.Array, relations: jax.Array,
                 candidates: jax.Array | None = None) -> jax.Array:
     """Distance from the query to `candidates` [B, M] entity ids ([B, M]), or to every entity
     ([B, num_entities]) when None; the minimum over a union's branches."""
-    ent = self.entity[...]
+    ent = self._entity_rows()
     v = ent[None] if candidates is None else jnp.take(ent, candidates, axis=0)
     ds = [self._distance(q, v) for q in self.embed(qtype, anchors, relations)]
     return ds[0] if len(ds) == 1 else jnp.min(jnp.stack(ds), axis=0)
@@ -287,11 +292,26 @@ class BetaE(_QueryModel):
   def _intersect(self, qs):
     return self.center_net(jnp.stack(qs))
 
+  def _entity_rows(self):
+    """KL(Beta(a1, b1) ‖ Beta(a2, b2)) = ln B(a2, b2) + E0 + a2·E1 + b2·E2 with the entity's
+    (a1, b1) only in E0 = a1ψ(a1) + b1ψ(b1) − (a1 + b1)ψ(a1 + b1) − ln B(a1, b1),
+    E1 = ψ(a1 + b1) − ψ(a1), E2 = ψ(a1 + b1) − ψ(b1): the special functions once per entity
+    ([N, 3·dim]), not once per (query, candidate) pair (which made a step ~30x slower)."""
+    from jax.scipy.special import betaln, digamma  # noqa: PLC0415
+    v = beta_positive(self.entity[...])
+    d = v.shape[-1] // 2
+    a1, b1 = v[:, :d], v[:, d:]
+    ps = digamma(a1 + b1)
+    e0 = a1 * digamma(a1) + b1 * digamma(b1) - (a1 + b1) * ps - betaln(a1, b1)
+    return jnp.concatenate([e0, ps - digamma(a1), ps - digamma(b1)], axis=-1)
+
   def _distance(self, q, v):
+    """Σ_dims KL(entity ‖ query); v: rows of `_entity_rows` (E0, E1, E2)."""
+    from jax.scipy.special import betaln  # noqa: PLC0415
     d = q.shape[-1] // 2
-    v = beta_positive(v)
-    q = q[:, None, :]
-    return jnp.sum(beta_kl(v[..., :d], v[..., d:], q[..., :d], q[..., d:]), axis=-1)
+    a2, b2 = q[:, None, :d], q[:, None, d:]
+    kl = betaln(a2, b2) + v[..., :d] + a2 * v[..., d:2 * d] + b2 * v[..., 2 * d:]
+    return jnp.sum(kl, axis=-1)
 
 
 def negative_sampling_loss(model: _QueryModel, qtype: str, anchors: jax.Array, relations: jax.Array,
