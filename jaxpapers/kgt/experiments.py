@@ -49,6 +49,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   cfglib.check(c, "baselines.betae_hidden", lambda v: isinstance(v, int) and v >= 0,
                "a non-negative int (0: 4 x baselines.dim)")
   cfglib.check(c, "baselines.betae_gamma", lambda v: v > 0, "positive")
+  cfglib.check(c, "baselines.betae_lr", lambda v: v >= 0, "non-negative (0: baselines.lr)")
   cfglib.check(c, "model.d_model", lambda v: v % c.model.num_heads == 0, "divisible by model.num_heads")
   cfglib.check(c, "model.top_k", lambda v: v <= c.model.num_experts, "at most model.num_experts")
   cfglib.check(c, "model.gate", lambda v: v in GATES, f"one of {GATES}")
@@ -224,7 +225,10 @@ def train_baseline(c, kind: str, data: Q.QueryData, wd: Path, mesh):
 
   t0 = time.perf_counter()
   logical = {k: (None,) * (1 if k.endswith(("positive", "weight")) else 2) for k in batches(0)}
-  out = train(cfg=_stage_cfg(c, "baselines"), workdir=wd / "train", model=model, loss_fn=loss_fn,
+  cfg = _stage_cfg(c, "baselines")
+  if kind == "betae" and b.betae_lr > 0:
+    cfg.train = ml_collections.ConfigDict(dict(b.to_dict(), lr=b.betae_lr))
+  out = train(cfg=cfg, workdir=wd / "train", model=model, loss_fn=loss_fn,
               get_batch=batches, mesh=mesh, batch_logical=logical, progress=True)
   info = {"train": _stage_info(out, t0)}
   return out.model(), info
