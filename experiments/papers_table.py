@@ -48,19 +48,17 @@ BUILT = {
              "the compressor (Pallas + reference), compression of every saved activation of any "
              "block (residual mode) and checkpointed rows, per-tensor adaptive bits with the "
              "official greedy, executed largest batches",
-             "the snapshot below is of the previous layout (recompute-mode levels against a "
-             "recompute + micro-batching 'L0', issue 21); the rebuilt experiment (L0 = plain "
-             "training, experiments/gact/README.md): GLM 6.21x memory (a memory-only rerun after "
-             "a fix; checkpointing alone 4.12x); before the fix: a 4.19x batch that ran, loss "
-             "+3.95%, ResNet 2.29x with the loss held, GCN 1.44x with "
-             "loss +11% and adaptive bits worse than uniform; memory is XLA's compiled temp bytes "
-             "on the CPU"),
+             "GLM 6.21x activation memory and a 6.31x batch that ran, but the held-out loss "
+             "+3.6% (2 seeds); ResNet 2.29x with the loss held; GCN 1.85x with the loss (+11%) "
+             "and adaptive bits (6.9x uniform's variance) not; memory is XLA's compiled temp "
+             "bytes on the CPU; the quick preset takes 43 min, not 15"),
     "kgt": ("`jaxpapers.kgt`",
             "triple transformation on jraph, masked 1-hop attention, top-2 MoE, two-stage masked "
-            "pre-training, a BetaE query generator and loader, GQE/Q2B baselines, filtered ranking, "
-            "reasoning paths",
-            "UMLS and Kinships, not FB15k-237/NELL; queries from our generator, not KGReasoning's "
-            "(answer cap on all answers): figures not comparable with published ones"),
+            "pre-training, KGReasoning's query generator and a BetaE-directory loader, GQE/Q2B/BetaE "
+            "baselines, filtered ranking, reasoning paths",
+            "UMLS and Kinships, not FB15k-237/NELL: figures not comparable with published ones; "
+            "the snapshot below predates KGReasoning's generator, BetaE and KGReasoning's loss "
+            "(experiments/kgt/README.md)"),
     "cogvideo": ("`jaxpapers.cogvideo`",
                  "EMA VQ-VAE, text-to-image base, dual-channel attention, frame-rate token, "
                  "sequential and interpolation stages, Swin-shifted temporal windows, KV-cache "
