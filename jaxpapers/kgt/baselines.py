@@ -317,7 +317,7 @@ class BetaE(_QueryModel):
 def negative_sampling_loss(model: _QueryModel, qtype: str, anchors: jax.Array, relations: jax.Array,
                            positive: jax.Array, negatives: jax.Array,
                            weight: jax.Array | None = None) -> jax.Array:
-  """Query2Box eq. 4 / BetaE as KGReasoning's train_step computes it: the positive term
+  """Query2Box eq. 4 / BetaE as KGReasoning's train_step computes it for one batch: the positive term
   −log σ(γ − d(q, v)) and the negative term −(1/k) Σ_i log σ(d(q, v′_i) − γ), each a mean over
   the batch weighted by `weight` (KGReasoning's subsampling weight 1/√(4 + |answers|); uniform
   when None), and the loss their average. positive: [B] entity ids; negatives: [B, k]."""

@@ -168,8 +168,10 @@ class BaselineBatches:
   """Training batches of GQE/Query2Box/BetaE: per step, each in-domain type's share of the batch (in
   proportion to its training queries), one positive answer and `k` negatives drawn uniformly
   without replacement among the non-answers (the BetaE training loop; answers fill in only when
-  fewer than k entities are not answers), and each query's subsampling weight 1/√(4 + |answers|)
-  (KGReasoning's TrainDataset)."""
+  fewer than k entities are not answers; KGReasoning draws with replacement and its answer filter
+  removes nothing), and each query's subsampling weight 1/√(4 + |answers|) (KGReasoning's
+  TrainDataset). The types' losses are averaged with equal weight (KGReasoning alternates steps on
+  a pooled batch of path queries and one of the other types)."""
 
   def __init__(self, split: Q.QuerySplit, num_entities: int, batch: int, negatives: int, seed: int):
     if negatives >= num_entities:

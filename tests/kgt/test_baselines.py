@@ -162,3 +162,24 @@ def test_baseline_batches_carry_kgreasonings_subsampling_weights():
                                                                 "negatives", "weight"))):
       ans = split.answers[queries.unflatten(t, a.tolist(), r.tolist())]
       assert w == np.float32((4 + len(ans)) ** -0.5) and pos in ans and not set(neg.tolist()) & ans
+
+
+def test_betae_intersection_and_projection_by_hand():
+  """BetaE's intersection: w = softmax over the branches of layer2(relu(layer1([α; β]))), per
+  dimension, α = Σ w α_i, β = Σ w β_i; its projection: relu layers on [α; β; r], a last linear
+  layer, then x + 1 clipped to [0.05, 1e9] (numpy, from the layers' weights)."""
+  m = BetaE(3, 2, 2, gamma=10.0, rngs=nnx.Rngs(3))
+  xs = np.random.default_rng(0).uniform(0.1, 3.0, (3, 4, 4)).astype(np.float32)    # [n, B, 2d]
+  L1, L2 = m.center_net.layer1, m.center_net.layer2
+  h = np.maximum(xs @ np.asarray(L1.kernel[...]) + np.asarray(L1.bias[...]), 0)
+  z = h @ np.asarray(L2.kernel[...]) + np.asarray(L2.bias[...])                    # [n, B, d]
+  w = np.exp(z - z.max(0)) / np.exp(z - z.max(0)).sum(0)
+  want = np.concatenate([(w * xs[..., :2]).sum(0), (w * xs[..., 2:]).sum(0)], -1)
+  assert_close_scaled(m.center_net(jnp.asarray(xs)), want, 1e-5)
+  q, r = xs[0], np.random.default_rng(1).normal(size=(4, 2)).astype(np.float32)
+  x = np.concatenate([q, r], -1)
+  for layer in m.projection_net.hidden:
+    x = np.maximum(x @ np.asarray(layer.kernel[...]) + np.asarray(layer.bias[...]), 0)
+  out = np.clip(x @ np.asarray(m.projection_net.out.kernel[...]) + np.asarray(m.projection_net.out.bias[...]) + 1, 0.05, 1e9)
+  assert len(m.projection_net.hidden) == 2 and m.projection_net.hidden[0].kernel.shape == (6, 8)
+  assert_close_scaled(m.projection_net(jnp.asarray(q), jnp.asarray(r)), out, 1e-5)

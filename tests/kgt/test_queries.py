@@ -174,6 +174,23 @@ def test_kgreasoning_answer_counts_match_a_kgreasoning_made_umls_test_set():
   assert all(len(test.answers[q]) <= 50 for t in theirs for q in test.queries[t])
 
 
+def test_kgreasoning_caps_hard_answers_and_redraws_an_inverse():
+  """The cap is on hard answers (train: on answers); an inverse draw is redrawn (up to 40 times),
+  so a node entered by the inverse and one other relation almost always gives the other."""
+  g = kglib.load("nations")
+  counts = {"train": {"2p": 30}, "test": {"up": 20, "2u": 20}}
+  data = Q.generate(g, counts, seed=0, max_answers=5)
+  assert all(len(data.splits["train"].answers[q]) <= 5 for q in data.splits["train"].queries["2p"])
+  test = data.splits["test"]
+  hard = [len(test.hard(q)) for t in ("up", "2u") for q in test.queries[t]]
+  total = [len(test.answers[q]) for t in ("up", "2u") for q in test.queries[t]]
+  assert max(hard) <= 5 and max(total) > 5          # easy answers are not capped
+  rng = np.random.default_rng(0)
+  into = {5: ([0], {0: [4]}), 4: ([1, 2], {1: [3], 2: [6]})}   # into 4: 0's inverse (1) or 2
+  got = [Q.sample_kgreasoning(Q.STRUCTURES["2p"], 5, into, rng) for _ in range(200)]
+  assert all(q == (6, (2, 0)) for q in got)
+
+
 def test_kgreasoning_valid_and_test_1p_are_link_queries():
   """KGReasoning's write_links: every (h, r) with a new edge in the split, hard answers the new
   tails, easy the earlier graph's; more than exist is refused."""
