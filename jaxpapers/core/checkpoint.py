@@ -15,9 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx
 
 from jaxpapers.core import faults
-from jaxpapers.core.errors import CheckpointError
+from jaxpapers.core.errors import CheckpointError, WorkdirError
+from jaxpapers.core.workdir import atomic_path
 
 log = logging.getLogger("jaxpapers")
 
@@ -339,3 +341,24 @@ class Checkpointer:
 
   def close(self):
     self.manager.close()
+
+
+def save_params_npz(path: Path, model: nnx.Module) -> None:
+  """A model's parameters as an .npz (one array per leaf, in tree order), written atomically."""
+  leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+  with atomic_path(path) as tmp:
+    np.savez(tmp, *[np.asarray(x) for x in leaves])
+
+
+def load_params_npz(path: Path, model: nnx.Module) -> None:
+  """Parameters saved by save_params_npz into `model` (same architecture), in place."""
+  state = nnx.state(model, nnx.Param)
+  leaves, tree = jax.tree.flatten(state)
+  try:
+    with np.load(path) as f:
+      saved = [f[f"arr_{i}"] for i in range(len(f.files))]
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f"{path}: cannot read the saved parameters ({e}); use a new --workdir") from e
+  if len(saved) != len(leaves) or any(a.shape != b.shape for a, b in zip(saved, leaves)):
+    raise WorkdirError(f"{path} holds another architecture's parameters; use a new --workdir")
+  nnx.update(model, jax.tree.unflatten(tree, [jnp.asarray(a) for a in saved]))

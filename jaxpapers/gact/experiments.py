@@ -61,6 +61,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   cfglib.check(c, "seeds", lambda v: isinstance(v, int) and v >= 1, "an int >= 1")
   cfglib.check(c, "variance_seeds", lambda v: isinstance(v, int) and v >= 2, "an int >= 2")
   cfglib.check(c, "executed_steps", lambda v: isinstance(v, int) and v >= 0, "an int >= 0")
+  cfglib.check(c, "batch_search.tol", lambda v: 0 < v < 1, "in (0, 1)")
+  cfglib.check(c, "batch_search.checks", lambda v: isinstance(v, int) and v >= 0, "an int >= 0")
   for name in c.executed_levels:
     adaptive.get_level(name)
   for fam in c.families:
@@ -240,7 +242,8 @@ def measure_level(c, k, fam, level, graphdef, params0, tx, bits, budget: dict, w
   t_b, t_2b = temp_at(b), temp_at(2 * b)
   if "bytes" not in budget:            # the first level (L0) at budget_batch sets the budget
     budget["bytes"] = temp_at(k.budget_batch)
-  mb = max_batch_linear(temp_at, budget["bytes"], b, k.max_batch_limit)
+  mb = max_batch_linear(temp_at, budget["bytes"], b, k.max_batch_limit, tol=c.batch_search.tol,
+                        checks=c.batch_search.checks)
   executed = (execute_batch(c, fam.name, level.name, bits, mb, wd, seed)
               if c.executed_steps and level.name in c.executed_levels else None)
   return {"act_bytes": t_2b - t_b, "temp_bytes": t_b,

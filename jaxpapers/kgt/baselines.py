@@ -38,13 +38,13 @@ def _uniform(lo: float, hi: float):
   return init
 
 
-class _Dense(nnx.Module):
-  """torch.nn.Linear(dim, dim) as BetaE initialises it: Xavier-uniform kernel, PyTorch's default
-  bias U(±1/√fan_in)."""
+class _Linear(nnx.Module):
+  """torch.nn.Linear(n_in, n_out) as BetaE initialises it: Xavier-uniform kernel, PyTorch's
+  default bias U(±1/√n_in); `axes` are the kernel's logical axes."""
 
-  def __init__(self, dim: int, *, rngs: nnx.Rngs):
-    self.kernel = param(rngs.params(), nnx.initializers.xavier_uniform(), (dim, dim), ("embed", None))
-    self.bias = param(rngs.params(), _uniform(-dim ** -0.5, dim ** -0.5), (dim,), (None,), decay=False)
+  def __init__(self, n_in: int, n_out: int, *, axes=(None, None), rngs: nnx.Rngs):
+    self.kernel = param(rngs.params(), nnx.initializers.xavier_uniform(), (n_in, n_out), axes)
+    self.bias = param(rngs.params(), _uniform(-n_in ** -0.5, n_in ** -0.5), (n_out,), (None,), decay=False)
 
   def __call__(self, x):
     return x @ self.kernel[...] + self.bias[...]
@@ -55,8 +55,8 @@ class CenterIntersection(nnx.Module):
   center): a = softmax_branches(MLP(x_i)) per dimension, result Σ_i a_i ⊙ x_i."""
 
   def __init__(self, dim: int, *, rngs: nnx.Rngs):
-    self.layer1 = _Dense(dim, rngs=rngs)
-    self.layer2 = _Dense(dim, rngs=rngs)
+    self.layer1 = _Linear(dim, dim, axes=("embed", None), rngs=rngs)
+    self.layer2 = _Linear(dim, dim, axes=("embed", None), rngs=rngs)
 
   def __call__(self, xs: jax.Array) -> jax.Array:     # [n, B, d] -> [B, d]
     att = jax.nn.softmax(self.layer2(jax.nn.relu(self.layer1(xs))), axis=0)
@@ -68,8 +68,8 @@ class BoxOffsetIntersection(nnx.Module):
   the branches, MLP (BetaE's BoxOffsetIntersection)."""
 
   def __init__(self, dim: int, *, rngs: nnx.Rngs):
-    self.layer1 = _Dense(dim, rngs=rngs)
-    self.layer2 = _Dense(dim, rngs=rngs)
+    self.layer1 = _Linear(dim, dim, axes=("embed", None), rngs=rngs)
+    self.layer2 = _Linear(dim, dim, axes=("embed", None), rngs=rngs)
 
   def __call__(self, offs: jax.Array) -> jax.Array:   # [n, B, d] -> [B, d]
     gate = jax.nn.sigmoid(self.layer2(jnp.mean(jax.nn.relu(self.layer1(offs)), axis=0)))
@@ -212,28 +212,9 @@ class Query2Box(_QueryModel):
     return outside + self.alpha * inside
 
 
-class _Linear(nnx.Module):
-  """torch.nn.Linear(n_in, n_out) as BetaE initialises it: Xavier-uniform kernel, PyTorch's
-  default bias U(±1/√n_in)."""
-
-  def __init__(self, n_in: int, n_out: int, *, rngs: nnx.Rngs):
-    self.kernel = param(rngs.params(), nnx.initializers.xavier_uniform(), (n_in, n_out), (None, None))
-    self.bias = param(rngs.params(), _uniform(-n_in ** -0.5, n_in ** -0.5), (n_out,), (None,), decay=False)
-
-  def __call__(self, x):
-    return x @ self.kernel[...] + self.bias[...]
-
-
 def beta_positive(x: jax.Array) -> jax.Array:
   """BetaE's Regularizer(base_add=1, min=0.05, max=1e9): parameters of a Beta distribution."""
   return jnp.clip(x + 1.0, 0.05, 1e9)
-
-
-def beta_kl(a1, b1, a2, b2):
-  """KL(Beta(a1, b1) ‖ Beta(a2, b2)), elementwise (closed form)."""
-  from jax.scipy.special import betaln, digamma  # noqa: PLC0415
-  return (betaln(a2, b2) - betaln(a1, b1) + (a1 - a2) * digamma(a1) + (b1 - b2) * digamma(b1)
-          + (a2 - a1 + b2 - b1) * digamma(a1 + b1))
 
 
 class BetaProjection(nnx.Module):

@@ -51,6 +51,13 @@ def evaluate(score_fn: Callable[[str, list], np.ndarray], split: Q.QuerySplit,
         per_query.append(query_metrics(filtered_ranks(s, hard, sorted(split.easy.get(q, ())))))
     out[t] = {k: float(np.mean([m[k] for m in per_query])) for k in per_query[0]}
     out[t]["queries"] = len(qs)
+  return with_averages(out)
+
+
+def with_averages(per_type: dict[str, dict]) -> dict[str, dict]:
+  """`per_type` plus "avg_in" / "avg_out": the mean MRR and Hits over the in-domain and the
+  out-of-domain types present."""
+  out = {t: v for t, v in per_type.items() if t not in ("avg_in", "avg_out")}
   for name, group in (("avg_in", Q.IN_DOMAIN), ("avg_out", Q.OUT_OF_DOMAIN)):
     present = [t for t in group if t in out]
     if present:

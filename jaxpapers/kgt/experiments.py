@@ -14,10 +14,12 @@ import numpy as np
 from flax import nnx
 
 from jaxpapers.core import config as cfglib
+from jaxpapers.core.checkpoint import load_params_npz
 from jaxpapers.core.errors import ConfigError, DataError, WorkdirError
 from jaxpapers.core.mesh import make_mesh
+from jaxpapers.core.stats import mean_std
 from jaxpapers.core.train import train
-from jaxpapers.core.workdir import read_json
+from jaxpapers.core.workdir import persistent_compilation_cache, read_json
 from jaxpapers.kgt import baselines as B
 from jaxpapers.kgt import betae_format
 from jaxpapers.kgt import evaluate as E
@@ -26,14 +28,15 @@ from jaxpapers.kgt import kg as kglib
 from jaxpapers.kgt import pipeline as P
 from jaxpapers.kgt import queries as Q
 from jaxpapers.kgt.model import GATES, KGTConfig, KGTransformer, answer_loss
-from jaxpapers.kgt.predict import Predictor
+from jaxpapers.kgt.predict import Predictor, on_one_device
 from jaxpapers.kgt.sampling import TrainGraph
+from jaxpapers.kgt.selection import METRICS, Selection
 
 log = logging.getLogger("jaxpapers")
 
 MODELS = ("kgtransformer", "gqe", "q2b", "betae")
 BASELINES = ("gqe", "q2b", "betae")
-ABLATIONS = ("no_pretrain", "no_moe")
+ABLATIONS = ("nopretrain", "nomoe")
 _KEY = {"p1": "1p", "p2": "2p", "p3": "3p", "i2": "2i", "i3": "3i"}
 GRAPH_AXES = {k: (None,) for k in ("tokens", "types", "senders", "receivers", "nodes", "weight")}
 GRAPH_AXES["labels"] = (None, None)
@@ -44,8 +47,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for key in ("model.d_model", "model.num_heads", "model.num_layers", "model.d_ff",
               "model.num_experts", "model.top_k", "queries.valid", "queries.test",
               "queries.max_answers", "eval.chunk", "baselines.dim", "baselines.negatives",
-              "baselines.betae_layers"):
+              "baselines.betae_layers", "seeds"):
     cfglib.check(c, key, pos_int, "a positive int")
+  cfglib.check(c, "seed", lambda v: isinstance(v, int) and v >= 0, "a non-negative int")
+  cfglib.check(c, "eval.select_metric", lambda v: v in METRICS, f"one of {METRICS}")
   cfglib.check(c, "baselines.betae_hidden", lambda v: isinstance(v, int) and v >= 0,
                "a non-negative int (0: 4 x baselines.dim)")
   cfglib.check(c, "baselines.betae_gamma", lambda v: v > 0, "positive")
@@ -58,6 +63,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     cfglib.check(c, f"{stage}.steps", lambda v: isinstance(v, int) and v >= 0, "a non-negative int")
     cfglib.check(c, f"{stage}.batch", pos_int, "a positive int")
     cfglib.check(c, f"{stage}.lr", lambda v: v > 0, "positive")
+    cfglib.check(c, f"{stage}.eval_every", lambda v: isinstance(v, int) and v >= 0,
+                 "a non-negative int (0: validation at the last step only)")
     cfglib.check(c, f"{stage}.grad_accum", lambda v: v == 1,
                  "1 (graph batches hold node indices into the whole batch; they cannot be split)")
   for key in ("pretrain1.label_smoothing", "pretrain2.label_smoothing", "finetune.label_smoothing"):
@@ -136,9 +143,13 @@ def _kgt_loss(smoothing: float):
 
 def train_kgtransformer(c, data: Q.QueryData, kg, wd: Path, mesh, *, pretrain: bool, moe: bool):
   """Stage 1 (masked subgraphs), stage 2 (masked query shapes), fine-tuning; each stage resumes
-  from its own checkpoints in wd/<stage>. Returns (model, {stage: history, seconds})."""
+  from its own checkpoints in wd/<stage>. Fine-tuning is evaluated on the validation queries
+  every finetune.eval_every steps and at its end (`selection.Selection`, the official
+  checkpoint choice). Returns (model, {stage: history, seconds}, selection)."""
   vocab = G.Vocab(data.num_entities, data.num_relations)
   model = KGTransformer(kgt_config(c, data, moe), rngs=nnx.Rngs(params=c.seed))
+  predictor = Predictor(model, chunk=c.eval.chunk)
+  selection = Selection(wd / "select", data.splits["valid"], predictor, metric=c.eval.select_metric)
   info = {}
   stages = []
   if pretrain and (c.pretrain1.steps or c.pretrain2.steps):
@@ -158,10 +169,12 @@ def train_kgtransformer(c, data: Q.QueryData, kg, wd: Path, mesh, *, pretrain: b
     t0 = time.perf_counter()
     out = train(cfg=_stage_cfg(c, stage), workdir=wd / stage, model=model,
                 loss_fn=_kgt_loss(c[stage].label_smoothing), get_batch=batches, mesh=mesh,
-                batch_logical=GRAPH_AXES, progress=True)
+                batch_logical=GRAPH_AXES, eval_fn=selection if stage == "finetune" else None,
+                progress=True)
     model = out.model()
     info[stage] = _stage_info(out, t0)
-  return model, info
+  selection(model, c.finetune.steps)
+  return model, info, selection
 
 
 class BaselineBatches:
@@ -208,6 +221,9 @@ class BaselineBatches:
 
 
 def train_baseline(c, kind: str, data: Q.QueryData, wd: Path, mesh):
+  """GQE, Query2Box or BetaE on the training queries, evaluated on the validation queries every
+  baselines.eval_every steps and at the end, as kgTransformer's fine-tuning is (the same
+  checkpoint choice per type). Returns (model, {"train": history, seconds}, selection)."""
   b = c.baselines
   rngs = nnx.Rngs(params=c.seed)
   if kind == "betae":   # BetaE's own margin and projection MLP (its published runs: γ 60, 2 x 4·dim)
@@ -230,73 +246,162 @@ def train_baseline(c, kind: str, data: Q.QueryData, wd: Path, mesh):
   cfg = _stage_cfg(c, "baselines")
   if kind == "betae" and b.betae_lr > 0:
     cfg.train = ml_collections.ConfigDict(dict(b.to_dict(), lr=b.betae_lr))
+  selection = Selection(wd / "select", data.splits["valid"], BaselineScorer(model, c.eval.chunk),
+                        metric=c.eval.select_metric)
   out = train(cfg=cfg, workdir=wd / "train", model=model, loss_fn=loss_fn,
-              get_batch=batches, mesh=mesh, batch_logical=logical, progress=True)
+              get_batch=batches, mesh=mesh, batch_logical=logical, eval_fn=selection, progress=True)
   info = {"train": _stage_info(out, t0)}
-  return out.model(), info
+  model = out.model()
+  selection(model, b.steps)
+  return model, info, selection
 
 
-def baseline_scorer(model):
-  graphdef, state = nnx.split(model)
-  fns = {}
+class BaselineScorer:
+  """Scores of GQE/Query2Box/BetaE: one compiled function per query type, reused for every set
+  of parameters (`use`) and every number of queries (padded to `chunk`)."""
 
-  def score(qtype, queries):
-    if qtype not in fns:
-      fns[qtype] = jax.jit(lambda s, a, r: nnx.merge(graphdef, s).scores(qtype, a, r))
+  def __init__(self, model, chunk: int = 256):
+    self.graphdef, self.params = nnx.split(model)
+    self.chunk, self.fns = chunk, {}
+
+  def use(self, model) -> None:
+    self.params = on_one_device(nnx.state(model))
+
+  def scores(self, qtype, queries):
+    if qtype not in self.fns:
+      graphdef = self.graphdef
+      self.fns[qtype] = jax.jit(lambda s, a, r: nnx.merge(graphdef, s).scores(qtype, a, r))
     flat = [Q.flatten(q) for q in queries]
-    a = jnp.asarray(np.array([f[0] for f in flat], np.int32))
-    r = jnp.asarray(np.array([f[1] for f in flat], np.int32))
-    return np.asarray(fns[qtype](state, a, r))
-  return score
+    out = []
+    for i in range(0, len(flat), self.chunk):
+      part = flat[i:i + self.chunk]
+      part = part + [part[0]] * (self.chunk - len(part))
+      a = jnp.asarray(np.array([f[0] for f in part], np.int32))
+      r = jnp.asarray(np.array([f[1] for f in part], np.int32))
+      out.append(np.asarray(self.fns[qtype](self.params, a, r)))
+    return np.concatenate(out)[:len(flat)]
+
+
+def variant_names(c) -> list[str]:
+  return list(c.models) + [f"kgtransformer_{a}" for a in c.ablations]
+
+
+def train_and_test(c, variant: str, data: Q.QueryData, kg, wd: Path, mesh):
+  """One model of one seed: trained, its checkpoint chosen per type on validation, tested.
+  Returns (details dict, predictor or None)."""
+  t0 = time.perf_counter()
+  if variant in BASELINES:
+    model, info, selection = train_baseline(c, variant, data, wd, mesh)
+    predictor = None
+  else:
+    model, info, selection = train_kgtransformer(c, data, kg, wd, mesh,
+                                                 pretrain=variant != "kgtransformer_nopretrain",
+                                                 moe=variant != "kgtransformer_nomoe")
+    predictor = selection.scorer
+  t1 = time.perf_counter()
+  test = selection.test(model, data.splits["test"])
+  return {"test": test, "valid": selection.curve[max(selection.curve)], "selection": selection.summary(),
+          "train": info, "seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1}, predictor
+
+
+METRIC_KEYS = tuple(Q.TYPES) + ("avg_in", "avg_out")
+
+
+def summarise(per_seed: list[dict], variants: list[str]) -> tuple[dict, dict, dict]:
+  """From {variant: details} per seed: the mean test MRR per type and average (the table), the
+  spread over seeds (core.stats.mean_std: mean, sample std, 95% t-interval) and the paired
+  differences kgTransformer minus each baseline and ablation, seed by seed (the seeds share
+  queries)."""
+  mrr = lambda d, k: d["test"][k]["mrr"]
+  table, spread, paired = {}, {}, {}
+  for v in variants:
+    keys = [k for k in METRIC_KEYS if all(k in s[v]["test"] for s in per_seed)]
+    spread[v] = {k: mean_std([mrr(s[v], k) for s in per_seed]) for k in keys}
+    table[v] = {k: spread[v][k]["mean"] for k in keys}
+  if "kgtransformer" in variants:
+    for v in variants:
+      if v != "kgtransformer":
+        paired[f"kgtransformer - {v}"] = {
+            a: mean_std([mrr(s["kgtransformer"], a) - mrr(s[v], a) for s in per_seed])
+            for a in ("avg_in", "avg_out") if a in table[v] and a in table["kgtransformer"]}
+  return table, spread, paired
 
 
 def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
+  """Every dataset, seed and model; a seed draws the queries (embedded graphs; a betae:
+  directory's queries are fixed), the training batches and every model's initialisation."""
   validate(c)
   from jaxpapers.kgt.report import write  # noqa: PLC0415 (matplotlib only when reporting)
   wd = Path(workdir)
+  persistent_compilation_cache(wd / "xla_cache")     # every seed compiles the same steps
   mesh = make_mesh(c.mesh.shape, c.mesh.axes)
-  variants = [m for m in c.models] + [f"kgtransformer_{a}" for a in c.ablations]
-  results: dict = {"config": {"datasets": list(c.datasets), "models": variants}}
+  variants = variant_names(c)
+  results: dict = {"config": {"datasets": list(c.datasets), "models": variants,
+                              "seeds": [c.seed + k for k in range(c.seeds)],
+                              "select_metric": c.eval.select_metric}}
   details: dict = {}
+  spreads: dict = {}
+  paired: dict = {}
   for name in c.datasets:
-    data, ents, rels, kg = load_queries(c, name)
     key = _dataset_key(name)
-    log.info("%s: %d entities, %d relations; queries %s", key, data.num_entities, data.num_relations,
-             {s: sum(v.counts().values()) for s, v in data.splits.items()})
-    results[key], details[key] = {}, {"queries": {s: v.counts() for s, v in data.splits.items()}}
-    for variant in variants:
-      vwd = wd / key / variant
-      if variant in BASELINES:
-        model, info = train_baseline(c, variant, data, vwd, mesh)
-        score = baseline_scorer(model)
-      else:
-        model, info = train_kgtransformer(c, data, kg, vwd, mesh,
-                                          pretrain=variant != "kgtransformer_no_pretrain",
-                                          moe=variant != "kgtransformer_no_moe")
-        predictor = Predictor(model, chunk=c.eval.chunk)
-        score = predictor.scores
-        if variant == "kgtransformer":
-          details[key]["explanations"] = _explain(predictor, data, ents, rels, c.eval.explain_examples)
-          if kg is not None and len(kg.triples["test"]):     # G_test known (not from queries)
-            details[key]["path_validity_2p"] = path_validity(predictor, data.splits["test"], kg.adjacency("test"))
-      t0 = time.perf_counter()
-      test = E.evaluate(score, data.splits["test"])
-      valid = E.evaluate(score, data.splits["valid"])
-      results[key][variant] = {t: test[t]["mrr"] for t in Q.TYPES if t in test}
-      results[key][variant].update({a: test[a]["mrr"] for a in ("avg_in", "avg_out") if a in test})
-      details[key][variant] = {"test": test, "valid": valid, "train": info,
-                               "eval_seconds": time.perf_counter() - t0}
-      log.info("%s %s: test MRR %s", key, variant,
-               ", ".join(f"{a} {test[a]['mrr']:.3f}" for a in ("avg_in", "avg_out") if a in test))
+    details[key] = {}
+    per_seed = []
+    for k in range(c.seeds):
+      cs = seed_config(c, c.seed + k)
+      data, ents, rels, kg = load_queries(cs, name)
+      log.info("%s seed %d: %d entities, %d relations; queries %s", key, cs.seed, data.num_entities,
+               data.num_relations, {s: sum(v.counts().values()) for s, v in data.splits.items()})
+      seed_details = {"queries": {s: v.counts() for s, v in data.splits.items()}}
+      for variant in variants:
+        with jax.set_mesh(mesh):     # scoring traced in and out of the train loop's mesh: 2 compiles
+          d, predictor = train_and_test(cs, variant, data, kg, wd / key / f"seed{cs.seed}" / variant, mesh)
+        seed_details[variant] = d
+        if variant == "kgtransformer" and k == 0:      # each type with its chosen parameters
+          vdir, metric = wd / key / f"seed{cs.seed}" / variant, c.eval.select_metric
+          chosen = lambda t: predictor.use(chosen_model(vdir, predictor, t, metric))  # noqa: B023
+          with jax.set_mesh(mesh):
+            details[key]["explanations"] = _explain(predictor, chosen, data, ents, rels, c.eval.explain_examples)
+            if kg is not None and len(kg.triples["test"]):     # G_test known (not from queries)
+              chosen("2p")
+              details[key]["path_validity_2p"] = path_validity(predictor, data.splits["test"], kg.adjacency("test"))
+        log.info("%s seed %d %s: test MRR %s", key, cs.seed, variant,
+                 ", ".join(f"{a} {d['test'][a]['mrr']:.3f}" for a in ("avg_in", "avg_out") if a in d["test"]))
+      details[key][f"seed{cs.seed}"] = seed_details
+      per_seed.append(seed_details)
+    results[key], spreads[key], paired[key] = summarise(per_seed, variants)
+  results["seeds"] = spreads
+  results["paired"] = paired
   results["details"] = details
   write(wd, command, c, results)
   return results
 
 
-def _explain(predictor: Predictor, data: Q.QueryData, ents, rels, n: int) -> list[dict]:
-  """Reasoning paths of the first test queries of 2p, 3p and pi (a hard answer beside them)."""
+def seed_config(c: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+  cs = ml_collections.ConfigDict(c.to_dict())
+  cs.seed = seed
+  return cs
+
+
+def chosen_model(variant_dir: Path, predictor: Predictor, qtype: str, metric: str) -> KGTransformer:
+  """The kgTransformer of a finished sub-run with the parameters its validation chose for
+  `qtype` (select/curve.json and the kept step_N.npz; a type without validation queries: the
+  best in-domain average)."""
+  sel = variant_dir / "select"
+  curve = read_json(sel / "curve.json") if (sel / "curve.json").is_file() else None
+  if not curve:
+    raise WorkdirError(f"{sel} holds no validation curve; is the run finished?")
+  step = min(curve, key=lambda s: (-curve[s].get(qtype, curve[s]["avg_in"])[metric], int(s)))
+  model = nnx.merge(predictor.graphdef, predictor.params)
+  load_params_npz(sel / f"step_{step}.npz", model)
+  return model
+
+
+def _explain(predictor: Predictor, use_type, data: Q.QueryData, ents, rels, n: int) -> list[dict]:
+  """Reasoning paths of the first test queries of 2p, 3p and pi (a hard answer beside them);
+  use_type(t) sets the predictor's parameters for type t."""
   out = []
   for t in ("2p", "3p", "pi"):
+    use_type(t)
     for q in data.splits["test"].queries.get(t, [])[:n]:
       out.append(describe(predictor, q, ents, rels, hard=sorted(data.splits["test"].hard(q))))
   return out
@@ -376,16 +481,17 @@ def vocabulary(c, dataset: str) -> tuple[list[str], list[str]]:
   return kg.entities, kg.relations
 
 
-def load_trained(workdir, dataset: str, variant: str = "kgtransformer") -> Predictor:
-  """A Predictor for the fine-tuned kgTransformer of a finished kgt/queries run."""
-  from jaxpapers.core.train import load_params  # noqa: PLC0415
+def load_trained(workdir, dataset: str, qtype: str, variant: str = "kgtransformer") -> Predictor:
+  """A Predictor for the kgTransformer of a finished kgt/queries run (its first seed) with the
+  parameters its validation chose for `qtype`."""
   c = _run_config(workdir)
   ents, rels = vocabulary(c, dataset)
-  stage = "finetune"
-  model = KGTransformer(KGTConfig(len(ents), len(rels), moe=variant != "kgtransformer_no_moe",
+  model = KGTransformer(KGTConfig(len(ents), len(rels), moe=variant != "kgtransformer_nomoe",
                                   **c.model.to_dict()), rngs=nnx.Rngs(params=c.seed))
-  model = load_params(_stage_cfg(c, stage), Path(workdir) / dataset / variant / stage, model)
-  return Predictor(model, chunk=8)
+  predictor = Predictor(model, chunk=8)
+  vdir = Path(workdir) / dataset / f"seed{c.seed}" / variant
+  predictor.use(chosen_model(vdir, predictor, qtype, c.eval.get("select_metric", "hits3")))
+  return predictor
 
 
 def explain_text(workdir, dataset: str, qtype: str, anchors: list[str], relations: list[str],
@@ -393,7 +499,7 @@ def explain_text(workdir, dataset: str, qtype: str, anchors: list[str], relation
   """The reasoning path of one query, as `jaxpapers explain` prints it."""
   ents, rels = vocabulary(_run_config(workdir), dataset)
   q = parse_query(qtype, anchors, relations, ents, rels)
-  predictor = load_trained(workdir, dataset)
+  predictor = load_trained(workdir, dataset, qtype)
   lines = []
   for ex in predictor.explain(q, top=top):
     a, r = Q.flatten(ex.query)

@@ -16,6 +16,12 @@ from jaxpapers.kgt.model import KGTransformer
 from jaxpapers.kgt.pipeline import query_budget
 
 
+def on_one_device(state):
+  """Parameters as uncommitted arrays on the default device: trained (mesh-sharded), restored and
+  loaded parameters then reach a scoring function with one signature, so it compiles once."""
+  return jax.device_put(jax.device_get(state))
+
+
 def rank_positions(scores: np.ndarray) -> np.ndarray:
   """Each entity's position in ascending order of score (the number of entities scoring strictly
   lower, so the best gets E - 1 and tied entities share a position)."""
@@ -54,6 +60,10 @@ class Predictor:
       h = m.encode(b["tokens"], b["types"], b["senders"], b["receivers"])
       return jax.nn.softmax(m.entity_logits(h[b["nodes"]]), -1)
     self._probs = probs
+
+  def use(self, model: KGTransformer) -> None:
+    """Score with `model`'s parameters from now on (same architecture: nothing recompiles)."""
+    self.params = on_one_device(nnx.state(model))
 
   def node_probs(self, layouts: list[G.QueryLayout], nodes_of) -> list[np.ndarray]:
     """Softmax over entities at the nodes `nodes_of(layout)` of each layout (<= budget/chunk)."""

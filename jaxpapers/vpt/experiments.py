@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxpapers.core.checkpoint import load_params_npz, save_params_npz
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.core.report import public
@@ -24,8 +25,7 @@ from jaxpapers.vpt import env as E
 from jaxpapers.vpt import identifiability
 from jaxpapers.vpt.data import Episodes, split
 from jaxpapers.vpt.demonstrator import STYLES, DemoConfig, initial_carry, make_demonstrator
-from jaxpapers.vpt.learners import (fit, idm_accuracy, initial_policy_carry, load_params,
-                                    make_policy_act, pseudo_label, save_params)
+from jaxpapers.vpt.learners import fit, idm_accuracy, initial_policy_carry, make_policy_act, pseudo_label
 from jaxpapers.vpt.models import NetConfig, Policy
 from jaxpapers.vpt.report import save_gif, write
 from jaxpapers.vpt.rl import ActorCritic, PPOConfig, finetune
@@ -121,26 +121,31 @@ def success(r: E.Rollout) -> dict:
 
 class Evaluator:
   """Runs policies in `episodes` fresh worlds for `steps` steps: one compiled rollout for every
-  BC policy (parameters are part of the carry) and one for the random policy. Every call runs
-  under `mesh` (the context BC training evaluates in): a rollout traced inside and outside
-  `jax.set_mesh` is two programs (three 10 s compiles per policy at the tiny preset)."""
+  BC policy (parameters are part of the carry) and for the random policy (`policy` None: the
+  template's rollout acting uniformly at random). Every call runs under `mesh` (the context BC
+  training evaluates in): a rollout traced inside and outside `jax.set_mesh` is two programs
+  (three 10 s compiles per policy at the tiny preset). `play` runs other world counts and
+  lengths (RL's rollouts; the same program where they match)."""
 
   def __init__(self, env: E.Env, template_policy, episodes: int, steps: int, mesh):
     self.env, self.n, self.steps, self.mesh = env, episodes, steps, mesh
-    self.rollout = E.make_rollout(env, make_policy_act(template_policy), episodes, steps)
-    self.random = E.make_rollout(env, E.random_act, episodes, steps)
+    self.template = template_policy
+    self.rollouts = {}
+
+  def play(self, policy, key, num_envs: int, steps: int) -> dict:
+    """The rollout's record (numpy arrays) of `policy` (None: uniformly random actions)."""
+    if (num_envs, steps) not in self.rollouts:
+      self.rollouts[num_envs, steps] = E.make_rollout(self.env, make_policy_act(self.template), num_envs, steps)
+    with jax.set_mesh(self.mesh):
+      # replicated on the mesh, as in training: a policy's parameters placed otherwise after
+      # training (an unsharded copy) would compile the rollout again
+      carry = initial_policy_carry(policy or self.template, num_envs, uniform=policy is None)
+      carry = jax.device_put(carry, NamedSharding(self.mesh, PartitionSpec()))
+      rec, _ = self.rollouts[num_envs, steps](key, carry)
+    return jax.device_get(rec)
 
   def __call__(self, policy, key) -> E.Rollout:
-    with jax.set_mesh(self.mesh):
-      if policy is None:
-        rec, _ = self.random(key, None)
-      else:
-        # replicated on the mesh, as in training: a policy's parameters placed otherwise after
-        # training (an unsharded copy) would compile the rollout again
-        carry = jax.device_put(initial_policy_carry(policy, self.n),
-                               NamedSharding(self.mesh, PartitionSpec()))
-        rec, _ = self.rollout(key, carry)
-    return E.Rollout(**jax.device_get(rec))
+    return E.Rollout(**self.play(policy, key, self.n, self.steps))
 
 
 def _train_cfg(t: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -223,7 +228,7 @@ def select_and_test(c, name: str, data: Episodes, pol_net: NetConfig, evaluator:
     evaluate(pol.model, c.policy.train.steps)
     chosen = pol.model
     nnx.update(chosen, best["params"])
-    save_params(wd / name / "chosen.npz", chosen)       # the prior of RL fine-tuning (bc_idm)
+    save_params_npz(wd / name / "chosen.npz", chosen)       # the prior of RL fine-tuning (bc_idm)
     r = evaluator(chosen, keys["test"])
     if gifs:
       for i in range(min(c.eval.gif_episodes, r.frames.shape[1])):
@@ -248,13 +253,14 @@ def rl_run(c, name: str, env, pol_net: NetConfig, evaluator: Evaluator, keys: di
     if name == "rl_from_prior":
       prior = Policy(pol_net, rngs=nnx.Rngs(params=seed))
       for m in (policy, prior):
-        load_params(wd / "bc_idm" / "chosen.npz", m)
+        load_params_npz(wd / "bc_idm" / "chosen.npz", m)
     else:
       cfg = dataclasses.replace(cfg, kl_coef=0.0)
     model = ActorCritic(policy, rngs=nnx.Rngs(params=seed + 1))
     log_row = lambda r: log.info("seed %d %s: %d env steps, training episodes score %.2f", seed,
                                  name, r["env_steps"], r["score"])
-    out = finetune(env, model, prior, cfg, keys["rl"], log=log_row)
+    out = finetune(env, model, prior, cfg, keys["rl"], log=log_row,
+                   play=lambda pol, k: evaluator.play(pol, k, cfg.envs, cfg.steps + 1))
     return {"curve": out["curve"], "env_steps": cfg.iterations * cfg.envs * cfg.steps,
             "test": success(evaluator(model.policy, keys["test"]))}, None
 

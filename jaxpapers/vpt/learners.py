@@ -13,11 +13,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxpapers.core.errors import WorkdirError
 from jaxpapers.core.train import train
-from jaxpapers.core.workdir import atomic_path
 from jaxpapers.vpt.data import Episodes, WindowBatches, check_video, label_windows
-from jaxpapers.vpt.env import ACTION_NAMES, NOOP
+from jaxpapers.vpt.env import ACTION_NAMES, NOOP, random_act
 from jaxpapers.vpt.models import InverseDynamicsModel, NetConfig, Policy
 
 BATCH_AXES = {"frames": ("batch",), "labels": ("batch",), "weights": ("batch",)}
@@ -105,39 +103,22 @@ def idm_accuracy(pred: np.ndarray, episodes: Episodes) -> dict:
 
 def make_policy_act(policy: Policy, sample: bool = True):
   """An env.ActFn running `policy` frame by frame with its memory (Policy.step); the carry is
-  (params, cache). Parameters travel in the carry so that one compiled rollout serves every
-  policy of the same architecture."""
+  (params, cache, uniform). Parameters travel in the carry so that one compiled rollout serves
+  every policy of the same architecture; with `uniform` true the action is env.random_act's
+  (the same key: the random baseline's actions), so the random policy needs no rollout of its
+  own (a Craftax rollout compiles in 15-20 s)."""
   graphdef, _ = nnx.split(policy)
 
   def act(carry, frame, state, key):
-    params, cache = carry
+    params, cache, uniform = carry
     logits, cache = nnx.merge(graphdef, params).step(frame, cache)
     a = jax.random.categorical(key, logits) if sample else logits.argmax(-1)
-    return a.astype(jnp.int32), (params, cache)
+    a = jnp.where(uniform, random_act(None, frame, state, key)[0], a)
+    return a.astype(jnp.int32), (params, cache, uniform)
 
   return act
 
 
-def initial_policy_carry(policy: Policy, num_envs: int):
-  return nnx.split(policy)[1], policy.initial_cache(num_envs)
-
-
-def save_params(path: Path, model: nnx.Module) -> None:
-  """A model's parameters as an .npz (one array per leaf, in tree order), written atomically."""
-  leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
-  with atomic_path(path) as tmp:
-    np.savez(tmp, *[np.asarray(x) for x in leaves])
-
-
-def load_params(path: Path, model: nnx.Module) -> None:
-  """Parameters saved by save_params into `model` (same architecture), in place."""
-  state = nnx.state(model, nnx.Param)
-  leaves, tree = jax.tree.flatten(state)
-  try:
-    with np.load(path) as f:
-      saved = [f[f"arr_{i}"] for i in range(len(f.files))]
-  except (OSError, ValueError) as e:
-    raise WorkdirError(f"{path}: cannot read the saved policy ({e}); use a new --workdir") from e
-  if len(saved) != len(leaves) or any(a.shape != b.shape for a, b in zip(saved, leaves)):
-    raise WorkdirError(f"{path} holds another architecture's parameters; use a new --workdir")
-  nnx.update(model, jax.tree.unflatten(tree, [jnp.asarray(a) for a in saved]))
+def initial_policy_carry(policy: Policy, num_envs: int, uniform: bool = False):
+  """The carry of `make_policy_act`'s rollout; uniform: act as the uniform random policy."""
+  return nnx.split(policy)[1], policy.initial_cache(num_envs), jnp.asarray(uniform)

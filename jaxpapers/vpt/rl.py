@@ -101,16 +101,20 @@ def ppo_loss(model: ActorCritic, batch: dict, cfg: PPOConfig, kl_coef=None):
 
 
 def finetune(env: E.Env, model: ActorCritic, prior: Policy | None, cfg: PPOConfig, key,
-             log=None) -> dict:
+             log=None, play=None) -> dict:
   """PPO on `model` in place for cfg.iterations rollouts; `prior` (frozen) is the KL target
-  (None: no penalty). Returns the learning curve: per rollout the environment steps so far, the
-  episodes' achievements (`score`, as evaluation counts them), return and the losses."""
+  (None: no penalty). play(policy, key) -> the record of a rollout in cfg.envs worlds for
+  cfg.steps + 1 steps (None: env.make_rollout's). Returns the learning curve: per rollout the
+  environment steps so far, the episodes' achievements (`score`, as evaluation counts them),
+  return and the losses."""
   tx = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.lr))
   graphdef, params = nnx.split(model)
   opt_state = tx.init(params)
   # one step more than trained on: whether each episode is still alive after step steps - 1
   # (a cut, bootstrapped) or ended there (not bootstrapped)
-  rollout = E.make_rollout(env, make_policy_act(model.policy), cfg.envs, cfg.steps + 1)
+  if play is None:
+    rollout = E.make_rollout(env, make_policy_act(model.policy), cfg.envs, cfg.steps + 1)
+    play = lambda policy, k: rollout(k, initial_policy_carry(policy, cfg.envs))[0]
   forward = jax.jit(lambda p, frames: nnx.merge(graphdef, p)(frames))
   use_prior = prior is not None and cfg.kl_coef > 0
   if use_prior:
@@ -133,7 +137,7 @@ def finetune(env: E.Env, model: ActorCritic, prior: Policy | None, cfg: PPOConfi
   for it in range(cfg.iterations):
     key, k_roll, k_perm = jax.random.split(key, 3)
     nnx.update(model, params)
-    rec, _ = rollout(k_roll, initial_policy_carry(model.policy, cfg.envs))
+    rec = play(model.policy, k_roll)
     t = cfg.steps
     frames = jnp.swapaxes(rec["frames"][:t + 1], 0, 1)              # [N, T + 1, H, W, 3]
     actions, alive, rewards = rec["actions"][:t].T, rec["alive"][:t].T, rec["rewards"][:t].T

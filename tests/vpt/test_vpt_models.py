@@ -12,6 +12,7 @@ from flax import nnx
 
 from jaxpapers.core.errors import ConfigError
 from jaxpapers.core.mesh import make_mesh
+from jaxpapers.vpt.env import random_act
 from jaxpapers.vpt.learners import fit, initial_policy_carry, make_policy_act, pseudo_label
 from jaxpapers.vpt.models import MOTION_SCALE, InverseDynamicsModel, NetConfig, Policy, tile_motion, to_tiles
 from jp_testutil import assert_close_scaled
@@ -111,6 +112,11 @@ def test_acting_cache_matches_the_sequence_forward():
   for t in range(11):
     a, carry = act(carry, x[:, t], None, jax.random.key(t))
   np.testing.assert_array_equal(a, want[:, -1].argmax(-1))
+  # the random baseline through the same rollout: env.random_act's actions for the same key
+  for sample in (True, False):
+    a, _ = make_policy_act(pol, sample)(initial_policy_carry(pol, 3, uniform=True), x[:, 0], None,
+                                        jax.random.key(5))
+    np.testing.assert_array_equal(a, random_act(None, x[:, 0], None, jax.random.key(5))[0])
 
 
 def test_bad_frames_fail_clearly():

@@ -26,6 +26,10 @@ def tiny_run(tmp_path_factory):
 
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(X, "fit", recording_fit)
+    # one device: each of the suite's 8 fake devices would play every evaluation rollout (they are
+    # replicated on the mesh) on 2 cores; sharded training is tested in test_vpt_models.py
+    real_mesh = X.make_mesh
+    mp.setattr(X, "make_mesh", lambda shape, axes: real_mesh(shape, axes, devices=jax.devices()[:1]))
     results = X.run(c, str(wd), "test")
   return results, wd, c, given
 

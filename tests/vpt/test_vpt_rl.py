@@ -95,13 +95,13 @@ def test_the_prior_is_saved_and_loaded_whole(tmp_path):
   file is refused in one line."""
   import pytest
   from jaxpapers.core.errors import WorkdirError
-  from jaxpapers.vpt.learners import load_params, save_params
+  from jaxpapers.core.checkpoint import load_params_npz, save_params_npz
   a, b = Policy(NET, rngs=nnx.Rngs(0)), Policy(NET, rngs=nnx.Rngs(5))
-  save_params(tmp_path / "chosen.npz", a)
-  load_params(tmp_path / "chosen.npz", b)
+  save_params_npz(tmp_path / "chosen.npz", a)
+  load_params_npz(tmp_path / "chosen.npz", b)
   for x, y in zip(jax.tree.leaves(nnx.state(a, nnx.Param)), jax.tree.leaves(nnx.state(b, nnx.Param))):
     np.testing.assert_array_equal(x, y)
   import dataclasses
   wider = Policy(dataclasses.replace(NET, d_model=32), rngs=nnx.Rngs(0))
   with pytest.raises(WorkdirError, match="another architecture"):
-    load_params(tmp_path / "chosen.npz", wider)
+    load_params_npz(tmp_path / "chosen.npz", wider)

@@ -30,6 +30,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # default is 1000; its GNN benchmark uses 20)
   c.executed_steps = 3           # steps run at the largest batch (0: compiled search only)
   c.executed_levels = ("L0", "L2.2", "ckpt", "L2.2_ckpt")   # the levels whose largest batch is run
+  # the largest-batch search (gact.measure.max_batch_linear): stop when the batch known not to fit
+  # is within `tol` of the one known to fit, or after `checks` compiles past the first guess
+  c.batch_search = dict(tol=0.03, checks=8)
   c.families = ("transformer", "cnn", "gnn")
   c.levels = ("L0", "L1", "L1.1", "L1.2", "L2", "L2.1", "L2.2", "ckpt", "L1_ckpt", "L2.2_ckpt")
   c.data = dict(corpus="austen", vocab_size=1024)
@@ -60,6 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seeds = 2
     c.variance_seeds = 2
     c.executed_steps = 1
+    c.batch_search = dict(tol=0.25, checks=2)    # a smoke run: each check is a compile
     c.levels = ("L0", "L2.2", "ckpt", "L2.2_ckpt")
     c.data.update(vocab_size=512)
     c.transformer.update(model=dict(num_layers=2, d_model=64, num_heads=4), seq_len=32,

@@ -73,5 +73,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.policy.net.update(net, memory=2)
     c.policy.train.update(steps=2, batch=8, log_every=1, eval_every=1)
     c.eval.update(episodes=4, steps=12, gif_episodes=1)
-    c.rl.update(replications=1, iterations=1, envs=2, steps=12, minibatch_envs=1)
+    # RL's rollouts (envs x steps + 1) the evaluation's program (episodes x steps): compiled once
+    c.rl.update(replications=1, iterations=1, envs=4, steps=11, minibatch_envs=2)
   return c

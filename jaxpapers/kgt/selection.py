@@ -1,0 +1,86 @@
+"""Checkpoint selection on validation queries, per query type, as kgTransformer's official
+fine-tuning does it (THUDM/kgTransformer: train.py keeps the parameters at the best validation
+Hits@3 (`save_best`); main.py's `from_best` picks, for each test query type, the saved
+checkpoint with the best validation Hits@3 of that type). The test queries are scored once,
+after training, each type with the parameters chosen for it."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Protocol
+
+from flax import nnx
+
+from jaxpapers.core.checkpoint import load_params_npz, save_params_npz
+from jaxpapers.core.errors import WorkdirError
+from jaxpapers.core.workdir import atomic_write_json, read_json
+from jaxpapers.kgt import evaluate as E
+from jaxpapers.kgt import queries as Q
+
+METRICS = ("mrr", "hits1", "hits3", "hits10")
+
+
+class Scorer(Protocol):
+  def use(self, model: nnx.Module) -> None: ...          # score with this model's parameters
+  def scores(self, qtype: str, queries: list): ...       # [n, num_entities], higher is better
+
+
+class Selection:
+  """Evaluation points of one training run: at each point (the train loop's `eval_fn`, and the
+  last step) `metric` on every validation type, and the parameters, kept in `directory` while
+  they are some type's best (the earliest best point of a type wins ties). A resumed run reads
+  the points it already has; the steps it replays give the same points again."""
+
+  def __init__(self, directory: str | Path, valid: Q.QuerySplit, scorer: Scorer,
+               types=Q.TYPES, metric: str = "hits3"):
+    if metric not in METRICS:
+      raise ValueError(f"metric {metric!r} is not one of {METRICS}")
+    self.dir, self.valid, self.scorer, self.metric = Path(directory), valid, scorer, metric
+    self.types = [t for t in types if valid.queries.get(t)]
+    if not self.types:
+      raise ValueError(f"no validation queries of the types {tuple(types)} to select on")
+    path = self.dir / "curve.json"
+    self.curve: dict[int, dict] = ({int(k): v for k, v in read_json(path).items()}
+                                   if path.is_file() else {})
+
+  def __call__(self, model: nnx.Module, step: int) -> dict[str, float]:
+    self.scorer.use(model)
+    self.curve[step] = E.evaluate(self.scorer.scores, self.valid, self.types)
+    self.dir.mkdir(parents=True, exist_ok=True)
+    save_params_npz(self.dir / f"step_{step}.npz", model)
+    keep = set(self.chosen().values())
+    for f in self.dir.glob("step_*.npz"):
+      if int(f.stem[len("step_"):]) not in keep:
+        f.unlink(missing_ok=True)
+    atomic_write_json(self.dir / "curve.json", {str(s): v for s, v in sorted(self.curve.items())})
+    point = self.curve[step]
+    return {f"valid_{self.metric}_{a}": point[a][self.metric] for a in ("avg_in", "avg_out") if a in point}
+
+  def chosen(self) -> dict[str, int]:
+    """Per type, the earliest step with the best validation `metric`."""
+    if not self.curve:
+      raise WorkdirError(f"{self.dir}: no evaluation point to choose from")
+    return {t: min(self.curve, key=lambda s: (-self.curve[s][t][self.metric], s)) for t in self.types}
+
+  def test(self, model: nnx.Module, split: Q.QuerySplit) -> dict:
+    """E.evaluate's output on `split`, each type scored with its chosen parameters (loaded into
+    `model`, which is left holding the last of them)."""
+    by_step = defaultdict(list)
+    for t, s in self.chosen().items():
+      if split.queries.get(t):
+        by_step[s].append(t)
+    out = {}
+    for step, types in sorted(by_step.items()):
+      path = self.dir / f"step_{step}.npz"
+      if not path.is_file():
+        raise WorkdirError(f"{path} (the parameters chosen for {', '.join(types)}) is missing; "
+                           "use a new --workdir")
+      load_params_npz(path, model)
+      self.scorer.use(model)
+      out.update(E.evaluate(self.scorer.scores, split, types))
+    return E.with_averages(out)
+
+  def summary(self) -> dict:
+    """The validation curve (metric per type and average, per step) and the chosen steps."""
+    return {"metric": self.metric, "chosen": self.chosen(),
+            "curve": [{"step": s, **{t: p[t][self.metric] for t in p}} for s, p in sorted(self.curve.items())]}
