@@ -51,6 +51,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
     cfglib.check(c, key, pos_int, "a positive int")
   cfglib.check(c, "seed", lambda v: isinstance(v, int) and v >= 0, "a non-negative int")
   cfglib.check(c, "eval.select_metric", lambda v: v in METRICS, f"one of {METRICS}")
+  cfglib.check(c, "per_type.types", lambda v: all(t in PER_TYPE_TRAIN for t in v) and len(set(v)) == len(v),
+               f"distinct types among {tuple(PER_TYPE_TRAIN)} (1p, 2u and up keep the multi-task choice)")
+  if c.per_type.types:
+    cfglib.check(c, "per_type.steps", pos_int, "a positive int")
+    cfglib.check(c, "per_type.lr", lambda v: v > 0, "positive")
+    cfglib.check(c, "per_type.eval_every", lambda v: isinstance(v, int) and v >= 0, "a non-negative int")
   cfglib.check(c, "baselines.betae_hidden", lambda v: isinstance(v, int) and v >= 0,
                "a non-negative int (0: 4 x baselines.dim)")
   cfglib.check(c, "baselines.betae_gamma", lambda v: v > 0, "positive")
@@ -286,10 +292,46 @@ def variant_names(c) -> list[str]:
   return list(c.models) + [f"kgtransformer_{a}" for a in c.ablations]
 
 
+# the official single-task fine-tuning (THUDM/kgTransformer configs, `reasoning_<type>`): the
+# training query types each test type is fine-tuned on; 1p, 2u and up are tested with the
+# multi-task checkpoints chosen for them
+PER_TYPE_TRAIN = {"2p": ("1p", "2p"), "3p": ("1p", "2p", "3p"), "2i": ("2i",), "3i": ("3i",),
+                  "ip": ("1p", "2p", "3p"), "pi": ("1p", "2p")}
+
+
+def per_type_finetune(c, data: Q.QueryData, selection: Selection, model, wd: Path, mesh) -> tuple[dict, dict]:
+  """Per-type fine-tuning (an option; the official code's `reasoning_<type>` runs): for each
+  type t of per_type.types, from the multi-task parameters chosen for t, fine-tuning on the
+  training queries of PER_TYPE_TRAIN[t] for per_type.steps steps at per_type.lr, evaluated on
+  t's validation queries every per_type.eval_every steps and at the end; t is tested with its
+  best point (only fine-tuned points are candidates, as the official `save_best`). Returns
+  ({t: test metrics}, {t: selection summary, train info})."""
+  vocab = G.Vocab(data.num_entities, data.num_relations)
+  tests, info = {}, {}
+  chosen = selection.chosen()
+  for t in c.per_type.types:
+    load_params_npz(selection.dir / f"step_{chosen[t]}.npz", model)
+    sel_t = Selection(wd / f"select_{t}", data.splits["valid"], selection.scorer, types=(t,),
+                      metric=c.eval.select_metric)
+    cfg = ml_collections.ConfigDict({"seed": c.seed, "train": dict(
+        c.finetune.to_dict(), steps=c.per_type.steps, lr=c.per_type.lr, eval_every=c.per_type.eval_every)})
+    batches = P.QueryBatches(data.splits["train"], PER_TYPE_TRAIN[t], vocab, c.finetune.batch, c.seed)
+    t0 = time.perf_counter()
+    out = train(cfg=cfg, workdir=wd / f"finetune_{t}", model=model, loss_fn=_kgt_loss(c.finetune.label_smoothing),
+                get_batch=batches, mesh=mesh, batch_logical=GRAPH_AXES, eval_fn=sel_t, progress=True)
+    tuned = out.model()
+    sel_t(tuned, c.per_type.steps)
+    tests[t] = sel_t.test(tuned, data.splits["test"])[t]
+    info[t] = {"selection": sel_t.summary(), "from_step": chosen[t], "train": _stage_info(out, t0)}
+  return tests, info
+
+
 def train_and_test(c, variant: str, data: Q.QueryData, kg, wd: Path, mesh):
-  """One model of one seed: trained, its checkpoint chosen per type on validation, tested.
-  Returns (details dict, predictor or None)."""
+  """One model of one seed: trained, its checkpoint chosen per type on validation, tested (with
+  per_type.types, those types after their own fine-tuning). Returns (details dict, predictor or
+  None)."""
   t0 = time.perf_counter()
+  per_type = {}
   if variant in BASELINES:
     model, info, selection = train_baseline(c, variant, data, wd, mesh)
     predictor = None
@@ -298,10 +340,17 @@ def train_and_test(c, variant: str, data: Q.QueryData, kg, wd: Path, mesh):
                                                  pretrain=variant != "kgtransformer_nopretrain",
                                                  moe=variant != "kgtransformer_nomoe")
     predictor = selection.scorer
+    if c.per_type.types:
+      tests, per_type = per_type_finetune(c, data, selection, model, wd, mesh)
   t1 = time.perf_counter()
   test = selection.test(model, data.splits["test"])
-  return {"test": test, "valid": selection.curve[max(selection.curve)], "selection": selection.summary(),
-          "train": info, "seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1}, predictor
+  if per_type:
+    test = E.with_averages({**test, **tests})
+  out = {"test": test, "valid": selection.curve[max(selection.curve)], "selection": selection.summary(),
+         "train": info, "seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1}
+  if per_type:
+    out["per_type"] = per_type
+  return out, predictor
 
 
 METRIC_KEYS = tuple(Q.TYPES) + ("avg_in", "avg_out")

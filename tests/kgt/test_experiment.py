@@ -13,7 +13,9 @@ def tiny_run(tmp_path_factory):
   wd = tmp_path_factory.mktemp("kgt_tiny")
   # GQE and Q2B train and are scored by the same code as BetaE (test_baselines.py tests each)
   code = main(["run", "kgt/queries", "--preset", "tiny", "--workdir", str(wd),
-               "--config.models=('kgtransformer','betae')", "--config.ablations=()"])
+               "--config.models=('kgtransformer','betae')", "--config.ablations=()",
+               "--config.per_type.types=('2i',)", "--config.per_type.steps=2",
+               "--config.per_type.eval_every=1"])
   assert code == 0
   return wd
 
@@ -42,6 +44,11 @@ def test_results_have_mrr_per_type_and_averages(tiny_run):
     assert kept == set(sel["chosen"].values()), (model, kept)
     assert row_in == seed0[model]["test"]["avg_in"]["mrr"]
   assert r["paired"]["nations"]["kgtransformer - betae"]["avg_in"]["n"] == 1
+  # 2i fine-tuned on its own (official `reasoning_2i`) from the multi-task point chosen for it
+  pt = seed0["kgtransformer"]["per_type"]
+  assert set(pt) == {"2i"} and pt["2i"]["from_step"] == seed0["kgtransformer"]["selection"]["chosen"]["2i"]
+  assert [p["step"] for p in pt["2i"]["selection"]["curve"]] == [1, 2]
+  assert (tiny_run / "nations" / "seed0" / "kgtransformer" / "finetune_2i").is_dir()
 
 
 def test_explain_command_prints_the_reasoning_path(tiny_run, capsys):
@@ -66,6 +73,7 @@ def test_bad_config_values_fail_before_work(tmp_path, capsys):
                         ("--config.seeds=0", "seeds"),
                         ("--config.eval.select_metric=auc", "eval.select_metric"),
                         ("--config.ablations=('no_moe',)", "ablations"),
+                        ("--config.per_type.types=('1p',)", "per_type.types"),
                         ("--config.datasets=('atlantis',)", "atlantis")]:
     code = main(["run", "kgt/queries", "--preset", "tiny", "--workdir", str(tmp_path), override])
     assert code == 2
