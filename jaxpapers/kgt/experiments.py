@@ -30,7 +30,7 @@ from jaxpapers.kgt import queries as Q
 from jaxpapers.kgt.model import GATES, KGTConfig, KGTransformer, answer_loss
 from jaxpapers.kgt.predict import Predictor, on_one_device
 from jaxpapers.kgt.sampling import TrainGraph
-from jaxpapers.kgt.selection import METRICS, Selection
+from jaxpapers.kgt.selection import METRICS, Selection, chosen_params
 
 log = logging.getLogger("jaxpapers")
 
@@ -52,7 +52,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   cfglib.check(c, "seed", lambda v: isinstance(v, int) and v >= 0, "a non-negative int")
   cfglib.check(c, "eval.select_metric", lambda v: v in METRICS, f"one of {METRICS}")
   cfglib.check(c, "per_type.types", lambda v: all(t in PER_TYPE_TRAIN for t in v) and len(set(v)) == len(v),
-               f"distinct types among {tuple(PER_TYPE_TRAIN)} (1p, 2u and up keep the multi-task choice)")
+               f"distinct types among {tuple(PER_TYPE_TRAIN)} (the official FB15k-237 runs; 1p, 2u and up "
+               "keep the multi-task choice)")
   if c.per_type.types:
     cfglib.check(c, "per_type.steps", pos_int, "a positive int")
     cfglib.check(c, "per_type.lr", lambda v: v > 0, "positive")
@@ -292,9 +293,10 @@ def variant_names(c) -> list[str]:
   return list(c.models) + [f"kgtransformer_{a}" for a in c.ablations]
 
 
-# the official single-task fine-tuning (THUDM/kgTransformer configs, `reasoning_<type>`): the
-# training query types each test type is fine-tuned on; 1p, 2u and up are tested with the
-# multi-task checkpoints chosen for them
+# the official single-task fine-tuning for FB15k-237 (THUDM/kgTransformer configs/fb15k-237.json,
+# `reasoning_<type>`): the training query types each test type is fine-tuned on; 1p, 2u and up
+# are tested with the multi-task checkpoints chosen for them (its NELL config differs: ip on
+# 1p+2p, pi on 1p, and 2u/up fine-tuned on 1p/2p)
 PER_TYPE_TRAIN = {"2p": ("1p", "2p"), "3p": ("1p", "2p", "3p"), "2i": ("2i",), "3i": ("3i",),
                   "ip": ("1p", "2p", "3p"), "pi": ("1p", "2p")}
 
@@ -344,12 +346,10 @@ def train_and_test(c, variant: str, data: Q.QueryData, kg, wd: Path, mesh):
       tests, per_type = per_type_finetune(c, data, selection, model, wd, mesh)
   t1 = time.perf_counter()
   test = selection.test(model, data.splits["test"])
-  if per_type:
-    test = E.with_averages({**test, **tests})
-  out = {"test": test, "valid": selection.curve[max(selection.curve)], "selection": selection.summary(),
+  out = {"test": test, "valid": selection.valid_at_choice(), "selection": selection.summary(),
          "train": info, "seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1}
-  if per_type:
-    out["per_type"] = per_type
+  if per_type:      # the multi-task choice's test kept beside (the per-type ablation)
+    out.update(test=E.with_averages({**test, **tests}), test_multitask=test, per_type=per_type)
   return out, predictor
 
 
@@ -400,6 +400,10 @@ def run(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
       data, ents, rels, kg = load_queries(cs, name)
       log.info("%s seed %d: %d entities, %d relations; queries %s", key, cs.seed, data.num_entities,
                data.num_relations, {s: sum(v.counts().values()) for s, v in data.splits.items()})
+      missing = [t for t in c.per_type.types if not data.splits["valid"].queries.get(t)]
+      if missing:
+        raise DataError(f"--config.per_type.types: {key} has no validation queries of {missing} to "
+                        "choose their fine-tuning on")
       seed_details = {"queries": {s: v.counts() for s, v in data.splits.items()}}
       for variant in variants:
         with jax.set_mesh(mesh):     # scoring traced in and out of the train loop's mesh: 2 compiles
@@ -433,15 +437,11 @@ def seed_config(c: ml_collections.ConfigDict, seed: int) -> ml_collections.Confi
 
 def chosen_model(variant_dir: Path, predictor: Predictor, qtype: str, metric: str) -> KGTransformer:
   """The kgTransformer of a finished sub-run with the parameters its validation chose for
-  `qtype` (select/curve.json and the kept step_N.npz; a type without validation queries: the
-  best in-domain average)."""
-  sel = variant_dir / "select"
-  curve = read_json(sel / "curve.json") if (sel / "curve.json").is_file() else None
-  if not curve:
-    raise WorkdirError(f"{sel} holds no validation curve; is the run finished?")
-  step = min(curve, key=lambda s: (-curve[s].get(qtype, curve[s]["avg_in"])[metric], int(s)))
+  `qtype`: the type's own fine-tuning (select_<type>/) where it had one, else the multi-task
+  choice (select/)."""
   model = nnx.merge(predictor.graphdef, predictor.params)
-  load_params_npz(sel / f"step_{step}.npz", model)
+  own = variant_dir / f"select_{qtype}"
+  chosen_params(own if (own / "curve.json").is_file() else variant_dir / "select", model, qtype, metric)
   return model
 
 

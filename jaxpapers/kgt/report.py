@@ -27,41 +27,56 @@ def table(results: dict, dataset: str) -> str:
   return "\n".join(lines)
 
 
-def _claim(paired: dict, name: str) -> tuple[str, str]:
-  d = paired[name]
-  lo, hi = d.get("ci95", (None, None))
-  ci = f"; 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None else ""
-  return f"{100 * d['mean']:+.1f} points over {d['n']} seeds{ci}", verdict(d)
+def _diff(d: dict) -> str:
+  ci = d.get("ci95")
+  return f"{100 * d['mean']:+.1f}" + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "")
+
+
+def _all_of(verdicts: list[str]) -> str:
+  """The claim "above every one": reproduced when every paired interval is above zero, not
+  reproduced when any is below, else not established (n/a with one seed)."""
+  if any(v == "not reproduced" for v in verdicts):
+    return "not reproduced"
+  if all(v == "reproduced" for v in verdicts):
+    return "reproduced"
+  return verdicts[0] if len(set(verdicts)) == 1 else "not established"
 
 
 def write(wd: Path, command: str, c, results: dict) -> Path:
   datasets = [k for k in results if k not in ("config", "details", "seeds", "paired")]
   rows, sections, plots = [], [], []
+  n = len(results["config"].get("seeds", [0]))
   for ds in datasets:
     r, paired = results[ds], results.get("paired", {}).get(ds, {})
     if "kgtransformer" in r:
       for avg in ("avg_in", "avg_out"):
-        base = {m: r[m][avg] for m in ("gqe", "q2b", "betae") if m in r and avg in r[m]}
-        if base and avg in r["kgtransformer"]:
-          best = max(base, key=base.get)
-          text, v = _claim({k: d[avg] for k, d in paired.items() if avg in d}, f"kgtransformer - {best}")
-          rows.append(Row(f"{ds}: {avg} MRR, kgTransformer minus the strongest baseline ({best})",
+        base = [m for m in ("gqe", "q2b", "betae") if m in r and avg in paired.get(f"kgtransformer - {m}", {})]
+        if base:
+          ds_ = [paired[f"kgtransformer - {m}"][avg] for m in base]
+          rows.append(Row(f"{ds}: {avg} MRR, kgTransformer minus each baseline (mean over {n} seeds, 95% CI)",
                           "kgTransformer above GQE/Q2B/BetaE (FB15k-237, NELL)",
-                          f"{100 * r['kgtransformer'][avg]:.1f} vs {100 * base[best]:.1f}: {text}", v))
+                          f"{100 * r['kgtransformer'][avg]:.1f}; " + ", ".join(f"{m} {_diff(d)}" for m, d in zip(base, ds_)),
+                          _all_of([verdict(d) for d in ds_])))
       for abl, what in (("kgtransformer_nopretrain", "pre-training"), ("kgtransformer_nomoe", "MoE")):
-        if abl in r:
-          text, v = _claim({k: d["avg_in"] for k, d in paired.items() if "avg_in" in d}, f"kgtransformer - {abl}")
+        d = paired.get(f"kgtransformer - {abl}", {}).get("avg_in")
+        if d:
           rows.append(Row(f"{ds}: removing {what} lowers avg_in MRR", "yes (ablation)",
                           f"{100 * r['kgtransformer']['avg_in']:.1f} with, {100 * r[abl]['avg_in']:.1f} "
-                          f"without: {text}", v))
+                          f"without: {_diff(d)}", verdict(d)))
     sections.append((f"{ds}: test MRR (%) on hard answers, filtered; mean ± sample std over seeds "
                      f"{results['config'].get('seeds')}", table(results, ds)))
     det = results["details"][ds]
     first = det[min((k for k in det if k.startswith("seed")), key=lambda k: int(k[4:]))]
     sections.append((f"{ds}: queries (first seed)", " · ".join(f"{s}: {v}" for s, v in first["queries"].items())))
     metric = results["config"].get("select_metric", "hits3")
-    sections.append((f"{ds}: steps chosen on validation {metric}, per type (first seed)", "\n".join(
-        f"- {m}: " + ", ".join(f"{t} {s}" for t, s in first[m]["selection"]["chosen"].items()) for m in r)))
+    chosen = [f"- {m}: " + ", ".join(f"{t} {s}" for t, s in first[m]["selection"]["chosen"].items()
+                                     if t != "*") for m in r]
+    for m in r:
+      for t, p in first[m].get("per_type", {}).items():
+        chosen.append(f"- {m}, {t} after its own fine-tuning (from step {p['from_step']}): step "
+                      f"{p['selection']['chosen'][t]} of it; test MRR {100 * first[m]['test'][t]['mrr']:.1f} "
+                      f"(multi-task choice {100 * first[m]['test_multitask'][t]['mrr']:.1f})")
+    sections.append((f"{ds}: steps chosen on validation {metric}, per type (first seed)", "\n".join(chosen)))
     series = []
     for model in r:
       for stage, info in first[model]["train"].items():

@@ -25,11 +25,41 @@ class Scorer(Protocol):
   def scores(self, qtype: str, queries: list): ...       # [n, num_entities], higher is better
 
 
+FALLBACK = "*"
+
+
+def choose(curve: dict[int, dict], types, metric: str) -> dict[str, int]:
+  """Per type, the earliest step with the best validation `metric`; under FALLBACK the earliest
+  step with the best mean of `metric` over `types` (for types without validation queries)."""
+  out = {t: min(curve, key=lambda s: (-curve[s][t][metric], s)) for t in types}
+  out[FALLBACK] = min(curve, key=lambda s: (-sum(curve[s][t][metric] for t in types), s))
+  return out
+
+
+def point_types(curve: dict[int, dict]) -> list[str]:
+  return [t for t in next(iter(curve.values())) if t in Q.TYPES]
+
+
+def chosen_params(directory: str | Path, model: nnx.Module, qtype: str, metric: str) -> int:
+  """Loads into `model` the parameters a finished run's validation chose for `qtype` (from
+  `directory`'s curve.json and step_N.npz); returns the step."""
+  directory = Path(directory)
+  path = directory / "curve.json"
+  curve = {int(k): v for k, v in read_json(path).items()} if path.is_file() else None
+  if not curve:
+    raise WorkdirError(f"{directory} holds no validation curve (a kgt/queries run of an older "
+                       "layout, or not finished); run it again in a new --workdir")
+  chosen = choose(curve, point_types(curve), metric)
+  step = chosen.get(qtype, chosen[FALLBACK])
+  load_params_npz(directory / f"step_{step}.npz", model)
+  return step
+
+
 class Selection:
   """Evaluation points of one training run: at each point (the train loop's `eval_fn`, and the
-  last step) `metric` on every validation type, and the parameters, kept in `directory` while
-  they are some type's best (the earliest best point of a type wins ties). A resumed run reads
-  the points it already has; the steps it replays give the same points again."""
+  last step) `metric` on every validation type, and the parameters (step_N.npz in `directory`;
+  after the test only the chosen ones are kept). A resumed run reads the points it already has;
+  the steps it replays give the same points again (and if they did not, no file is missing)."""
 
   def __init__(self, directory: str | Path, valid: Q.QuerySplit, scorer: Scorer,
                types=Q.TYPES, metric: str = "hits3"):
@@ -48,27 +78,25 @@ class Selection:
     self.curve[step] = E.evaluate(self.scorer.scores, self.valid, self.types)
     self.dir.mkdir(parents=True, exist_ok=True)
     save_params_npz(self.dir / f"step_{step}.npz", model)
-    keep = set(self.chosen().values())
-    for f in self.dir.glob("step_*.npz"):
-      if int(f.stem[len("step_"):]) not in keep:
-        f.unlink(missing_ok=True)
     atomic_write_json(self.dir / "curve.json", {str(s): v for s, v in sorted(self.curve.items())})
     point = self.curve[step]
     return {f"valid_{self.metric}_{a}": point[a][self.metric] for a in ("avg_in", "avg_out") if a in point}
 
   def chosen(self) -> dict[str, int]:
-    """Per type, the earliest step with the best validation `metric`."""
+    """Per validation type its chosen step (`choose`), and the FALLBACK step."""
     if not self.curve:
       raise WorkdirError(f"{self.dir}: no evaluation point to choose from")
-    return {t: min(self.curve, key=lambda s: (-self.curve[s][t][self.metric], s)) for t in self.types}
+    return choose(self.curve, self.types, self.metric)
 
   def test(self, model: nnx.Module, split: Q.QuerySplit) -> dict:
-    """E.evaluate's output on `split`, each type scored with its chosen parameters (loaded into
-    `model`, which is left holding the last of them)."""
+    """E.evaluate's output on `split`, each type scored with its chosen parameters (a type
+    without validation queries: the FALLBACK point's), loaded into `model`, which is left
+    holding the last of them; then the unchosen points' files are deleted."""
+    chosen = self.chosen()
     by_step = defaultdict(list)
-    for t, s in self.chosen().items():
+    for t in Q.TYPES:
       if split.queries.get(t):
-        by_step[s].append(t)
+        by_step[chosen.get(t, chosen[FALLBACK])].append(t)
     out = {}
     for step, types in sorted(by_step.items()):
       path = self.dir / f"step_{step}.npz"
@@ -78,7 +106,16 @@ class Selection:
       load_params_npz(path, model)
       self.scorer.use(model)
       out.update(E.evaluate(self.scorer.scores, split, types))
+    keep = set(chosen.values())
+    for f in self.dir.glob("step_*.npz"):
+      if int(f.stem[len("step_"):]) not in keep:
+        f.unlink(missing_ok=True)
     return E.with_averages(out)
+
+  def valid_at_choice(self) -> dict:
+    """The validation metrics of each type at its chosen point, with the averages."""
+    chosen = self.chosen()
+    return E.with_averages({t: self.curve[chosen[t]][t] for t in self.types})
 
   def summary(self) -> dict:
     """The validation curve (metric per type and average, per step) and the chosen steps."""

@@ -9,7 +9,7 @@ from flax import nnx
 from jaxpapers.core.errors import WorkdirError
 from jaxpapers.kgt import queries as Q
 from jaxpapers.kgt.experiments import summarise
-from jaxpapers.kgt.selection import Selection
+from jaxpapers.kgt.selection import FALLBACK, Selection, chosen_params
 
 Q1, Q2 = (0, (0,)), (0, (0, 1))      # a 1p and a 2p query; entity 0 is the (hard) answer
 
@@ -46,20 +46,30 @@ def test_each_type_gets_its_earliest_best_point(tmp_path):
     m.w[...] = jnp.array(w)
     out = sel(m, step)
   assert out == {"valid_hits3_avg_in": 1.0}                   # step 3: both answers first
-  assert sel.chosen() == {"1p": 1, "2p": 2}                    # ties go to the earlier point
-  assert sorted(f.name for f in tmp_path.glob("step_*.npz")) == ["step_1.npz", "step_2.npz"]
-  m.w[...] = jnp.zeros(2)                                      # the test loads each choice
-  test = sel.test(m, _split())
-  assert test["1p"]["mrr"] == test["2p"]["mrr"] == 1.0 and test["avg_in"]["mrr"] == 1.0
+  assert sel.chosen() == {"1p": 1, "2p": 2, FALLBACK: 3}       # ties go to the earlier point
   # with the last point's weights swapped, a single final checkpoint would rank one answer last
   m.w[...] = jnp.array([1.0, 0.0])
   sel(m, 4)
-  assert sel.chosen() == {"1p": 1, "2p": 2}
-  # a resumed run reads the points it has; replaying a step gives the same point again
+  assert sel.chosen() == {"1p": 1, "2p": 2, FALLBACK: 3}
+  # a resumed run reads the points it has (every point's parameters are kept until the test)
   again = Selection(tmp_path, _split(), Scorer())
-  assert again.chosen() == {"1p": 1, "2p": 2} and sorted(again.curve) == [1, 2, 3, 4]
+  assert again.chosen() == sel.chosen() and sorted(again.curve) == [1, 2, 3, 4]
+  assert sorted(f.name for f in tmp_path.glob("step_*.npz")) == [f"step_{s}.npz" for s in (1, 2, 3, 4)]
   summary = again.summary()
-  assert summary["chosen"] == {"1p": 1, "2p": 2} and [p["step"] for p in summary["curve"]] == [1, 2, 3, 4]
+  assert summary["chosen"]["2p"] == 2 and [p["step"] for p in summary["curve"]] == [1, 2, 3, 4]
+  assert again.valid_at_choice()["avg_in"]["hits3"] == 1.0
+  # the test loads each type's choice; a type without validation queries (3p) gets the point
+  # best on the validation types together; then only the chosen points' files stay
+  Q3 = (0, (0, 1, 1))
+  test_split = Q.QuerySplit({"1p": [Q1], "2p": [Q2], "3p": [Q3]},
+                            {Q1: frozenset({0}), Q2: frozenset({0}), Q3: frozenset({0})}, {})
+  m.w[...] = jnp.zeros(2)
+  test = again.test(m, test_split)
+  assert test["1p"]["mrr"] == test["2p"]["mrr"] == test["3p"]["mrr"] == 1.0 and test["avg_in"]["mrr"] == 1.0
+  assert sorted(f.name for f in tmp_path.glob("step_*.npz")) == ["step_1.npz", "step_2.npz", "step_3.npz"]
+  # what `jaxpapers explain` loads: the type's choice, else the fallback
+  assert chosen_params(tmp_path, m, "2p", "hits3") == 2 and list(np.asarray(m.w[...])) == [0.0, 1.0]
+  assert chosen_params(tmp_path, m, "ip", "hits3") == 3
   (tmp_path / "step_2.npz").unlink()
   with pytest.raises(WorkdirError, match="step_2.npz"):
     again.test(m, _split())

@@ -42,10 +42,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # and at the end; each test type is scored with the parameters of its best point
   # (eval.select_metric per type; the official code's checkpoint choice: Hits@3), kgt.selection
   c.finetune = dict(_TRAIN, steps=2000, batch=256, lr=5e-4, label_smoothing=0.0, eval_every=500)
-  # per-type fine-tuning (the official `reasoning_<type>` runs; off by default): each type in
-  # `types` fine-tuned from its chosen multi-task point on kgt.experiments.PER_TYPE_TRAIN[type]
-  # for `steps` at `lr` (official: 1e-5 / 1e-6, 10x-100x below multi-task), chosen on its own
-  # validation queries; the official runs: ("2p", "3p", "2i", "3i", "ip", "pi")
+  # per-type fine-tuning (the official FB15k-237 `reasoning_<type>` runs; off by default): each
+  # type in `types` fine-tuned from its chosen multi-task point on
+  # kgt.experiments.PER_TYPE_TRAIN[type] for `steps` at `lr`, chosen on its own validation
+  # queries; the official runs: ("2p", "3p", "2i", "3i", "ip", "pi"), at 1e-5 or 1e-6 from two
+  # multi-task runs at 1e-5 and 1e-6 (one multi-task run here; lr 1e-4 = finetune.lr / 5)
   c.per_type = dict(types=(), steps=400, lr=1e-4, eval_every=100)
   # lr (GQE, Q2B) and betae_lr chosen on UMLS valid avg_in MRR among 3e-3 / 1e-2 / 3e-2 at the
   # quick preset's 1,500 steps (2026-12-07; GQE 44.1 / Q2B 52.9 at 3e-2, the grid's edge; BetaE
@@ -55,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                      betae_gamma=60.0, betae_hidden=0, betae_layers=2, betae_lr=3e-3)
   c.eval = dict(chunk=256, explain_examples=3, select_metric="hits3")
   if arg == "quick":
-    c.seeds = 2                                 # the seed spread; the README's table: --config.seeds=3
+    c.seeds = 2                                 # the seed spread (the README's headline: --config.seeds=3)
     c.ablations = ("nopretrain",)               # without MoE: the default preset
     c.queries.train.update(p2=2000, p3=2000, i2=2000, i3=2000)
     c.model.update(d_model=64, d_ff=128, num_layers=6, num_experts=4)   # 6: 3p targets see their anchor
