@@ -148,6 +148,15 @@ def _kgt_loss(smoothing: float):
   return loss_fn
 
 
+def selection_fingerprint(c) -> dict:
+  """The config a sub-run's evaluation points depend on: all of it but the lists of datasets,
+  seeds and models run, and the report's examples."""
+  d = c.to_dict()
+  d.pop("seeds", None), d.pop("datasets", None), d.pop("models", None), d.pop("ablations", None)
+  d["eval"] = {k: v for k, v in d["eval"].items() if k != "explain_examples"}
+  return d
+
+
 def train_kgtransformer(c, data: Q.QueryData, kg, wd: Path, mesh, *, pretrain: bool, moe: bool):
   """Stage 1 (masked subgraphs), stage 2 (masked query shapes), fine-tuning; each stage resumes
   from its own checkpoints in wd/<stage>. Fine-tuning is evaluated on the validation queries
@@ -156,7 +165,8 @@ def train_kgtransformer(c, data: Q.QueryData, kg, wd: Path, mesh, *, pretrain: b
   vocab = G.Vocab(data.num_entities, data.num_relations)
   model = KGTransformer(kgt_config(c, data, moe), rngs=nnx.Rngs(params=c.seed))
   predictor = Predictor(model, chunk=c.eval.chunk)
-  selection = Selection(wd / "select", data.splits["valid"], predictor, metric=c.eval.select_metric)
+  selection = Selection(wd / "select", data.splits["valid"], predictor, metric=c.eval.select_metric,
+                        fingerprint=selection_fingerprint(c))
   info = {}
   stages = []
   if pretrain and (c.pretrain1.steps or c.pretrain2.steps):
@@ -254,7 +264,7 @@ def train_baseline(c, kind: str, data: Q.QueryData, wd: Path, mesh):
   if kind == "betae" and b.betae_lr > 0:
     cfg.train = ml_collections.ConfigDict(dict(b.to_dict(), lr=b.betae_lr))
   selection = Selection(wd / "select", data.splits["valid"], BaselineScorer(model, c.eval.chunk),
-                        metric=c.eval.select_metric)
+                        metric=c.eval.select_metric, fingerprint=selection_fingerprint(c))
   out = train(cfg=cfg, workdir=wd / "train", model=model, loss_fn=loss_fn,
               get_batch=batches, mesh=mesh, batch_logical=logical, eval_fn=selection, progress=True)
   info = {"train": _stage_info(out, t0)}
@@ -314,7 +324,7 @@ def per_type_finetune(c, data: Q.QueryData, selection: Selection, model, wd: Pat
   for t in c.per_type.types:
     load_params_npz(selection.dir / f"step_{chosen[t]}.npz", model)
     sel_t = Selection(wd / f"select_{t}", data.splits["valid"], selection.scorer, types=(t,),
-                      metric=c.eval.select_metric)
+                      metric=c.eval.select_metric, fingerprint=selection_fingerprint(c))
     cfg = ml_collections.ConfigDict({"seed": c.seed, "train": dict(
         c.finetune.to_dict(), steps=c.per_type.steps, lr=c.per_type.lr, eval_every=c.per_type.eval_every)})
     batches = P.QueryBatches(data.splits["train"], PER_TYPE_TRAIN[t], vocab, c.finetune.batch, c.seed)

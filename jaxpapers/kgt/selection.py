@@ -5,6 +5,7 @@ checkpoint with the best validation Hits@3 of that type). The test queries are s
 after training, each type with the parameters chosen for it."""
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Protocol
@@ -12,6 +13,7 @@ from typing import Protocol
 from flax import nnx
 
 from jaxpapers.core.checkpoint import load_params_npz, save_params_npz
+from jaxpapers.core.config import differing_keys
 from jaxpapers.core.errors import WorkdirError
 from jaxpapers.core.workdir import atomic_write_json, read_json
 from jaxpapers.kgt import evaluate as E
@@ -62,21 +64,31 @@ class Selection:
   the steps it replays give the same points again (and if they did not, no file is missing)."""
 
   def __init__(self, directory: str | Path, valid: Q.QuerySplit, scorer: Scorer,
-               types=Q.TYPES, metric: str = "hits3"):
+               types=Q.TYPES, metric: str = "hits3", fingerprint: dict | None = None):
     if metric not in METRICS:
       raise ValueError(f"metric {metric!r} is not one of {METRICS}")
     self.dir, self.valid, self.scorer, self.metric = Path(directory), valid, scorer, metric
     self.types = [t for t in types if valid.queries.get(t)]
     if not self.types:
       raise ValueError(f"no validation queries of the types {tuple(types)} to select on")
+    # what the points depend on (the run's config): a resumed run of another config is refused
+    self.fingerprint = json.loads(json.dumps(dict(fingerprint or {}, metric=metric, types=self.types)))
     path = self.dir / "curve.json"
-    self.curve: dict[int, dict] = ({int(k): v for k, v in read_json(path).items()}
-                                   if path.is_file() else {})
+    self.curve: dict[int, dict] = {}
+    if path.is_file():
+      saved = read_json(self.dir / "fingerprint.json") if (self.dir / "fingerprint.json").is_file() else None
+      if saved != self.fingerprint:
+        diff = differing_keys(saved or {}, self.fingerprint)
+        raise WorkdirError(f"{self.dir} holds evaluation points of another config (differs in "
+                           f"{', '.join(diff[:4]) or 'its record'}); use a new --workdir")
+      self.curve = {int(k): v for k, v in read_json(path).items()}
 
   def __call__(self, model: nnx.Module, step: int) -> dict[str, float]:
     self.scorer.use(model)
     self.curve[step] = E.evaluate(self.scorer.scores, self.valid, self.types)
     self.dir.mkdir(parents=True, exist_ok=True)
+    if not (self.dir / "fingerprint.json").is_file():
+      atomic_write_json(self.dir / "fingerprint.json", self.fingerprint)
     save_params_npz(self.dir / f"step_{step}.npz", model)
     atomic_write_json(self.dir / "curve.json", {str(s): v for s, v in sorted(self.curve.items())})
     point = self.curve[step]

@@ -75,6 +75,16 @@ def test_each_type_gets_its_earliest_best_point(tmp_path):
     again.test(m, _split())
 
 
+def test_points_of_another_config_are_refused(tmp_path):
+  m = Tiny()
+  Selection(tmp_path, _split(), Scorer(), fingerprint={"finetune": {"eval_every": 5}})(m, 1)
+  Selection(tmp_path, _split(), Scorer(), fingerprint={"finetune": {"eval_every": 5}})     # same: resumes
+  for other in ({"fingerprint": {"finetune": {"eval_every": 7}}}, {"metric": "mrr"}):
+    kw = {"fingerprint": {"finetune": {"eval_every": 5}}} | other
+    with pytest.raises(WorkdirError, match="another config"):
+      Selection(tmp_path, _split(), Scorer(), **kw)
+
+
 def test_selection_refuses_an_unknown_metric_and_no_validation_queries(tmp_path):
   with pytest.raises(ValueError, match="metric"):
     Selection(tmp_path, _split(), Scorer(), metric="auc")
