@@ -530,9 +530,10 @@ def vocabulary(c, dataset: str) -> tuple[list[str], list[str]]:
   """Entity and relation names of a dataset of the run `c` (a betae: directory's own names, or
   its ids where it has none)."""
   names = {_dataset_key(n): n for n in c.datasets}
-  if dataset not in names:
-    raise ConfigError(f"--dataset {dataset!r} is not in this run; it has {', '.join(names)}")
-  full = names[dataset]
+  if dataset not in names and dataset not in c.datasets:
+    raise ConfigError(f"--dataset {dataset!r} is not in this run; it has {', '.join(names)} "
+                      f"({', '.join(c.datasets)})")
+  full = names.get(dataset, dataset)
   if full.startswith("betae:"):
     data = betae_format.load_betae(full[6:])
     return list(data.entities), list(data.relations)
@@ -548,7 +549,7 @@ def load_trained(workdir, dataset: str, qtype: str, variant: str = "kgtransforme
   model = KGTransformer(KGTConfig(len(ents), len(rels), moe=variant != "kgtransformer_nomoe",
                                   **c.model.to_dict()), rngs=nnx.Rngs(params=c.seed))
   predictor = Predictor(model, chunk=8)
-  vdir = Path(workdir) / dataset / f"seed{c.seed}" / variant
+  vdir = Path(workdir) / _dataset_key(dataset) / f"seed{c.seed}" / variant
   predictor.use(chosen_model(vdir, predictor, qtype, c.eval.get("select_metric", "hits3")))
   return predictor
 

@@ -237,6 +237,7 @@ def test_explain_resolves_a_betae_directorys_names(data, tmp_path):
   d = write_betae(data, tmp_path / "nations-q2b", nations.entities, nations.relations)
   c = ml_collections.ConfigDict({"datasets": (f"betae:{d}",)})
   ents, rels = vocabulary(c, "nations-q2b")
+  assert vocabulary(c, f"betae:{d}") == (ents, rels)          # the name as the run was given it
   q = parse_query("2p", ["poland"], ["commonbloc0", "officialvisits"], ents, rels)
   assert q == (ents.index("poland"), (rels.index("commonbloc0"), rels.index("officialvisits")))
 
