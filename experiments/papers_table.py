@@ -55,10 +55,13 @@ BUILT = {
     "kgt": ("`jaxpapers.kgt`",
             "triple transformation on jraph, masked 1-hop attention, top-2 MoE, two-stage masked "
             "pre-training, KGReasoning's query generator and a BetaE-directory loader, GQE/Q2B/BetaE "
-            "baselines, filtered ranking, reasoning paths",
-            "UMLS and Kinships, not FB15k-237/NELL: figures not comparable with published ones; "
-            "the snapshot below predates KGReasoning's generator, BetaE and KGReasoning's loss "
-            "(experiments/kgt/README.md)"),
+            "baselines (on UMLS, one seed, at least as strong as KGReasoning's own on the same "
+            "files except Q2B out-of-domain, -1.3), checkpoints chosen per type on validation, "
+            "filtered ranking, reasoning paths",
+            "UMLS and Kinships, not FB15k-237/NELL: figures not comparable with published ones; a "
+            "d-64 model trained for minutes (every model still improving when it stops); 2 seeds "
+            "here (pre-training's gain not established), 3 in experiments/kgt/README.md (established); "
+            "the quick preset took 12.1 min, 8 s over its budget"),
     "cogvideo": ("`jaxpapers.cogvideo`",
                  "EMA VQ-VAE, text-to-image base, dual-channel attention, frame-rate token, "
                  "sequential and interpolation stages, Swin-shifted temporal windows, KV-cache "
