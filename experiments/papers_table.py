@@ -61,7 +61,7 @@ BUILT = {
             "UMLS and Kinships, not FB15k-237/NELL: figures not comparable with published ones; a "
             "d-64 model trained for minutes (every model still improving when it stops); 2 seeds "
             "here (pre-training's gain not established), 3 in experiments/kgt/README.md (established); "
-            "the quick preset took 12.1 min, 8 s over its budget"),
+            "the quick preset: 11.1 min on an idle machine (12.1 min in an earlier run with short commands beside it)"),
     "cogvideo": ("`jaxpapers.cogvideo`",
                  "EMA VQ-VAE, text-to-image base, dual-channel attention, frame-rate token, "
                  "sequential and interpolation stages, Swin-shifted temporal windows, KV-cache "

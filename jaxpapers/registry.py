@@ -36,7 +36,7 @@ EXPERIMENTS = {e.name: e for e in [
                "GLM-130B INT8/INT4 weight quantization: ppl per scheme, CPU decode speed and memory, streaming quantization RSS"),
     Experiment("gact/memory", "jaxpapers.gact.experiments:run", "gact/memory.py", 33.0,
                "GACT levels (L0 plain, L1-L2.2 every saved activation compressed, checkpointed rows) on a GLM, a ResNet and a jraph GCN: activation memory, executed max batch, held-out loss, adaptive vs uniform bits"),
-    Experiment("kgt/queries", "jaxpapers.kgt.experiments:run", "kgt/queries.py", 12.1,
+    Experiment("kgt/queries", "jaxpapers.kgt.experiments:run", "kgt/queries.py", 11.1,
                "kgTransformer vs GQE/Q2B/BetaE on 9 BetaE query types (UMLS, Kinships, 2 seeds): MRR per type at validation-chosen checkpoints, paired differences, pre-training ablation"),
     Experiment("cogvideo/t2v", "jaxpapers.cogvideo.experiments:run", "cogvideo/t2v.py", 15.3,
                "CogVideo on a captioned moving-object world: inherited vs scratch vs one-stage at equal compute; caption accuracy, Frechet distance, frame-rate control"),
