@@ -42,12 +42,17 @@ def point_types(curve: dict[int, dict]) -> list[str]:
   return [t for t in next(iter(curve.values())) if t in Q.TYPES]
 
 
+def read_curve(directory: Path) -> dict[int, dict]:
+  """The evaluation points a run wrote to directory/curve.json, by step ({} when none)."""
+  path = directory / "curve.json"
+  return {int(k): v for k, v in read_json(path).items()} if path.is_file() else {}
+
+
 def chosen_params(directory: str | Path, model: nnx.Module, qtype: str, metric: str) -> int:
   """Loads into `model` the parameters a finished run's validation chose for `qtype` (from
   `directory`'s curve.json and step_N.npz); returns the step."""
   directory = Path(directory)
-  path = directory / "curve.json"
-  curve = {int(k): v for k, v in read_json(path).items()} if path.is_file() else None
+  curve = read_curve(directory)
   if not curve:
     raise WorkdirError(f"{directory} holds no validation curve (a kgt/queries run of an older "
                        "layout, or not finished); run it again in a new --workdir")
@@ -73,15 +78,14 @@ class Selection:
       raise ValueError(f"no validation queries of the types {tuple(types)} to select on")
     # what the points depend on (the run's config): a resumed run of another config is refused
     self.fingerprint = json.loads(json.dumps(dict(fingerprint or {}, metric=metric, types=self.types)))
-    path = self.dir / "curve.json"
     self.curve: dict[int, dict] = {}
-    if path.is_file():
+    if (self.dir / "curve.json").is_file():
       saved = read_json(self.dir / "fingerprint.json") if (self.dir / "fingerprint.json").is_file() else None
       if saved != self.fingerprint:
         diff = differing_keys(saved or {}, self.fingerprint)
         raise WorkdirError(f"{self.dir} holds evaluation points of another config (differs in "
                            f"{', '.join(diff[:4]) or 'its record'}); use a new --workdir")
-      self.curve = {int(k): v for k, v in read_json(path).items()}
+      self.curve = read_curve(self.dir)
 
   def __call__(self, model: nnx.Module, step: int) -> dict[str, float]:
     self.scorer.use(model)
