@@ -129,10 +129,11 @@ def _stage_info(out, t0: float) -> dict:
           "step_time": float(np.median(out.step_times)) if out.step_times else float("nan")}
 
 
-def _stage_cfg(c, stage: str) -> ml_collections.ConfigDict:
+def _stage_cfg(c, stage: str, **override) -> ml_collections.ConfigDict:
+  """The train config of one stage: the section `stage` of c, with `override`'s keys replaced."""
   s = ml_collections.ConfigDict()
   s.seed = c.seed
-  s.train = c[stage]
+  s.train = ml_collections.ConfigDict(dict(c[stage].to_dict(), **override)) if override else c[stage]
   return s
 
 
@@ -260,9 +261,7 @@ def train_baseline(c, kind: str, data: Q.QueryData, wd: Path, mesh):
 
   t0 = time.perf_counter()
   logical = {k: (None,) * (1 if k.endswith(("positive", "weight")) else 2) for k in batches(0)}
-  cfg = _stage_cfg(c, "baselines")
-  if kind == "betae" and b.betae_lr > 0:
-    cfg.train = ml_collections.ConfigDict(dict(b.to_dict(), lr=b.betae_lr))
+  cfg = _stage_cfg(c, "baselines", **({"lr": b.betae_lr} if kind == "betae" and b.betae_lr > 0 else {}))
   selection = Selection(wd / "select", data.splits["valid"], BaselineScorer(model, c.eval.chunk),
                         metric=c.eval.select_metric, fingerprint=selection_fingerprint(c))
   out = train(cfg=cfg, workdir=wd / "train", model=model, loss_fn=loss_fn,
@@ -325,8 +324,8 @@ def per_type_finetune(c, data: Q.QueryData, selection: Selection, model, wd: Pat
     load_params_npz(selection.dir / f"step_{chosen[t]}.npz", model)
     sel_t = Selection(wd / f"select_{t}", data.splits["valid"], selection.scorer, types=(t,),
                       metric=c.eval.select_metric, fingerprint=selection_fingerprint(c))
-    cfg = ml_collections.ConfigDict({"seed": c.seed, "train": dict(
-        c.finetune.to_dict(), steps=c.per_type.steps, lr=c.per_type.lr, eval_every=c.per_type.eval_every)})
+    cfg = _stage_cfg(c, "finetune", steps=c.per_type.steps, lr=c.per_type.lr,
+                     eval_every=c.per_type.eval_every)
     batches = P.QueryBatches(data.splits["train"], PER_TYPE_TRAIN[t], vocab, c.finetune.batch, c.seed)
     t0 = time.perf_counter()
     out = train(cfg=cfg, workdir=wd / f"finetune_{t}", model=model, loss_fn=_kgt_loss(c.finetune.label_smoothing),
