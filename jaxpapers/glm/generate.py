@@ -109,9 +109,20 @@ def _fit(context: list[int], max_new_tokens: int, max_len: int | None) -> int:
   return min(max_new_tokens, room)
 
 
+def encode_prompt(tok, text: str, ids: SpecialIds) -> list[int]:
+  """A prompt's token ids, a space just before a [MASK] given to the blank. In training a masked
+  span replaces whole tokens, which carry their leading space (byte-level BPE: 'Ġpleased'), so a
+  context never holds a bare space before [MASK]; the tokenizer splits 'very [MASK]' into 'Ġvery',
+  'Ġ', '[MASK]', and the model then fills the blank with a word piece ('ent', not ' pleased')."""
+  out = tok.encode(text).ids
+  space = tok.token_to_id("Ġ")
+  return [t for i, t in enumerate(out)
+          if not (t == space and i + 1 < len(out) and out[i + 1] in (ids.mask, ids.gmask))]
+
+
 def prompt_context(tok, text: str, ids: SpecialIds, mode: str, max_len: int | None) -> list[int]:
   """The context `complete` starts from; ValueError when it leaves no room in max_len."""
-  context = tok.encode(text).ids + ([ids.gmask] if mode == "gmask" else [])
+  context = encode_prompt(tok, text, ids) + ([ids.gmask] if mode == "gmask" else [])
   _fit(context, 1, max_len)
   return context
 
@@ -131,7 +142,7 @@ def complete(model, tok, text: str, ids: SpecialIds, *, mode: str = "gmask",
     raise ValueError(f"unknown mode {mode!r}; use gmask or mask")
   if "[MASK]" not in text:
     raise ValueError("mode 'mask' needs at least one [MASK] in the prompt")
-  ids_list = tok.encode(text).ids
+  ids_list = encode_prompt(tok, text, ids)
   kw.setdefault("weights", model.decode_weights())   # once for all the blanks
   cursor = 0
   for _ in range(ids_list.count(ids.mask)):   # the prompt's blanks, left to right, each once

@@ -138,6 +138,9 @@ def test_fill_loop_fills_each_prompt_blank_once(monkeypatch):
     def decode(self, ids):
       return ids
 
+    def token_to_id(self, token):
+      return None
+
   class Model:
     def decode_weights(self):
       return {}
@@ -172,3 +175,21 @@ def test_padded_prefill_and_bucketed_cache_give_the_uncached_logits():
       scale = float(jnp.abs(ref[0, -1]).max())
       np.testing.assert_allclose(np.asarray(got[0, -1]), np.asarray(ref[0, -1]),
                                  atol=1e-5 * scale, rtol=0)
+
+
+def test_a_space_before_a_blank_goes_with_the_blank():
+  """'very [MASK] to' is 'Ġvery', '[MASK]', 'Ġto' as the model saw blanks in training (a span
+  replaces whole tokens with their leading space), not 'Ġvery', 'Ġ', '[MASK]'; the filled text
+  reads as written."""
+  from jaxpapers.data.text import train_tokenizer
+  from jaxpapers.glm.data import special_ids
+  from jaxpapers.glm.generate import encode_prompt
+  tok = train_tokenizer("Emma was very pleased to see him. She was very glad to see her.\n\n" * 20, 300)
+  ids = special_ids(tok)
+  got = encode_prompt(tok, "Emma was very [MASK] to see him. [gMASK]", ids)
+  assert [tok.id_to_token(t) for t in got] == ["Emma", "Ġwas", "Ġvery", "[MASK]", "Ġto", "Ġsee",
+                                               "Ġhim", ".", "[gMASK]"]
+  m = got.index(ids.mask)
+  filled = got[:m] + tok.encode(" pleased").ids + got[m + 1:-1]
+  assert tok.decode(filled) == "Emma was very pleased to see him."
+  assert encode_prompt(tok, "very  pleased", ids) == tok.encode("very  pleased").ids   # other spaces kept
