@@ -263,7 +263,7 @@ def qmatmul_xla_tiled(x: jnp.ndarray, qw: QuantizedWeight, tile_rows: int = 256)
   return jnp.moveaxis(out, 0, 1).reshape(x.shape[0], N).astype(x.dtype)
 
 
-DECODE_ROWS = 16   # up to this many rows the CPU uses the FFI kernel (weight-bandwidth bound)
+DECODE_ROWS = 16   # up to this many rows the CPU uses the FFI kernels (weight-bandwidth bound)
 
 
 def qmatmul_path(rows: int) -> str:
@@ -288,3 +288,22 @@ def qmatmul(x: jnp.ndarray, qw: QuantizedWeight) -> jnp.ndarray:
     from pallas_kernels.quant_matmul_cpu import qmatmul_ffi
     return qmatmul_ffi(x, qw)
   return qmatmul_xla_tiled(x, qw)
+
+
+def f32_matmul_path(rows: int, x_dtype, w_dtype) -> str:
+  """Which implementation `f32_matmul` runs for `rows` activation rows (FP32 x and w only)."""
+  if (jax.default_backend() != "cpu" or rows > DECODE_ROWS or x_dtype != jnp.float32
+      or w_dtype != jnp.float32):
+    return "xla"
+  from pallas_kernels import quant_matmul_cpu
+  return "cpu_ffi" if quant_matmul_cpu.available() else "xla"
+
+
+def f32_matmul(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+  """x [M, K] @ w [K, N] for decoding: on the CPU, up to DECODE_ROWS rows of FP32, the FFI kernel
+  beside the quantized one (the same threads, the weight read once in row order), so that FP32
+  and INT8/INT4 decode compare like for like; XLA's dot otherwise. No gradient: decoding only."""
+  if f32_matmul_path(x.shape[0], x.dtype, w.dtype) == "cpu_ffi":
+    from pallas_kernels.quant_matmul_cpu import f32_matmul_ffi
+    return f32_matmul_ffi(x, w)
+  return x @ w

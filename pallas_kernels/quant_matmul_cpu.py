@@ -1,6 +1,7 @@
-"""The CPU path of the W8A16/W4A16 matmul: an XLA FFI custom call (`csrc/quant_matmul_cpu.cc`)
-that converts the integer codes inside the dot-product loop, so decode reads 1 (INT8) or 1/2
-(INT4) byte per weight and never materialises a dequantized matrix.
+"""The CPU decode matmuls as XLA FFI custom calls (`csrc/quant_matmul_cpu.cc`): W8A16/W4A16,
+which converts the integer codes inside the dot-product loop, so decode reads 1 (INT8) or 1/2
+(INT4) byte per weight and never materialises a dequantized matrix; and the FP32 product of a few
+rows with an [K, N] weight, the like-for-like baseline (the same threads, the weight read once).
 
 The C++ source ships with the package and is compiled on first use with the system C++ compiler
 into a per-user cache (`$JAXPAPERS_CACHE`, default `~/.cache/jaxpapers`), keyed by the source, the
@@ -42,6 +43,7 @@ log = logging.getLogger("jaxpapers")
 
 _SOURCE = pathlib.Path(__file__).parent / "csrc" / "quant_matmul_cpu.cc"
 _TARGET = "jaxpapers_quant_matmul_f32"
+_TARGET_F32 = "jaxpapers_f32_matmul"
 # every flag of -ffast-math except the ones that change the FP environment or link crtfastmath.o
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
          "-fno-signed-zeros", "-freciprocal-math", "-std=c++17", "-shared", "-fPIC", "-w")
@@ -150,6 +152,8 @@ def available() -> bool:
       lib = ctypes.cdll.LoadLibrary(str(_build()))
       jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.JaxpapersQuantMatmulF32),
                                   platform="cpu")
+      jax.ffi.register_ffi_target(_TARGET_F32, jax.ffi.pycapsule(lib.JaxpapersF32Matmul),
+                                  platform="cpu")
       _state.update(ok=True, reason="compiled FFI kernel")
     except (OSError, RuntimeError) as e:
       _state.update(ok=False, reason=str(e))
@@ -179,3 +183,16 @@ def qmatmul_ffi(x: jnp.ndarray, qw: QuantizedWeight) -> jnp.ndarray:
            bits=np.int64(qw.bits), group_size=np.int64(qw.group_size),
            zero_point=np.int64(qw.zero is not None))
   return y.astype(x.dtype)
+
+
+def f32_matmul_ffi(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+  """x [M, K] @ w [K, N] in FP32 (meant for few rows: decode)."""
+  if not available():
+    raise RuntimeError(f"the CPU decode-matmul kernels are unavailable: {reason()}")
+  if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
+    raise ConfigError(f"f32_matmul_ffi: x {x.shape} and w {w.shape} are not [M, K] and [K, N]")
+  if x.dtype != jnp.float32 or w.dtype != jnp.float32:
+    raise ConfigError(f"f32_matmul_ffi: FP32 only, got x {x.dtype} and w {w.dtype}")
+  call = jax.ffi.ffi_call(_TARGET_F32, jax.ShapeDtypeStruct((x.shape[0], w.shape[1]), jnp.float32),
+                          vmap_method="sequential")
+  return call(x, w)

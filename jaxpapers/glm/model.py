@@ -25,8 +25,9 @@ from jaxpapers.nn.micro_batch import micro_batched, micro_batched_sum
 from jaxpapers.nn.mlp import geglu
 from jaxpapers.nn.norm import layer_norm
 from jaxpapers.nn.param import param, xavier_normal
-from jaxpapers.nn.quantized import dense
+from jaxpapers.nn.quantized import DecodeKernel, dense
 from jaxpapers.nn.rope import apply_rope_tables, rope_tables
+from pallas_kernels.int_quant import QuantizedWeight
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,10 +184,18 @@ class GLM(nnx.Module):
 
   def decode_weights(self) -> dict:
     """The weights as `decode_step` reads them: each layer's parameters as arrays of their own
-    (materialised once here), plus the embedding and the final norm."""
+    (materialised once here), plus the embedding and the final norm. FP dense kernels are held
+    as `DecodeKernel`s (decode's few rows go to the CPU decode kernel, as quantized ones do)."""
     stacked = {name: getattr(self, name).get_value() for name in self.LAYER_PARAMS}
-    layers = tuple(jax.tree.map(lambda a: jnp.array(a[l]), stacked)
-                   for l in range(self.cfg.num_layers))
+
+    def layer(l):
+      out = {}
+      for name, a in stacked.items():
+        one = jax.tree.map(lambda v: jnp.array(v[l]), a)
+        dense_kernel = getattr(getattr(self, name), "dense_in", None) is not None
+        out[name] = DecodeKernel(one) if dense_kernel and not isinstance(a, QuantizedWeight) else one
+      return out
+    layers = tuple(layer(l) for l in range(self.cfg.num_layers))
     return {"embed": self.embed.get_value(), "final_scale": self.final_scale.get_value(),
             "final_bias": self.final_bias.get_value(), "layers": layers}
 

@@ -17,6 +17,7 @@ import math
 import shutil
 from pathlib import Path
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +25,7 @@ from flax import nnx
 
 from jaxpapers.core.errors import CheckpointError, ConfigError
 from pallas_kernels.int_quant import QuantizedWeight, quantize as quantize_matrix
-from pallas_kernels.quant_matmul import qmatmul
+from pallas_kernels.quant_matmul import f32_matmul, qmatmul
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +59,33 @@ class QuantizedParam(nnx.Variable):
   """A dense kernel held as a `QuantizedWeight` (inference only: never an optimizer target)."""
 
 
+@flax.struct.dataclass
+class DecodeKernel:
+  """An FP kernel [in..., out...] held for decoding (`GLM.decode_weights`): `dense` gives it, like
+  a quantized kernel, to the CPU decode kernel when the input has few rows
+  (`pallas_kernels.quant_matmul.f32_matmul`), so FP32 and INT8/INT4 decode run like for like.
+  Decoding only: the kernel has no gradient."""
+  w: jnp.ndarray
+
+
+def plain_kernels(tree):
+  """`tree` with every `DecodeKernel` replaced by the array it holds (the same buffers): decoding
+  through XLA's dot instead of the CPU decode kernel."""
+  is_kernel = lambda v: isinstance(v, DecodeKernel)
+  return jax.tree.map(lambda v: v.w if is_kernel(v) else v, tree, is_leaf=is_kernel)
+
+
 def dense(x: jnp.ndarray, w, n_in: int = 1) -> jnp.ndarray:
   """Contracts the last `n_in` axes of x with the first `n_in` axes of the kernel w, which is
-  either an FP array [in..., out...] or a `QuantizedWeight` (then x @ dequant(w)^T without a
-  dequantized copy of w: `pallas_kernels.quant_matmul.qmatmul`)."""
+  an FP array [in..., out...], a `DecodeKernel` holding one, or a `QuantizedWeight` (then
+  x @ dequant(w)^T without a dequantized copy of w: `pallas_kernels.quant_matmul.qmatmul`)."""
+  if isinstance(w, DecodeKernel):
+    lead, out = x.shape[:x.ndim - n_in], w.w.shape[n_in:]
+    if x.shape[x.ndim - n_in:] != w.w.shape[:n_in]:
+      raise ConfigError(f"input features {x.shape[x.ndim - n_in:]} do not match the kernel's "
+                        f"{w.w.shape[:n_in]}")
+    k = math.prod(w.w.shape[:n_in])
+    return f32_matmul(x.reshape(-1, k), w.w.reshape(k, -1)).reshape(lead + out)
   if not isinstance(w, QuantizedWeight):
     return jnp.tensordot(x, w, n_in)
   lead, k = x.shape[:x.ndim - n_in], math.prod(x.shape[x.ndim - n_in:])

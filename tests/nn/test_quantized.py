@@ -67,6 +67,24 @@ def test_dense_contracts_like_tensordot_for_both_kernel_kinds():
   assert_close_scaled(Q.dense(x, qw, 2), jnp.einsum("btij,ijo->bto", x, deq), 1e-4)
   with pytest.raises(ConfigError, match="do not match"):
     Q.dense(x[..., :4], qw, 2)
+  # an FP kernel held for decoding: the CPU decode kernel for <= 16 rows, XLA's dot above
+  for rows in (1, 3, 17):
+    xr = jax.random.normal(jax.random.key(rows), (rows, 4, 8))
+    assert_close_scaled(Q.dense(xr, Q.DecodeKernel(w), 2), jnp.einsum("bij,ijo->bo", xr, w), 1e-5)
+  with pytest.raises(ConfigError, match="do not match"):
+    Q.dense(x.swapaxes(-1, -2), Q.DecodeKernel(w), 2)
+
+
+def test_fp_decode_weights_hold_dense_kernels_for_the_decode_kernel():
+  weights = _glm().decode_weights()
+  layer = weights["layers"][0]
+  assert {n for n, v in layer.items() if isinstance(v, Q.DecodeKernel)} == {
+      "wq", "wk", "wv", "wo", "w_in", "w_out"}
+  plain = Q.plain_kernels(weights)
+  assert not any(isinstance(v, Q.DecodeKernel) for v in plain["layers"][0].values())
+  assert plain["layers"][0]["wq"] is layer["wq"].w
+  q_layer = Q.quantize(_glm(), "int8").decode_weights()["layers"][0]
+  assert isinstance(q_layer["wq"], QuantizedWeight) and not isinstance(q_layer["bq"], Q.DecodeKernel)
 
 
 def test_any_model_of_nnx_linear_layers_quantizes_without_model_code():

@@ -10,7 +10,7 @@ from jaxpapers.core.errors import ConfigError
 from jp_testutil import assert_close_scaled
 from pallas_kernels import quant_matmul_cpu
 from pallas_kernels.int_quant import qmatmul_reference, quantize
-from pallas_kernels.quant_matmul import qmatmul, qmatmul_path, qmatmul_xla_tiled
+from pallas_kernels.quant_matmul import f32_matmul_path, qmatmul, qmatmul_path, qmatmul_xla_tiled
 
 needs_cxx = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                reason="no C++ compiler: the FFI kernel cannot be built here")
@@ -28,7 +28,11 @@ def test_ffi_kernel_builds_and_is_the_decode_path():
     (1, 96, 256, 8, None, False), (1, 96, 256, 4, None, False), (1, 96, 256, 4, None, True),
     (1, 96, 256, 4, 64, False), (1, 96, 256, 8, 32, False), (3, 40, 128, 4, 32, True),
     (16, 1024, 512, 4, None, False), (16, 1024, 512, 8, None, False), (5, 7, 6, 4, 2, False),
-    (2, 64, 2048, 4, 128, True)])
+    (2, 64, 2048, 4, 128, True),
+    # the vector loop's edges: rows not a multiple of 4, groups not a multiple of 16 bytes
+    (1, 37, 384, 8, None, False), (2, 9, 96, 4, 48, True), (3, 13, 168, 8, 84, False),
+    (1, 6, 100, 4, 50, False),
+    (1, 1030, 1024, 4, 64, True)])   # threaded (>= 2^20 multiply-adds), ragged row split
 def test_ffi_kernel_equals_reference(M, N, K, bits, g, zp):
   w = jax.random.normal(jax.random.key(N + K), (N, K))
   x = jax.random.normal(jax.random.key(M), (M, K))
@@ -37,6 +41,22 @@ def test_ffi_kernel_equals_reference(M, N, K, bits, g, zp):
   ref = qmatmul_reference(x, qw)
   np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-4,
                              atol=1e-4 * float(jnp.abs(ref).max()))
+
+
+@needs_cxx
+@pytest.mark.parametrize("M,K,N", [(1, 2048, 5504), (1, 7, 3), (3, 130, 1031), (16, 96, 2049),
+                                   (20, 65, 300)])
+def test_f32_decode_kernel_equals_xla(M, K, N):
+  """The FP32 decode kernel (column tiles of 1,024 partial sums over all rows, four weight rows
+  per pass, their tails; any row count, though decode routes at most 16)."""
+  w = jax.random.normal(jax.random.key(K), (K, N))
+  x = jax.random.normal(jax.random.key(M), (M, K))
+  got = jax.jit(quant_matmul_cpu.f32_matmul_ffi)(x, w)
+  ref = np.asarray(x, np.float64) @ np.asarray(w, np.float64)
+  assert_close_scaled(got, ref, 1e-5)
+  f32 = jnp.float32
+  assert f32_matmul_path(M, f32, f32) == ("cpu_ffi" if M <= 16 else "xla")
+  assert f32_matmul_path(1, jnp.bfloat16, f32) == f32_matmul_path(1, f32, jnp.bfloat16) == "xla"
 
 
 @needs_cxx
