@@ -15,7 +15,7 @@ class Experiment:
   config: str           # path under jaxpapers/configs/ (installed with the package)
   quick_minutes: float | None  # measured wall time of --preset quick on 2 CPU cores (None: not
                                # yet timed since the preset last changed); the current values are
-                               # experiments/measured/'s (2026-12-06, the machine shared with editing)
+                               # experiments/measured/'s snapshots (each records its date and machine)
   summary: str
 
   def function(self):
@@ -30,9 +30,9 @@ class Experiment:
 
 
 EXPERIMENTS = {e.name: e for e in [
-    Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/pretrain.py", 4.1,
+    Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/pretrain.py", 2.8,
                "GLM-130B blank-infilling pretraining on Austen; ppl, last-word, blank-infill, MFU"),
-    Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/quantize.py", 6.4,
+    Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/quantize.py", 4.9,
                "GLM-130B INT8/INT4 weight quantization: ppl per scheme, CPU decode speed and memory, streaming quantization RSS"),
     Experiment("gact/memory", "jaxpapers.gact.experiments:run", "gact/memory.py", 33.0,
                "GACT levels (L0 plain, L1-L2.2 every saved activation compressed, checkpointed rows) on a GLM, a ResNet and a jraph GCN: activation memory, executed max batch, held-out loss, adaptive vs uniform bits"),
