@@ -109,20 +109,28 @@ def _fit(context: list[int], max_new_tokens: int, max_len: int | None) -> int:
   return min(max_new_tokens, room)
 
 
-def encode_prompt(tok, text: str, ids: SpecialIds) -> list[int]:
-  """A prompt's token ids, a space just before a [MASK] given to the blank. In training a masked
-  span replaces whole tokens, which carry their leading space (byte-level BPE: 'Ġpleased'), so a
-  context never holds a bare space before [MASK]; the tokenizer splits 'very [MASK]' into 'Ġvery',
-  'Ġ', '[MASK]', and the model then fills the blank with a word piece ('ent', not ' pleased')."""
+def encode_prompt(tok, text: str, ids: SpecialIds, gmask_after: bool = False) -> list[int]:
+  """A prompt's token ids, the spaces just before a [MASK] or [gMASK] given to the blank (and,
+  with `gmask_after`, the spaces that end the prompt, before the [gMASK] the caller appends). In
+  training a blank replaces whole tokens, which carry their leading space (byte-level BPE:
+  'Ġpleased'), so a context never holds bare spaces before a blank; the tokenizer splits
+  'very [MASK]' into 'Ġvery', 'Ġ', '[MASK]', and the model then fills the blank with a word piece
+  ('ent', not ' pleased'). Newlines are kept (a span can follow one in training)."""
   out = tok.encode(text).ids
-  space = tok.token_to_id("Ġ")
-  return [t for i, t in enumerate(out)
-          if not (t == space and i + 1 < len(out) and out[i + 1] in (ids.mask, ids.gmask))]
+  spaces = {tok.token_to_id("Ġ" * n) for n in range(1, 9)} - {None}
+  kept: list[int] = []
+  for t in out + ([ids.gmask] if gmask_after else []):
+    if t in (ids.mask, ids.gmask):
+      while kept and kept[-1] in spaces:
+        kept.pop()
+    kept.append(t)
+  return kept[:-1] if gmask_after else kept
 
 
 def prompt_context(tok, text: str, ids: SpecialIds, mode: str, max_len: int | None) -> list[int]:
   """The context `complete` starts from; ValueError when it leaves no room in max_len."""
-  context = encode_prompt(tok, text, ids) + ([ids.gmask] if mode == "gmask" else [])
+  gmask = mode == "gmask"
+  context = encode_prompt(tok, text, ids, gmask_after=gmask) + ([ids.gmask] if gmask else [])
   _fit(context, 1, max_len)
   return context
 

@@ -192,4 +192,10 @@ def test_a_space_before_a_blank_goes_with_the_blank():
   m = got.index(ids.mask)
   filled = got[:m] + tok.encode(" pleased").ids + got[m + 1:-1]
   assert tok.decode(filled) == "Emma was very pleased to see him."
-  assert encode_prompt(tok, "very  pleased", ids) == tok.encode("very  pleased").ids   # other spaces kept
+  two = encode_prompt(tok, "Emma was very  [MASK] to see him. [gMASK]", ids)   # two spaces
+  assert two == got
+  ending = encode_prompt(tok, "Emma was very ", ids, gmask_after=True)   # [gMASK] appended after
+  assert ending == tok.encode("Emma was very").ids
+  assert encode_prompt(tok, "Emma was very ", ids) == tok.encode("Emma was very ").ids
+  newline = encode_prompt(tok, "him.\n[MASK]", ids)
+  assert tok.decode(newline[:-1]) == "him.\n" and newline[-1] == ids.mask
