@@ -1,8 +1,12 @@
-// W8A16 / W4A16 matmul for the CPU as an XLA FFI custom call: y[M, N] = x[M, K] @ W_hat[N, K]^T.
+// The CPU decode matmuls as XLA FFI custom calls:
+//   JaxpapersQuantMatmulF32  W8A16 / W4A16, y[M, N] = x[M, K] @ W_hat[N, K]^T;
+//   JaxpapersF32Matmul       FP32, y[M, N] = x[M, K] @ w[K, N] for few rows (the like-for-like
+//                            baseline of decode: the same threads, the weight read once).
 //
-// The integer codes are converted to float inside the dot-product loop, one weight row at a
-// time, so no dequantized copy of the weight matrix ever exists (GLM-130B §5: weight-only
-// quantization; decode at batch 1 is bound by reading the weights, which INT4 cuts 8x).
+// The integer codes are converted to float inside the dot-product loop (four weight rows at a
+// time with AVX-512 where the CPU has it), so no dequantized copy of the weight matrix ever exists
+// (GLM-130B §5: weight-only quantization; decode at batch 1 is bound by reading the weights, which
+// INT4 cuts 8x).
 // Formats are those of pallas_kernels/int_quant.py: INT8 signed codes [N, K]; INT4 packed two per
 // byte along K, byte_k = (q_2k << 4) | (q_2k+1 & 0xF), signed nibbles (absmax) or unsigned with a
 // zero point; one scale (and zero) per `group_size` inputs of a row. The per-group scale is
