@@ -132,16 +132,22 @@ def _build() -> pathlib.Path:
   check_cache_dir(cache)
   with tempfile.TemporaryDirectory(dir=cache) as tmp:   # build aside, then rename: atomic
     out = pathlib.Path(tmp) / lib.name
-    cmd = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o", str(out)]
-    try:
-      res = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-      raise RuntimeError(f"compiling {_SOURCE.name} took over {BUILD_TIMEOUT_S} s") from None
-    if res.returncode != 0:
-      raise RuntimeError(f"compiling {_SOURCE.name} failed: {res.stderr.strip()[-500:]}")
+    compile_library(_SOURCE, out, cxx)
     os.chmod(out, 0o755)      # the linker's mode follows the umask (002: group-writable)
     os.replace(out, lib)
   return lib
+
+
+def compile_library(source: pathlib.Path, out: pathlib.Path, cxx: str | None = None) -> None:
+  """Compiles the kernel source `source` into the shared library `out` with FLAGS (the system
+  compiler unless `cxx`); RuntimeError naming the source on failure or after BUILD_TIMEOUT_S."""
+  cmd = [cxx or _compiler()[0], *FLAGS, f"-I{jax.ffi.include_dir()}", str(source), "-o", str(out)]
+  try:
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+  except subprocess.TimeoutExpired:
+    raise RuntimeError(f"compiling {source.name} took over {BUILD_TIMEOUT_S} s") from None
+  if res.returncode != 0:
+    raise RuntimeError(f"compiling {source.name} failed: {res.stderr.strip()[-500:]}")
 
 
 def available() -> bool:
@@ -168,15 +174,16 @@ def reason() -> str:
   return _state["reason"]
 
 
-def qmatmul_ffi(x: jnp.ndarray, qw: QuantizedWeight) -> jnp.ndarray:
-  """x [M, K] @ dequant(qw)^T -> [M, N] in x.dtype (accumulated in FP32)."""
+def qmatmul_ffi(x: jnp.ndarray, qw: QuantizedWeight, target: str = _TARGET) -> jnp.ndarray:
+  """x [M, K] @ dequant(qw)^T -> [M, N] in x.dtype (accumulated in FP32); `target`: the FFI target
+  it calls (another build of the same kernel registered under its own name, for comparisons)."""
   if not available():
     raise RuntimeError(f"the CPU quantized-matmul kernel is unavailable: {reason()}")
   M, K = x.shape
   if K != qw.in_features:
     raise ConfigError(f"activation K={K} does not match the quantized weight's K={qw.in_features}")
   N = qw.scale.shape[0]
-  call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((M, N), jnp.float32),
+  call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((M, N), jnp.float32),
                           vmap_method="sequential")
   zero = qw.scale if qw.zero is None else qw.zero
   y = call(x.astype(jnp.float32), qw.q, qw.scale.astype(jnp.float32), zero.astype(jnp.float32),

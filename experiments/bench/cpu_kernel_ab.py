@@ -30,8 +30,7 @@ SHAPES = ((2048, 11008), (11008, 2048), (8192, 8192))    # (K, N)
 def build(source: str, out: Path) -> ctypes.CDLL:
   src = out.with_suffix(".cc")
   src.write_text(source)
-  subprocess.run([C._compiler()[0], *C.FLAGS, f"-I{jax.ffi.include_dir()}", str(src), "-o",
-                  str(out)], check=True, capture_output=True, text=True)
+  C.compile_library(src, out)
   return ctypes.cdll.LoadLibrary(str(out))
 
 
@@ -56,13 +55,7 @@ def main():
       x = jax.random.normal(jax.random.key(1), (1, K))
       for bits in (8, 4):
         qw = quantize(w, bits)
-
-        def fn(name):
-          call = jax.ffi.ffi_call(f"ab_{name}", jax.ShapeDtypeStruct((1, N), jnp.float32))
-          return jax.jit(lambda x, qw: call(x, qw.q, qw.scale, qw.scale, bits=np.int64(bits),
-                                            group_size=np.int64(qw.group_size),
-                                            zero_point=np.int64(0)))
-        fns = {n: fn(n) for n in libs}
+        fns = {n: jax.jit(lambda x, qw, n=n: C.qmatmul_ffi(x, qw, target=f"ab_{n}")) for n in libs}
         ref = fns["old"](x, qw)
         np.testing.assert_allclose(fns["new"](x, qw), ref, rtol=1e-4, atol=1e-4 * float(jnp.abs(ref).max()))
         times = {n: [] for n in fns}
