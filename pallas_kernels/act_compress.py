@@ -286,6 +286,32 @@ def compress(x: jnp.ndarray, bits: int, seed, base=0) -> Compressed:
       cuda=kernel("gpu"), rocm=kernel("gpu"), tpu=kernel("tpu"))
 
 
+def compress_parts_ref(parts, bits: int, seed) -> Compressed:
+  """`compress_ref` of the concatenation of `parts` (each a whole number of groups), with each
+  group's min and max taken from its own part, so that the concatenation is only read by the
+  rounding (XLA then fuses it into that loop instead of writing it out)."""
+  check_bits(bits)
+  gs = [_groups(p.astype(jnp.float32)) for p in parts]
+  mn = jnp.concatenate([g.min(axis=1) for g in gs])
+  scale = _scale_of(mn, jnp.concatenate([g.max(axis=1) for g in gs]), bits)
+  xg = jnp.concatenate(gs)
+  u = hash_uniform(seed, jnp.arange(xg.size, dtype=jnp.uint32).reshape(xg.shape))
+  q = _codes(xg, mn[:, None], scale[:, None], u, bits)
+  return Compressed(pack_bits(q, bits), mn, scale, (xg.size,), "float32", bits)
+
+
+def compress_parts(parts, bits: int, seed) -> Compressed:
+  """`compress` of the concatenation of float `parts`, each a whole number of groups: the
+  reference without writing the concatenation on the CPU, the kernel on it on a GPU or TPU."""
+  if len(parts) == 1:
+    return compress(parts[0], bits, seed)
+  kernel = lambda layout: (lambda ps, seed: compress_pallas(jnp.concatenate(ps), bits, seed, 0, layout))
+  return jax.lax.platform_dependent(
+      tuple(p.astype(jnp.float32) for p in parts), jnp.asarray(seed, jnp.uint32),
+      cpu=lambda ps, seed: compress_parts_ref(ps, bits, seed),
+      cuda=kernel("gpu"), rocm=kernel("gpu"), tpu=kernel("tpu"))
+
+
 def decompress(c: Compressed) -> jnp.ndarray:
   """The training path's decompressor (as `compress`)."""
   if c.dtype == "bool":
@@ -297,14 +323,19 @@ def decompress(c: Compressed) -> jnp.ndarray:
 
 def fake_quantize(x: jnp.ndarray, bits, seed) -> jnp.ndarray:
   """decompress(compress(x, bits, seed)) with `bits` a traced value (no packing; >= 32 returns
-  x): one compiled function serves every width, as the sensitivity estimate needs."""
+  x): one compiled function serves every width, as the sensitivity estimate needs. `bits` is a
+  scalar or one width per group of 256 ([G]: a block's tensors packed into one array, each at
+  its own width)."""
   bits = jnp.asarray(bits, jnp.float32)
   xg = _groups(x.astype(jnp.float32))
-  mn = xg.min(axis=1)
-  mx = xg.max(axis=1)
-  levels = jnp.exp2(jnp.minimum(bits, 8.0)) - 1.0
+  if bits.ndim and bits.shape != (xg.shape[0],):
+    raise ConfigError(f"{bits.size} widths for {xg.shape[0]} groups")
+  b = bits.reshape(-1, 1) if bits.ndim else bits          # [G, 1] or a scalar
+  mn = xg.min(axis=1, keepdims=True)
+  mx = xg.max(axis=1, keepdims=True)
+  levels = jnp.exp2(jnp.minimum(b, 8.0)) - 1.0
   scale = levels / (mx - mn + EPS)
   idx = jnp.arange(xg.size, dtype=jnp.uint32).reshape(xg.shape)
-  q = jnp.clip(jnp.floor((xg - mn[:, None]) * scale[:, None] + hash_uniform(seed, idx)), 0.0, levels)
-  x_hat = (q / scale[:, None] + mn[:, None]).reshape(-1)[:x.size].reshape(x.shape).astype(x.dtype)
-  return jnp.where(bits >= 32, x, x_hat)
+  q = jnp.clip(jnp.floor((xg - mn) * scale + hash_uniform(seed, idx)), 0.0, levels)
+  x_hat = jnp.where(b >= 32, xg, q / scale + mn)
+  return x_hat.reshape(-1)[:x.size].reshape(x.shape).astype(x.dtype)

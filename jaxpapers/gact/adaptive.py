@@ -10,8 +10,10 @@ inputs are compressed (fixed 4 bits / adaptive 2 bits on average).
 
 The gradient variance that compressing tensor l adds is about C_l / (2^b_l - 1)^2, with the
 sensitivity C_l estimated from three gradients: g0, g1 with tensor l at 1 bit under two seeds and
-g2 with it at 8 bits (the others at their current widths):
-    C_l = max(|g0 - g1|^2, 2 max(|g0 - g2|^2, |g1 - g2|^2))
+g with it exact (the official code takes g with tensor l at 8 bits and the others at their
+current widths; ours keeps the others exact, so that g0 - g1 isolates tensor l's rounding, and
+the 8-bit rounding would add (1/255)^2 of the 1-bit variance):
+    C_l = max(|g0 - g1|^2, 2 max(|g0 - g|^2, |g1 - g|^2))
 `allocate_bits` is the official greedy: every tensor starts at the top width (32, uncompressed);
 repeatedly the tensor whose next step down (32 -> 8 -> 4 -> 2 -> 1) adds the least variance per
 bit saved is lowered, until sum_l b_l d_l <= b_avg sum_l d_l (d_l = the tensor's element count).
@@ -23,7 +25,6 @@ import heapq
 import itertools
 from typing import Sequence
 
-import jax.numpy as jnp
 import numpy as np
 
 from jaxpapers.core.errors import ConfigError
@@ -59,11 +60,10 @@ def get_level(name: str) -> Level:
   return LEVELS[name]
 
 
-def sensitivity(g0, g1, g2):
-  """GACT's C_l from flat gradients with tensor l at 1 bit (two seeds: g0, g1) and 8 bits (g2);
-  jnp, so it runs inside the compiled probe."""
-  sq = lambda a, b: jnp.sum((a - b) ** 2)
-  return jnp.maximum(sq(g0, g1), 2.0 * jnp.maximum(sq(g0, g2), sq(g1, g2)))
+def sensitivity(d01, d0, d1):
+  """GACT's C_l = max(|g0 - g1|^2, 2 max(|g0 - g|^2, |g1 - g|^2)) from the squared distances
+  d01 = |g0 - g1|^2, d0 = |g0 - g|^2, d1 = |g1 - g|^2 (numpy, elementwise over units)."""
+  return np.maximum(d01, 2.0 * np.maximum(d0, d1))
 
 
 def _var(c: float, b: int) -> float:

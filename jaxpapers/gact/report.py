@@ -40,11 +40,12 @@ def _rows(fam: str, r: dict, c) -> list[Row]:
                       f"{r['max_batch_ratio_L2.2']:.2f}x",
                       "reproduced" if r["max_batch_ratio_L2.2"] >= 4 else "not reproduced",
                       f"{a['max_batch']} vs {b['max_batch']} samples, the largest whose compiled "
-                      f"step fits L0's temp bytes at batch {c[fam].budget_batch} "
+                      f"step fits L0's temp bytes at batch {c[fam].budget_batch} (searched to "
+                      f"{100 * c.batch_search.tol:.0f}%) "
                       f"({MiB(a['budget_bytes'])}), each run {c.executed_steps} steps in a child "
                       f"process; the CPU sets no cap: peak RSS (compilation included) "
                       f"{MiB(a['executed']['peak_rss_bytes'])} vs {MiB(b['executed']['peak_rss_bytes'])}"))
-    else:
+    elif a["max_batch_compiled"] and b["max_batch_compiled"]:
       rows.append(Row(f"{F}: largest batch that ran, L2.2 / L0", PAPER["batch"], "not run", "n/a",
                       f"compiled search only: {a['max_batch_compiled']} vs {b['max_batch_compiled']}"))
     if r.get("loss_delta_L2.2") is not None:
@@ -56,8 +57,9 @@ def _rows(fam: str, r: dict, c) -> list[Row]:
                       f"per seed {per}; L0's seed spread (sample std / mean) "
                       f"{'n/a' if sp is None else f'{100 * sp:.2f}%'}; std of the paired "
                       f"differences {_std(r['loss_delta_L2.2_per_seed'])}; equal steps"))
-    rows.append(Row(f"{F}: step time L2.2 / L0", "overhead reported per model (§6)",
-                    f"{r['step_time_ratio_L2.2']:.2f}x", "n/a", "median step, same process, CPU"))
+    if r.get("step_time_ratio_L2.2") is not None:
+      rows.append(Row(f"{F}: step time L2.2 / L0", "overhead reported per model (§6)",
+                      f"{r['step_time_ratio_L2.2']:.2f}x", "n/a", "median step, same process, CPU"))
   if r.get("adaptive_variance_ratio") is not None:
     x = lv["L2.2"]
     rows.append(Row(f"{F}: gradient variance, adaptive L2.2 / uniform 2 bits", PAPER["variance"],
@@ -85,11 +87,14 @@ def _table(fam: str, r: dict) -> str:
        "max batch (ran) | step time | average bits |", "|---|---|---|---|---|---|---|---|---|"]
   for name, x in r["levels"].items():
     ho = x["held_out"]
-    t.append(f"| {name} | {'yes' if name.endswith('ckpt') else 'no'} | {ho['loss']:.4f} | "
-             f"{_acc(ho)} | "
-             f"{MiB(x['act_bytes'])} | {x.get('memory_ratio', 1.0):.2f}x | "
-             f"{x['max_batch'] if x['max_batch'] else 'n/a'} (compiled: {x['max_batch_compiled']}) | "
-             f"{1e3 * x['step_time']:.0f} ms | {_bits(x)} |")
+    loss = "not trained" if ho is None else f"{ho['loss']:.4f}"
+    acc = "" if ho is None else _acc(ho)
+    batch = ("not searched" if x["max_batch_compiled"] is None else
+             f"{x['max_batch'] or 'not run'} (compiled: {x['max_batch_compiled']})")
+    step = "n/a" if x["step_time"] is None else f"{1e3 * x['step_time']:.0f} ms"
+    t.append(f"| {name} | {'yes' if name.endswith('ckpt') else 'no'} | {loss} | {acc} | "
+             f"{MiB(x['act_bytes'])} | {x.get('memory_ratio', 1.0):.2f}x | {batch} | {step} | "
+             f"{_bits(x)} |")
   return "\n".join(t)
 
 
@@ -107,7 +112,8 @@ def write(wd: Path, command: str, c, results: dict) -> None:
                                   [float(np.log10(max(s, 1e-30))) for s in a["sensitivity"]])],
                                 xlabel="saved tensor (forward order)", ylabel="bits / log10 C"),
                     f"{fam} L2.2: bits per saved tensor chosen at step {a['step']}, and GACT's sensitivity"))
-    series = [(n, list(range(len(x["losses"]))), x["losses"]) for n, x in r["levels"].items()]
+    series = [(n, list(range(len(x["losses"]))), x["losses"]) for n, x in r["levels"].items()
+              if x["losses"]]
     plots.append((plot_curves(wd, f"{fam}_loss.png", series, ylabel="train loss (nats)"),
                   f"{fam}: train loss per level (seed {c.seed})"))
   rep = Report(title="GACT activation-compressed training (arXiv 2206.11357)", command=command,

@@ -99,6 +99,11 @@ def test_training_path_uses_the_kernels_on_gpu_and_tpu(platform, call):
   assert _lowered(grad, platform, *args).count(call) >= 2
   cpu = _lowered(grad, "cpu", *args)
   assert "triton" not in cpu and "tpu_custom_call" not in cpu
+  # two small saved tensors (tanh's and sin's [32, 4]) share a pack: its joined compression
+  packed = compress_block(lambda p, x: jnp.tanh(x @ p) * (jnp.tanh(x[:, :4]).sum()
+                                                          + jnp.sin(x[:, 4:8]).sum()), 2)
+  grad = lambda p, x: jax.grad(lambda p: packed(p, x, jnp.uint32(1)).sum())(p)
+  assert _lowered(grad, platform, *args).count(call) >= 3
 
 
 def test_formula_and_error_bound():
@@ -273,9 +278,13 @@ def test_greedy_against_exhaustive_search_on_small_cases():
 
 
 def test_sensitivity_formula():
-  g0, g1, g2 = jnp.array([1.0, 0.0]), jnp.array([0.0, 0.0]), jnp.array([0.0, 2.0])
-  # |g0-g1|^2 = 1, |g0-g2|^2 = 5, |g1-g2|^2 = 4 -> max(1, 2*5) = 10
-  assert float(adaptive.sensitivity(g0, g1, g2)) == 10.0
+  g0, g1, g = np.array([1.0, 0.0]), np.array([0.0, 0.0]), np.array([0.0, 2.0])
+  sq = lambda a, b: float(np.sum((a - b) ** 2))
+  # |g0-g1|^2 = 1, |g0-g|^2 = 5, |g1-g|^2 = 4 -> max(1, 2*5) = 10
+  assert float(adaptive.sensitivity(sq(g0, g1), sq(g0, g), sq(g1, g))) == 10.0
+  # the first term wins where the two 1-bit gradients differ more than each differs from g
+  np.testing.assert_array_equal(adaptive.sensitivity(np.array([9.0, 1.0]), np.array([1.0, 2.0]),
+                                                     np.array([2.0, 0.0])), [9.0, 4.0])
 
 
 def test_bad_gact_inputs_are_clear_errors():
@@ -394,3 +403,62 @@ def test_what_does_not_depend_on_the_input_is_kept_and_shapes_may_differ():
   exact = jax.grad(lambda p: jnp.sum(fn(p, xs(8))) + jnp.sum(fn(p, xs(24))))(p)
   rel = float(jnp.linalg.norm(f(p)["w"] - exact["w"]) / jnp.linalg.norm(exact["w"]))
   assert 0 < rel < 0.2, rel
+
+
+def test_a_block_is_compressed_in_packs_that_keep_each_tensors_groups():
+  """A block's activations of one width are compressed together (one compression per pack, so
+  the step's program stays small), each padded to whole groups: every tensor gets the groups,
+  mins and scales it has when compressed alone and comes back in its shape and dtype; a pack
+  never outgrows a quarter of the block's largest tensor (the joined array is written out while
+  it is compressed); masks are packed apart and stay exact."""
+  from jaxpapers.gact.wrapper import (SavedTensor, _compress_pack, _decompress_pack, _pack_layout,
+                                      _padded)
+  k = jax.random.split(jax.random.key(11), 4)
+  ts = [jax.random.normal(k[0], (3, 100)), jax.random.normal(k[1], (2, 256)) * 5,
+        jax.random.normal(k[2], (7,)).astype(jnp.bfloat16), jax.random.normal(k[3], (4, 1024)),
+        jax.random.bernoulli(k[0], 0.5, (33,))]
+  plan = [SavedTensor(tuple(t.shape), jnp.dtype(t.dtype).name, "mask" if t.dtype == jnp.bool_
+                      else "act") for t in ts]
+  layout = _pack_layout([(0, 2), (1, 2), (2, 2), (3, 2), (4, 1)], plan)
+  # padded to groups: 512 + 512 elements fill a quarter of the largest tensor (4,096), the third
+  # (256) starts a pack, the fourth is a pack of its own; the mask is packed apart
+  assert [[i for i, *_ in lay] for _, lay in layout] == [[0, 1], [2], [3], [4]], layout
+  assert [start for _, _, _, start, _ in layout[0][1]] == [0, 512]
+  out = [None] * len(ts)
+  for b, lay in layout:
+    c = _compress_pack(ts, lay, b, jnp.uint32(5))
+    parts = [_padded(ts[i]) for i, *_ in lay]
+    joined = compress_ref(parts[0] if len(parts) == 1 else
+                          jnp.concatenate([p.astype(jnp.float32) for p in parts]), b, jnp.uint32(5))
+    for f in ("packed", "mn", "scale"):     # bitwise the compression of the joined array
+      np.testing.assert_array_equal(np.asarray(getattr(c, f)), np.asarray(getattr(joined, f)))
+    if b == 2 and len(lay) == 2:
+      alone = [compress_ref(ts[i], 2, 0) for i, *_ in lay]
+      np.testing.assert_array_equal(np.asarray(c.mn), np.concatenate([np.asarray(a.mn) for a in alone]))
+      np.testing.assert_allclose(np.asarray(c.scale),
+                                 np.concatenate([np.asarray(a.scale) for a in alone]), rtol=1e-6)
+    _decompress_pack(c, lay, out)
+  for t, o in zip(ts, out):
+    assert o.shape == t.shape and o.dtype == t.dtype
+    if t.dtype == jnp.bool_:
+      np.testing.assert_array_equal(np.asarray(o), np.asarray(t))
+    else:
+      step = float(jnp.max(t.astype(jnp.float32)) - jnp.min(t.astype(jnp.float32))) / 3
+      err = float(jnp.max(jnp.abs(o.astype(jnp.float32) - t.astype(jnp.float32))))
+      assert 0 < err <= step * 1.01, (err, step)
+
+
+def test_fake_quantize_with_a_width_per_group_is_each_groups_own():
+  """The probe's fake quantization of a block's activations as one array, a width per group of
+  256, gives every group what fake quantization at that group's width gives it (32: exact); a
+  width count that is not the group count is refused."""
+  from pallas_kernels.act_compress import fake_quantize
+  x = jax.random.normal(jax.random.key(12), (4 * GROUP,))
+  widths = jnp.array([1.0, 32.0, 2.0, 8.0])
+  got = fake_quantize(x, widths, jnp.uint32(7)).reshape(4, GROUP)
+  for g, w in enumerate([1, 32, 2, 8]):
+    alone = fake_quantize(x, float(w), jnp.uint32(7)).reshape(4, GROUP)[g]
+    np.testing.assert_array_equal(np.asarray(got[g]), np.asarray(alone))
+  np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(x[GROUP:2 * GROUP]))
+  with pytest.raises(ConfigError, match="widths for 4 groups"):
+    fake_quantize(x, jnp.array([2.0, 2.0]), jnp.uint32(7))
