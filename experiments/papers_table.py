@@ -51,10 +51,10 @@ BUILT = {
              "the compressor (Pallas + reference), compression of every saved activation of any "
              "block (residual mode) and checkpointed rows, per-tensor adaptive bits with the "
              "official greedy, executed largest batches",
-             "GLM 6.21x activation memory and a 6.31x batch that ran, but the held-out loss "
-             "+3.6% (2 seeds); ResNet 2.29x with the loss held; GCN 1.85x with the loss (+11%) "
-             "and adaptive bits (6.9x uniform's variance) not; memory is XLA's compiled temp "
-             "bytes on the CPU; the quick preset takes 43 min, not 15"),
+             "GLM 6.20x activation memory and a 6.31x batch that ran, but the held-out loss "
+             "+3.7% (2 seeds); ResNet 2.28x with the loss held; GCN 1.85x with the loss (+5.6%, "
+             "seeds +11.9% and -0.7%) and adaptive bits (8.0x uniform's variance) not; memory is "
+             "XLA's compiled temp bytes on the CPU; the quick preset takes 25 min, not 15"),
     "kgt": ("`jaxpapers.kgt`",
             "triple transformation on jraph, masked 1-hop attention, top-2 MoE, two-stage masked "
             "pre-training, KGReasoning's query generator and a BetaE-directory loader, GQE/Q2B/BetaE "
