@@ -352,7 +352,8 @@ def compress_block(fn: Callable, bits, mode: str = "residuals") -> Callable:
       saved[i] = None
     packs = []
     if layout:    # all of the block's codes in one loop, a compression per pack (one per tensor:
-      # the quick GLM step's program 6.3x L0's, its compile 8x; with packs 27 s vs 35 s at O0)
+      # the quick GLM step's program 6.3x L0's, its compile 8x; with packs 27 vs 35 s at O0 at
+      # uniform 2 bits, but only 4% faster at a real allocation: experiments/gact/README.md)
       s = [_mix_seed(seed, lay[0][0]) for _, lay in layout]
       packs = _materialize(lambda: [_compress_pack(uniq, lay, b, si)
                                     for (b, lay), si in zip(layout, s)], _one(s[0]))
