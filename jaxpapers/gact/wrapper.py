@@ -54,8 +54,8 @@ import jax.numpy as jnp
 from jax.extend.core import Literal
 
 from jaxpapers.core.errors import ConfigError
-from pallas_kernels.act_compress import (BITS, GROUP, Compressed, compress, compress_parts, decompress,
-                                         fake_quantize)
+from pallas_kernels.act_compress import (BITS, GROUP, Compressed, _groups, compress, compress_parts,
+                                         decompress, fake_quantize)
 
 MODES = ("residuals", "recompute")
 
@@ -207,11 +207,10 @@ class Saved:
 
 
 def _padded(leaf) -> jnp.ndarray:
-  """leaf flattened and padded with its last value to whole groups of 256 (so that packing
-  tensors together gives each the groups, min and scale it has on its own)."""
-  flat = leaf.reshape(-1)
-  pad = (-flat.size) % GROUP
-  return jnp.pad(flat, (0, pad), mode="edge") if pad else flat
+  """leaf flattened and padded with its last value to whole groups of 256, as the compressor
+  groups it (so that packing tensors together gives each the groups, min and scale it has on
+  its own)."""
+  return _groups(leaf).reshape(-1)
 
 
 def _pack_layout(items, plan, split: bool = True) -> tuple:
