@@ -3,11 +3,15 @@
   python experiments/bench/glm_step.py [--preset quick] [--d_model 512 --num_layers 2 ...]
 
 The shape is a glm/pretrain preset's (default: quick, the shape the quick run reports `mfu_cpu`
-for), any flag overriding it. Prints JSON: tokens/s, model FLOP/s of the jitted train step
+for), any flag overriding it. Prints JSON: tokens/s of the jitted train step (timed as the train
+loop times it: the next step dispatched before the previous one is waited for), its model FLOP/s
 (6 x matmul params + attention, per token), this machine's peak matmul FLOP/s measured as the quick
-run measures it (`core.flops.measure_peak_matmul_flops`, best of 5 rounds over the preset's
-sizes) and their ratio `mfu_cpu`; then where the time goes: forward only, forward + backward,
-and the full step (optimizer update, the non-finite guard), each as a fraction of the full step.
+run measures it (`core.flops.measure_peak_matmul_flops`: the best of 5 rounds over the preset's
+sizes before the timings and 5 after, pooled), their ratio `mfu_cpu` and its range
+`mfu_cpu_spread`, which the quick run also reports (`core.flops.mfu_spread`: the step time's
+interquartile range, the peak from its median round to its best); then where the time goes:
+forward only, forward + backward, and the full step (optimizer update, the non-finite guard), each
+as a fraction of the full step.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import argparse
 import functools
 import json
 import statistics
+import time
 from pathlib import Path
 
 import jax
@@ -24,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from jaxpapers.core import config as cfglib
-from jaxpapers.core.flops import measure_peak_matmul_flops, median_time
+from jaxpapers.core.flops import measure_peak_matmul_flops, median_time, mfu_spread
 from jaxpapers.core.train import TrainState, make_optimizer, make_train_step
 from jaxpapers.glm.evaluate import loss_fn, token_nll
 from jaxpapers.glm.model import GLM, GLMConfig, train_flops_per_token
@@ -84,12 +89,15 @@ def main():
   torch_steps, torch_out = _torch_steps(a, cfg, model, batch, t, grad(params, batch))
   # interleaved rounds, medians of each: the machine is shared and its speed drifts
   rounds = {"step": [], "fwd": [], "grad": []} | {k: [] for k in torch_steps}
+  step_times = []     # every timed step, for mfu_cpu's spread
   for _ in range(3):
-    rounds["step"].append(median_time(train_step, reps=a.reps))
+    rounds["step"].append(_loop_step_time(train_step, a.reps, step_times))
     rounds["fwd"].append(median_time(fwd, params, batch, reps=a.reps))
     rounds["grad"].append(median_time(grad, params, batch, reps=a.reps))
     for k, fn in torch_steps.items():
       rounds[k].append(median_time(fn, reps=a.reps))
+  # the peak before and after the timings, pooled, as the glm/pretrain run measures it
+  peak = measure_peak_matmul_flops(tuple(c.eval.peak_sizes), c.eval.peak_rounds, earlier=peak)
   t_step, t_fwd, t_grad = (statistics.median(rounds[k]) for k in ("step", "fwd", "grad"))
   n_tok = a.batch * a.seq_len
   flops = train_flops_per_token(cfg, a.seq_len) * n_tok
@@ -103,12 +111,31 @@ def main():
       "model_flops_per_step": flops, "matmul_flops_per_s": peak["peak"],
       "matmul_flops_per_s_spread": peak["spread"], "matmul_best_size": peak["best_size"],
       "mfu_cpu": flops / t_step / peak["peak"],
+      "mfu_cpu_spread": mfu_spread(flops, step_times, peak),
       "fraction_forward": t_fwd / t_step, "fraction_forward_backward": t_grad / t_step,
       "fraction_optimizer_and_guard": (t_step - t_grad) / t_step,
       "mfu_forward_only": flops / 3 / t_fwd / peak["peak"],
       "spread": {k: [min(v), max(v)] for k, v in rounds.items()},
       "torch": torch_out,
   }, indent=1))
+
+
+def _loop_step_time(train_step, reps: int, times: list) -> float:
+  """Median seconds per step timed as the train loop (`core.train`) times them: step s+1 is
+  dispatched before step s is waited for, and a step's time runs from the previous step's
+  completion to its own. The `reps` times are appended to `times`."""
+  jax.block_until_ready(train_step())
+  pending, done, own = train_step(), None, []
+  for _ in range(reps + 1):
+    nxt = train_step()
+    jax.block_until_ready(pending)
+    now = time.perf_counter()
+    if done is not None:
+      own.append(now - done)
+    done, pending = now, nxt
+  jax.block_until_ready(pending)
+  times.extend(own)
+  return statistics.median(own)
 
 
 def _torch_steps(a, cfg, model, batch, t, jax_grads) -> tuple[dict, dict]:

@@ -15,7 +15,7 @@ from flax import nnx
 
 from jaxpapers.core import config as cfglib
 from jaxpapers.core.errors import ConfigError
-from jaxpapers.core.flops import measure_peak_matmul_flops
+from jaxpapers.core.flops import measure_peak_matmul_flops, mfu_spread
 from jaxpapers.core.mesh import make_mesh
 from jaxpapers.core.report import Report, Row, fmt, plot_curves, write_report
 from jaxpapers.core.train import train, validate_train
@@ -108,12 +108,14 @@ def pretrain(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
     return ev.summarize(ev.evaluate(m, ppl_b, corpus.ids.eop), ev.evaluate(m, blank_b, corpus.ids.eop),
                         ev.evaluate(m, last_b, corpus.ids.eop) if last_b else None)
 
-  peak = measure_peak_matmul_flops(tuple(e.peak_sizes), e.peak_rounds)   # once, before training
+  peak = measure_peak_matmul_flops(tuple(e.peak_sizes), e.peak_rounds)   # before training ...
   loss_fn = functools.partial(ev.loss_fn, eop=corpus.ids.eop)   # + text_loss, without <eop>
   outcome = train(cfg=c, workdir=workdir, model=model, loss_fn=loss_fn, get_batch=sampler,
                   mesh=mesh, batch_logical=BATCH_AXES_2D if two_d else BATCH_AXES,
                   eval_fn=run_eval)
   trained = outcome.model()
+  # ... and after it, pooled (a slow minute can hold one whole measurement)
+  peak = measure_peak_matmul_flops(tuple(e.peak_sizes), e.peak_rounds, earlier=peak)
   results = run_eval(trained)
   H = unigram_entropy(corpus.train, corpus.vocab_size)
   # the training loss on text tokens (no <eop>: not text) of the last 10% of steps
@@ -130,6 +132,8 @@ def pretrain(c: ml_collections.ConfigDict, workdir: str, command: str) -> dict:
       matmul_flops_per_s_spread=peak["spread"],
       matmul_best_size=peak["best_size"],
       mfu_cpu=flops_step / step_time / peak["peak"],
+      mfu_cpu_spread=(mfu_spread(flops_step, outcome.step_times, peak) if outcome.step_times
+                      else [math.nan, math.nan]),
       step_time_s=step_time,
       steps=t.steps, skipped_steps=outcome.skipped_steps, resumed_from=outcome.resumed_from,
       vocab_size=corpus.vocab_size, train_tokens=int(len(corpus.train)),
@@ -204,9 +208,12 @@ def _report(workdir, command, c, r, outcome):
       "predicted whole, greedily.\n"
       "- `tokens_per_s`: training tokens per median step time (steps overlap with batch building);"
       " `mfu_cpu`: 6 x parameters + attention FLOPs per token x tokens/s ÷ `matmul_flops_per_s`, "
-      f"the best n x n x n matmul rate of {c.eval.peak_rounds} rounds over n in "
-      f"{tuple(c.eval.peak_sizes)}, measured once before training (`matmul_flops_per_s_spread`: "
-      "the best size's range over the rounds)."
+      f"the best n x n x n matmul rate over n in {tuple(c.eval.peak_sizes)}, "
+      f"{c.eval.peak_rounds} rounds before training and {c.eval.peak_rounds} after, pooled "
+      "(`matmul_flops_per_s_spread`: the best size's range over the rounds); `mfu_cpu_spread`: "
+      "its range within this process, from the step time's interquartile range and the peak "
+      "between its median and best round (`core.flops.mfu_spread`; it does not hold the "
+      "machine's drift between processes)."
       "\n- `decode_tokens_per_s`: batch-1 greedy decode steps per second with the KV cache from "
       "half a window of held-out text, prefill included, median of 3 after a warm-up.")
   hist = outcome.history

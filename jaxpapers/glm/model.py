@@ -1,4 +1,4 @@
-"""The GLM-130B transformer (arXiv 2210.02414 §2.2–2.3, §3), layers stacked and scanned.
+"""The GLM-130B transformer (arXiv 2210.02414 §2.2–2.3, §3), layers stored stacked.
 
 One layer, in the released DeepNorm form (§2.3):
     a = LN1(h);  h' = alpha * a + Attn(a);  m = LN2(h');  out = alpha * m + FFN(m)
@@ -16,6 +16,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 from jaxpapers.core.mesh import constrain
@@ -41,7 +42,13 @@ class GLMConfig:
   emb_grad_shrink: float = 0.1
   positions: str = "1d"       # "1d" (GLM-130B) or "2d" (original GLM)
   rope_base: float = 10000.0
-  remat: bool = True          # jax.checkpoint each scanned layer
+  remat: bool = True          # True: each layer rematerialised (jax.checkpoint) under lax.scan
+                              # (each layer's input kept, its inner activations recomputed).
+                              # False: the layers unrolled, every activation kept: under a scan
+                              # they went into stacked [L, ...] buffers, zero-filled and written
+                              # layer by layer, 13-20% of the gradient's time on 2 CPU cores at
+                              # d_model 256-512 (experiments/glm/README.md, "Behind PyTorch");
+                              # with remat the two ran equally fast, so the scan stays there
   layer_chunk: int = 0        # > 0 (no KV cache): each layer runs over the batch in micro-batches of
                               # this many sequences under lax.map, each micro-batch rematerialised
                               # (memory: one micro-batch's working set; see micro_batched)
@@ -136,7 +143,8 @@ def _uncached_layer(cfg: GLMConfig, h, p, layer_index, positions, context_len, d
 
 
 class GLM(nnx.Module):
-  """GLM with `num_layers` identical layers stored stacked ([L, ...]) and run under lax.scan."""
+  """GLM with `num_layers` identical layers stored stacked ([L, ...]), run under lax.scan when
+  rematerialised and unrolled otherwise (`GLMConfig.remat`)."""
 
   def __init__(self, cfg: GLMConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
@@ -204,7 +212,7 @@ class GLM(nnx.Module):
     """Logits [B,T,V] (and the updated cache when `cache` is given).
 
     `layer_stack(layer_fn, h, xs, shared, seeds, chunk) -> h` (training only) replaces the
-    scanned stack: layer_fn(shared, xs_l, h, part) -> h is layer l on the rows h (xs_l: its
+    layer loop (scanned with remat, unrolled without): layer_fn(shared, xs_l, h, part) -> h is layer l on the rows h (xs_l: its
     parameters under "p", its index under "idx", its dropout key under "key"; shared = {"positions",
     "context_len"}, the batch leading, sliced with h; part = the micro-batch index or None),
     seeds [L] uint32 (one per layer and step, drawn from dropout_key), chunk = cfg.layer_chunk;
@@ -244,10 +252,12 @@ class GLM(nnx.Module):
                            (shared["positions"], shared["context_len"]), part)
       h = layer_stack(layer_fn, x, xs, {"positions": positions, "context_len": context_len},
                       jax.vmap(_seed_of)(layer_keys), cfg.layer_chunk)
-    else:
-      if cfg.remat:
-        body = jax.checkpoint(body, prevent_cse=False)
-      h, _ = jax.lax.scan(body, x, xs)
+    elif cfg.remat:     # memory first: one layer's activations at a time, the stack scanned
+      h, _ = jax.lax.scan(jax.checkpoint(body, prevent_cse=False), x, xs)
+    else:               # speed first: the layers unrolled (see GLMConfig.remat)
+      h = x
+      for l in range(cfg.num_layers):
+        h, _ = body(h, jax.tree.map(lambda a, l=l: a[l], xs))
     if return_hidden:    # [B,T,E] before the final norm (see `head_loss`)
       return h
     h = layer_norm(h, self.final_scale[...], self.final_bias[...])
@@ -290,8 +300,7 @@ def head_loss(model: GLM, hidden, targets, weights, chunk: int = 0):
     embed, scale, bias = params
     t, w = side
     logits = jnp.einsum("bte,ve->btv", layer_norm(h, scale, bias), embed).astype(jnp.float32)
-    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), t[..., None], -1)[..., 0]
-    return (nll * w).sum()
+    return (optax.softmax_cross_entropy_with_integer_labels(logits, t) * w).sum()
 
   params = (model.embed[...], model.final_scale[...], model.final_bias[...])
   return micro_batched_sum(part, chunk, params, hidden, (targets, weights))

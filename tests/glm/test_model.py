@@ -177,3 +177,24 @@ def test_micro_batched_layers_and_head_equal_the_full_batch():
   np.testing.assert_allclose(float(head_loss(m, m(tokens, pos, ctx, return_hidden=True), tokens, w)),
                              float((want * w).sum()), rtol=1e-5)
   assert_close_scaled(tiny(remat=True, layer_chunk=2)(tokens, pos, ctx), full, 1e-5)
+
+
+def test_unrolled_layers_equal_the_scanned_stack():
+  """remat=False unrolls the layers (no [L, ...] stacked activations, no while loop in the
+  compiled step); remat=True scans them: the same loss, gradients and dropout masks."""
+  rng = np.random.default_rng(1)
+  tokens = jnp.asarray(rng.integers(0, 64, (3, 8)), jnp.int32)
+  pos = jnp.asarray(np.tile(np.arange(8), (3, 1)), jnp.int32)
+  ctx = jnp.asarray([3, 8, 1])
+  w = jnp.asarray(rng.uniform(0, 1, (3, 8)), jnp.float32)
+  scan_l, scan_g = _loss_and_grads(tiny(remat=True), tokens, pos, ctx, 0, w)
+  unrolled = tiny(remat=False)
+  unroll_l, unroll_g = _loss_and_grads(unrolled, tokens, pos, ctx, 0, w)
+  np.testing.assert_allclose(float(unroll_l), float(scan_l), rtol=1e-6)
+  assert_close_scaled(nnx.state(unroll_g), nnx.state(scan_g), 1e-5)
+  key = jax.random.key(3)     # dropout: each layer gets its own key on both paths
+  assert_close_scaled(tiny(remat=False, dropout=0.5)(tokens, pos, ctx, dropout_key=key),
+                      tiny(remat=True, dropout=0.5)(tokens, pos, ctx, dropout_key=key), 1e-5)
+  graphdef, params = nnx.split(unrolled)
+  step = jax.jit(jax.grad(lambda p: nnx.merge(graphdef, p)(tokens, pos, ctx).sum()))
+  assert " while(" not in step.lower(params).compile().as_text()

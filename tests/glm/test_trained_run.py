@@ -44,9 +44,11 @@ def test_pretrain_results_and_their_definitions(quantize_run):
   lo, hi = r["matmul_flops_per_s_spread"]
   assert 0 < lo <= hi == r["matmul_flops_per_s"]
   assert r["decode_tokens_per_s"] > 0 and r["mfu_cpu"] > 0
+  assert all(0 < x < 10 for x in r["mfu_cpu_spread"])     # finite: no empty step-time list
   report = (wd / "REPORT.md").read_text()
   assert "How each metric is defined" in report
-  for key in ("final_loss", "val_ppl", "val_eop_loss", "mfu_cpu", "decode_tokens_per_s"):
+  for key in ("final_loss", "val_ppl", "val_eop_loss", "mfu_cpu", "mfu_cpu_spread",
+              "decode_tokens_per_s"):
     assert f"`{key}`" in report, key
 
 
