@@ -30,9 +30,9 @@ class Experiment:
 
 
 EXPERIMENTS = {e.name: e for e in [
-    Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/pretrain.py", 2.8,
+    Experiment("glm/pretrain", "jaxpapers.glm.experiments:pretrain", "glm/pretrain.py", 2.7,
                "GLM-130B blank-infilling pretraining on Austen; ppl, last-word, blank-infill, MFU"),
-    Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/quantize.py", 4.9,
+    Experiment("glm/quantize", "jaxpapers.glm.quantize_experiment:run", "glm/quantize.py", 5.7,
                "GLM-130B INT8/INT4 weight quantization: ppl per scheme, CPU decode speed and memory, streaming quantization RSS"),
     Experiment("gact/memory", "jaxpapers.gact.experiments:run", "gact/memory.py", 24.9,
                "GACT levels (L0 plain, L1-L2.2 every saved activation compressed, checkpointed rows) on a GLM, a ResNet and a jraph GCN: activation memory, executed max batch, held-out loss, adaptive vs uniform bits"),
