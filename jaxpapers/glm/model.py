@@ -46,9 +46,9 @@ class GLMConfig:
                               # (each layer's input kept, its inner activations recomputed).
                               # False: the layers unrolled, every activation kept: under a scan
                               # they went into stacked [L, ...] buffers, zero-filled and written
-                              # layer by layer, 13-20% of the gradient's time on 2 CPU cores at
-                              # d_model 256-512 (experiments/glm/README.md, "Behind PyTorch");
-                              # with remat the two ran equally fast, so the scan stays there
+                              # layer by layer (the gradient 3.17 -> 2.69 s on 2 CPU cores at
+                              # d_model 512, experiments/glm/README.md "Behind PyTorch"); with
+                              # remat the two ran equally fast, so the scan stays there
   layer_chunk: int = 0        # > 0 (no KV cache): each layer runs over the batch in micro-batches of
                               # this many sequences under lax.map, each micro-batch rematerialised
                               # (memory: one micro-batch's working set; see micro_batched)

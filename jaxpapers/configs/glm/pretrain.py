@@ -1,8 +1,8 @@
 """GLM pretraining on the embedded Austen corpus (GLM-130B, arXiv 2210.02414, §2–§3).
 
 Presets: default (4 layers of width 256 on 8.6M tokens, 54 minutes on 2 CPU cores when measured,
-before the layers were unrolled, which made its gradient ~14% faster: long enough to write
-recognisable English), `quick` (at most 5 CPU minutes on 2 cores), `tiny`
+before the layers were unrolled and the loss became optax's, which together cut its gradient's
+time by 14%: long enough to write recognisable English), `quick` (at most 5 CPU minutes on 2 cores), `tiny`
 (seconds; for tests)."""
 import ml_collections
 
@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh = dict(shape=(-1, 1), axes=("data", "model"))
   # 2,100 steps x 32 x 128 tokens = 8.6M (about 9 passes over the training text), 1.3-1.4 s per
   # step on 2 cores (experiments/bench/glm_step.py at this shape, no remat) with scanned layers;
-  # the layers unrolled since (GLMConfig.remat), a gradient there took 1.23 s instead of 1.43
+  # unrolled layers and optax's loss since (GLMConfig.remat): a gradient 1.23 s instead of 1.43
   c.train = dict(steps=2100, batch=32, lr=1e-3, warmup=0.03, end_lr_ratio=0.1,
                  weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, clip=1.0, grad_accum=1,
                  log_every=10, eval_every=500, ckpt_every=500, keep=3,
