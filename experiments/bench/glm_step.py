@@ -11,7 +11,9 @@ sizes before the timings and 5 after, pooled), their ratio `mfu_cpu` and its ran
 `mfu_cpu_spread`, which the quick run also reports (`core.flops.mfu_spread`: the step time's
 interquartile range, the peak from its median round to its best); then where the time goes:
 forward only, forward + backward, and the full step (optimizer update, the non-finite guard), each
-as a fraction of the full step.
+as a fraction of the full step (those two timed waiting on each call, the step as the loop does:
+the fractions carry the difference). With torch installed, the same model in PyTorch eager
+(`glm_torch.py`), and with `--torch_compile 1` its loss under `torch.compile` too.
 """
 from __future__ import annotations
 
@@ -45,6 +47,9 @@ def main():
   ap.add_argument("--torch", type=int, default=1,
                   help="1: also time the same model in PyTorch eager (glm_torch.py) when torch is "
                        "installed; it is not a dependency of the project")
+  ap.add_argument("--torch_compile", type=int, default=0,
+                  help="1: also time it with the loss under torch.compile (inductor; its compile "
+                       "takes minutes on this CPU)")
   a = ap.parse_args()
   c = cfglib.load_config_file(Path(__file__).parents[2] / "jaxpapers/configs/glm/pretrain.py",
                               None if a.preset == "default" else a.preset)
@@ -159,7 +164,12 @@ def _torch_steps(a, cfg, model, batch, t, jax_grads) -> tuple[dict, dict]:
   rel = {n: float(np.abs(tg[n] - jg[n]).max() / np.abs(jg[n]).max()) for n in names}
   tm.zero_grad(set_to_none=True)
   steps = {"torch_eager": glm_torch.make_step(tm, t)}
+  if a.torch_compile:      # its own copy of the weights: the two steps update their own
+    tc = glm_torch.TorchGLM(cfg, {n: np.asarray(getattr(model, n).get_value()) for n in names})
+    steps["torch_compile"] = glm_torch.make_step(tc, t, compiled=True)
+    out_compile = float(steps["torch_compile"](tb).detach())     # compiles; the first step's loss
   out = {"version": torch.__version__, "threads": torch.get_num_threads(),
+         **({"loss_torch_compile": out_compile} if a.torch_compile else {}),
          "loss_jax": jax_loss, "loss_torch": torch_loss,
          "loss_rel_diff": abs(jax_loss - torch_loss) / abs(jax_loss),
          "grad_max_rel_diff": max(rel.values()), "grad_worst_param": max(rel, key=rel.get)}

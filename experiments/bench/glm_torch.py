@@ -43,7 +43,8 @@ class TorchGLM(torch.nn.Module):
     super().__init__()
     self.cfg = cfg
     L, E, H, D, Fd = cfg.num_layers, cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.ffn
-    t = lambda a: torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(a, np.float32)))
+    # a copy: numpy views of JAX arrays are read-only, and the optimizer updates these in place
+    t = lambda a: torch.nn.Parameter(torch.from_numpy(np.array(a, np.float32)))
     p = params
     self.embed = t(p["embed"])
     # [L, E, H, D] -> [L, 3 H D, E]: F.linear's [out, in] layout, q, k, v stacked
@@ -113,14 +114,17 @@ def grads_in_jax_layout(model: TorchGLM) -> dict:
   return out
 
 
-def make_step(model: TorchGLM, t):
-  """One AdamW train step with global-norm clipping (t: the JAX run's train config)."""
+def make_step(model: TorchGLM, t, compiled: bool = False):
+  """One AdamW train step with global-norm clipping (t: the JAX run's train config); with
+  `compiled`, the loss (forward, and through AOTAutograd its backward) under `torch.compile`
+  (default inductor backend), the optimizer eager."""
   opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.b1, t.b2), eps=t.eps,
                           weight_decay=t.weight_decay)
+  loss_fn = torch.compile(model.loss) if compiled else model.loss
 
   def step(batch):
     opt.zero_grad(set_to_none=True)
-    loss = model.loss(batch)
+    loss = loss_fn(batch)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip)
     opt.step()
@@ -130,6 +134,6 @@ def make_step(model: TorchGLM, t):
 
 
 def to_torch(batch: dict) -> dict:
-  out = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
+  out = {k: torch.from_numpy(np.array(v)) for k, v in batch.items()}
   out["tokens"], out["targets"] = out["tokens"].long(), out["targets"].long()
   return out
