@@ -212,10 +212,11 @@ class GLM(nnx.Module):
     """Logits [B,T,V] (and the updated cache when `cache` is given).
 
     `layer_stack(layer_fn, h, xs, shared, seeds, chunk) -> h` (training only) replaces the
-    layer loop (scanned with remat, unrolled without): layer_fn(shared, xs_l, h, part) -> h is layer l on the rows h (xs_l: its
-    parameters under "p", its index under "idx", its dropout key under "key"; shared = {"positions",
-    "context_len"}, the batch leading, sliced with h; part = the micro-batch index or None),
-    seeds [L] uint32 (one per layer and step, drawn from dropout_key), chunk = cfg.layer_chunk;
+    layer loop (scanned with remat, unrolled without): layer_fn(shared, xs_l, h, part) -> h is
+    layer l on the rows h (xs_l: its parameters under "p", its index under "idx", its dropout key
+    under "key"; shared = {"positions", "context_len"}, the batch leading, sliced with h; part =
+    the micro-batch index or None), seeds [L] uint32 (one per layer and step, drawn from
+    dropout_key), chunk = cfg.layer_chunk;
     it must compute lax.scan of layer_fn over xs (e.g. the unrolled, activation-compressed
     layers of `jaxpapers.gact.families`).
 
@@ -252,7 +253,7 @@ class GLM(nnx.Module):
                            (shared["positions"], shared["context_len"]), part)
       h = layer_stack(layer_fn, x, xs, {"positions": positions, "context_len": context_len},
                       jax.vmap(_seed_of)(layer_keys), cfg.layer_chunk)
-    elif cfg.remat:     # memory first: one layer's activations at a time, the stack scanned
+    elif cfg.remat:     # memory first: each layer's input kept, the rest recomputed, scanned
       h, _ = jax.lax.scan(jax.checkpoint(body, prevent_cse=False), x, xs)
     else:               # speed first: the layers unrolled (see GLMConfig.remat)
       h = x

@@ -2,8 +2,8 @@
 
 Presets: default (4 layers of width 256 on 8.6M tokens, 54 minutes on 2 CPU cores when measured,
 before the layers were unrolled and the loss became optax's, which together cut its gradient's
-time by 14%: long enough to write recognisable English), `quick` (at most 5 CPU minutes on 2 cores), `tiny`
-(seconds; for tests)."""
+time by 14%: long enough to write recognisable English), `quick` (at most 5 CPU minutes on 2
+cores), `tiny` (seconds; for tests)."""
 import ml_collections
 
 PRESETS = (None, "default", "quick", "tiny")
