@@ -206,6 +206,11 @@ class Saved:
   layout: tuple = flax.struct.field(pytree_node=False, default=())
 
 
+def _n_groups(size: int) -> int:
+  """How many groups of GROUP the compressor makes of `size` elements (the last padded)."""
+  return -(-size // GROUP)
+
+
 def _padded(leaf) -> jnp.ndarray:
   """leaf flattened and padded with its last value to whole groups of 256, as the compressor
   groups it (so that packing tensors together gives each the groups, min and scale it has on
@@ -223,12 +228,12 @@ def _pack_layout(items, plan, split: bool = True) -> tuple:
   buckets: dict = {}
   for i, b in items:
     buckets.setdefault((b, plan[i].kind == "mask"), []).append(i)
-  cap = max((-(-plan[i].size // GROUP) * GROUP for i, _ in items), default=0) // 4 if split else None
+  cap = max((_n_groups(plan[i].size) * GROUP for i, _ in items), default=0) // 4 if split else None
   out = []
   for (b, _), members in buckets.items():
     start, lay = 0, []
     for i in members:
-      n = -(-plan[i].size // GROUP) * GROUP
+      n = _n_groups(plan[i].size) * GROUP
       if lay and cap is not None and start + n > cap:
         out.append((b, tuple(lay)))
         start, lay = 0, []
@@ -261,7 +266,7 @@ def _decompress_pack(c: Compressed, lay, out: list) -> None:
   """Each tensor of a pack decompressed from its own groups into its own buffer (decompressing
   the pack whole and slicing it kept two FP32 copies of a block's activations)."""
   for i, shape, dtype, start, size in lay:
-    g, n = start // GROUP, -(-size // GROUP)
+    g, n = start // GROUP, _n_groups(size)
     part = Compressed(c.packed[g:g + n], c.mn[g:g + n], c.scale[g:g + n], (size,), c.dtype, c.bits)
     out[i] = decompress(part).reshape(shape).astype(dtype)
 
@@ -339,7 +344,7 @@ def compress_block(fn: Callable, bits, mode: str = "residuals") -> Callable:
       saved = list(uniq)
       if acts:
         ((_, lay),) = _pack_layout([(i, 0) for i, _ in acts], plan, split=False)
-        per_group = jnp.concatenate([jnp.full((-(-size // GROUP),), b, jnp.float32)
+        per_group = jnp.concatenate([jnp.full((_n_groups(size),), b, jnp.float32)
                                      for (i, b), (*_, size) in zip(acts, lay)])
         _unpack(fake_quantize(_concat(uniq, lay), per_group, _mix_seed(seed, 0)), lay, saved)
       return y, Saved(saved, [], treedef, tuple(where))
@@ -375,7 +380,7 @@ def compressed_bytes(t: SavedTensor, bits: int) -> int:
   if t.kind == "kept" or bits == 32:
     return t.nbytes
   b = 1 if t.kind == "mask" else bits
-  return -(-t.size // GROUP) * (GROUP * b // 8 + 8)
+  return _n_groups(t.size) * (GROUP * b // 8 + 8)
 
 
 def saved_bytes(fn: Callable, params, x, bits, mode: str = "residuals") -> dict:
