@@ -153,7 +153,8 @@ def _torch_steps(a, cfg, model, batch, t, jax_grads) -> tuple[dict, dict]:
   import torch
   import glm_torch   # noqa: PLC0415 (next to this script)
   names = GLM.LAYER_PARAMS + ("embed", "final_scale", "final_bias")
-  tm = glm_torch.TorchGLM(cfg, {n: np.asarray(getattr(model, n).get_value()) for n in names})
+  weights = {n: np.asarray(getattr(model, n).get_value()) for n in names}
+  tm = glm_torch.TorchGLM(cfg, weights)
   tb = glm_torch.to_torch(jax.device_get(batch))
   jax_loss = float(loss_fn(model, batch, None)[0])
   loss = tm.loss(tb)
@@ -165,7 +166,7 @@ def _torch_steps(a, cfg, model, batch, t, jax_grads) -> tuple[dict, dict]:
   tm.zero_grad(set_to_none=True)
   steps = {"torch_eager": glm_torch.make_step(tm, t)}
   if a.torch_compile:      # its own copy of the weights: the two steps update their own
-    tc = glm_torch.TorchGLM(cfg, {n: np.asarray(getattr(model, n).get_value()) for n in names})
+    tc = glm_torch.TorchGLM(cfg, weights)
     steps["torch_compile"] = glm_torch.make_step(tc, t, compiled=True)
     out_compile = float(steps["torch_compile"](tb).detach())     # compiles; the first step's loss
   out = {"version": torch.__version__, "threads": torch.get_num_threads(),
