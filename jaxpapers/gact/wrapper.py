@@ -58,6 +58,10 @@ from pallas_kernels.act_compress import (BITS, GROUP, Compressed, _groups, compr
                                          decompress, fake_quantize)
 
 MODES = ("residuals", "recompute")
+# Calls whose outputs are kept as they are even when they depend on x: normalisation statistics
+# (`jaxpapers.nn.norm.norm_statistics`), which PyTorch's normalisation layers save as outputs that
+# need no gradient and the official GACT therefore does not quantize (`quantizer.check_quantize`).
+NO_GRADIENT_CALLS = frozenset({"norm_statistics"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +97,8 @@ def _depends_on_x(jaxpr, n_params: int) -> list[bool]:
   dep = set(id(v) for v in jaxpr.invars[n_params:]
             if jnp.issubdtype(v.aval.dtype, jnp.floating))      # integer inputs carry no gradient
   for eqn in jaxpr.eqns:
+    if eqn.params.get("name") in NO_GRADIENT_CALLS:
+      continue
     if any(not isinstance(v, Literal) and id(v) in dep for v in eqn.invars):
       dep.update(id(v) for v in eqn.outvars)
   return [not isinstance(v, Literal) and id(v) in dep for v in jaxpr.outvars]

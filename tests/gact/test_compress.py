@@ -462,3 +462,27 @@ def test_fake_quantize_with_a_width_per_group_is_each_groups_own():
   np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(x[GROUP:2 * GROUP]))
   with pytest.raises(ConfigError, match="widths for 4 groups"):
     fake_quantize(x, jnp.array([2.0, 2.0]), jnp.uint32(7))
+
+
+def test_fused_layer_norm_keeps_its_statistics_and_compresses_its_normalised_output():
+  """`fused_layer_norm` saves x_hat and 1/std: the statistics (a `norm_statistics` call) are kept in
+  FP32, as the official GACT keeps what PyTorch's normalisation layers save as outputs that need
+  no gradient, and x_hat is the one activation compressed. That is well conditioned where rows are
+  constant (WordNet nodes without features): 1/std = 1/sqrt(eps) multiplies the rounding noise of
+  a saved input x by 1,000 (its 8-bit gradient was off by more than its own norm), while x_hat of
+  such a row is 0 and its group's range is that of other normalised rows."""
+  from jaxpapers.nn.norm import fused_layer_norm
+  fn = lambda p, x: jax.nn.relu(fused_layer_norm(x @ p["w"], p["s"], p["b"], 1e-6))
+  k = jax.random.split(jax.random.key(3), 3)
+  p = {"w": jax.random.normal(k[0], (64, 64)) / 8, "s": jnp.ones(64), "b": jnp.zeros(64)}
+  x = (jax.random.normal(k[1], (256, 64)) * 3).at[::7].set(0.0)   # every 7th row: x W = 0
+  kinds = [(t.shape, t.kind) for t in saved_tensors(fn, p, x)]
+  assert [s for s, kind in kinds if kind == "act"] == [(256, 64), (256, 64)], kinds  # x, x_hat
+  assert ((256, 1), "kept") in kinds, kinds                                            # 1/std
+  gy = jax.random.normal(k[2], (256, 64))
+  exact = jax.grad(lambda p, x: jnp.sum(fn(p, x) * gy), argnums=(0, 1))(p, x)
+  g = compress_block(fn, 8)
+  got = jax.jit(jax.grad(lambda p, x: jnp.sum(g(p, x, 5) * gy), argnums=(0, 1)))(p, x)
+  for a, e in zip(jax.tree.leaves(got), jax.tree.leaves(exact)):
+    rel = float(jnp.linalg.norm(a - e) / jnp.linalg.norm(e))
+    assert rel < 0.05, rel
