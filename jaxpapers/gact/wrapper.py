@@ -93,7 +93,10 @@ def check_bits(bits) -> None:
 def _depends_on_x(jaxpr, n_params: int) -> list[bool]:
   """For each output of `jaxpr` (inputs: the params' leaves, then x's), whether it depends on a
   float x leaf: a forward pass over the equations (an equation's outputs depend on x if any input
-  does; nested jaxprs are treated as one equation, which can only over-approximate)."""
+  does; nested jaxprs are treated as one equation, which can only over-approximate), except the
+  outputs of a call named in NO_GRADIENT_CALLS, which depend on nothing. That exception is seen
+  only where the call is an equation of the block's own jaxpr (as `fused_layer_norm` called in
+  the block is); inside another nested jaxpr (a scan's body) its outputs count as activations."""
   dep = set(id(v) for v in jaxpr.invars[n_params:]
             if jnp.issubdtype(v.aval.dtype, jnp.floating))      # integer inputs carry no gradient
   for eqn in jaxpr.eqns:

@@ -19,7 +19,7 @@ def layer_norm(x, scale, bias, eps: float = 1e-5):
 @functools.partial(jax.jit, inline=False)
 def norm_statistics(xf):
   """Per-row mean and variance over the last axis (a call of its own in the jaxpr, see
-  `layer_norm`)."""
+  `fused_layer_norm`)."""
   mean = xf.mean(-1, keepdims=True)
   return mean, jnp.square(xf - mean).mean(-1, keepdims=True)
 
@@ -42,8 +42,8 @@ def _layer_norm_bwd(eps, res, g):
   gs = g * scale
   gx = rstd * (gs - gs.mean(-1, keepdims=True) - xh * (gs * xh).mean(-1, keepdims=True))
   rows = tuple(range(xh.ndim - 1))
-  gscale = (g * xh).sum(rows).reshape(jnp.shape(scale)) if jnp.ndim(scale) else (g * xh).sum()
-  gbias = g.sum(rows).reshape(jnp.shape(bias)) if jnp.ndim(bias) else g.sum()
+  gscale = (g * xh).sum(rows) if jnp.ndim(scale) else (g * xh).sum()     # scale: () or (D,)
+  gbias = g.sum(rows) if jnp.ndim(bias) else g.sum()
   return gx, gscale.astype(jnp.result_type(scale)), gbias.astype(jnp.result_type(bias))
 
 
@@ -63,5 +63,11 @@ def fused_layer_norm(x, scale, bias, eps: float = 1e-5):
   orthogonal to 1 and to x_hat), and a constant row (1/std = 1/sqrt(eps)) multiplies their
   rounding noise by up to 1,000 (experiments/gact/README.md measures both on the GCN). x_hat of a
   constant row is 0, and its rounding noise is only multiplied back by 1/std, as the exact
-  gradient is."""
+  gradient is. Its mean and variance are computed in two passes (flax's `nnx.LayerNorm`, which the
+  GCN used before, takes E[x^2] - E[x]^2): float rounding differs. Forward-mode autodiff (jvp)
+  is not defined through it (a `custom_vjp`)."""
+  d = x.shape[-1]
+  for name, p in (("scale", scale), ("bias", bias)):
+    if jnp.shape(p) not in ((), (d,)):
+      raise ValueError(f"fused_layer_norm: {name} has shape {jnp.shape(p)}; expected () or ({d},)")
   return _layer_norm(x.astype(jnp.float32), scale, bias, eps).astype(x.dtype)

@@ -476,9 +476,9 @@ def test_fused_layer_norm_keeps_its_statistics_and_compresses_its_normalised_out
   k = jax.random.split(jax.random.key(3), 3)
   p = {"w": jax.random.normal(k[0], (64, 64)) / 8, "s": jnp.ones(64), "b": jnp.zeros(64)}
   x = (jax.random.normal(k[1], (256, 64)) * 3).at[::7].set(0.0)   # every 7th row: x W = 0
-  kinds = [(t.shape, t.kind) for t in saved_tensors(fn, p, x)]
-  assert [s for s, kind in kinds if kind == "act"] == [(256, 64), (256, 64)], kinds  # x, x_hat
-  assert ((256, 1), "kept") in kinds, kinds                                            # 1/std
+  kinds = [(t.shape, t.dtype, t.kind) for t in saved_tensors(fn, p, x)]
+  assert [s for s, _, kind in kinds if kind == "act"] == [(256, 64), (256, 64)], kinds  # x, x_hat
+  assert ((256, 1), "float32", "kept") in kinds, kinds                                  # 1/std
   gy = jax.random.normal(k[2], (256, 64))
   exact = jax.grad(lambda p, x: jnp.sum(fn(p, x) * gy), argnums=(0, 1))(p, x)
   g = compress_block(fn, 8)

@@ -33,10 +33,8 @@ def test_memory_experiment_writes_the_named_results(gnn_run):
               "step_time_ratio_L2.2", "adaptive_variance_ratio", "loss_seed_spread_L0"):
     assert isinstance(r[key], float), key
   # at this toy size one layer's working set dominates (1.33x measured); the quick preset's
-  # figures are in experiments/gact/README.md. The GCN's adaptive bits lose to uniform ones
-  # (9.3x here, 1.1x in the quick preset: GACT's 1-bit probes of LayerNorm's normalised output
-  # mispredict its error at 2 bits, README), so only how the ratio is made is checked here
-  # (the allocator itself: test_compress.py, exhaustive search)
+  # figures are in experiments/gact/README.md. How the variance ratio is made (whether adaptive
+  # beats uniform on the GCN: the xfail below)
   top = r["levels"]["L2.2"]
   assert r["memory_ratio_L2.2"] > 1.1, r
   assert r["adaptive_variance_ratio"] == pytest.approx(
@@ -54,6 +52,14 @@ def test_memory_experiment_writes_the_named_results(gnn_run):
   assert top["avg_bits"] <= 2.0 and len(top["unit_sizes"]) == 2 * 2
   assert "| L2.2 | no |" in (wd / "REPORT.md").read_text()
   assert (wd / "gnn_bits_L2.2.png").stat().st_size > 0
+
+
+@pytest.mark.xfail(strict=True, reason="issue 21, not met for the GCN: adaptive bits have 9.3x "
+                   "uniform's gradient variance here (1.1x in the quick preset); GACT's 1-bit "
+                   "probes mispredict LayerNorm's normalised output (experiments/gact/README.md)")
+def test_gcn_adaptive_bits_beat_uniform_ones(gnn_run):
+  _, results = gnn_run
+  assert results["gnn"]["adaptive_variance_ratio"] < 1.0
 
 
 def test_checkpointed_rows_are_compared_with_ckpt(gnn_run, tmp_path):
