@@ -52,11 +52,19 @@ def _rows(fam: str, r: dict, c) -> list[Row]:
       d, sp = r["loss_delta_L2.2"], r.get("loss_seed_spread_L0")
       ok = abs(d) <= 0.01 or (sp is not None and abs(d) <= sp)
       per = ", ".join(f"{100 * v:+.2f}%" for v in r["loss_delta_L2.2_per_seed"])
+      # the paper's bar is accuracy within 0.5 points: where the family has an accuracy, the
+      # loss criterion (the issue's: within L0's seed spread or 1%) reproduces it only with it
+      acc = [100 * (b["acc"] - a["acc"]) for a, b in zip(r["seeds"]["L0"], r["seeds"]["L2.2"])
+             if a.get("acc") is not None and b.get("acc") is not None]
+      acc_ok = not acc or float(np.mean(acc)) >= -0.5
+      note = ("; accuracy per seed " + ", ".join(f"{v:+.2f}" for v in acc) + " points"
+              if acc else "")
       rows.append(Row(f"{F}: held-out loss, L2.2 vs L0 (paired by seed)", PAPER["loss"],
-                      f"{100 * d:+.2f}%", "reproduced" if ok else "not reproduced",
+                      f"{100 * d:+.2f}%",
+                      ("reproduced" if acc_ok else "in part") if ok else "not reproduced",
                       f"per seed {per}; L0's seed spread (sample std / mean) "
                       f"{'n/a' if sp is None else f'{100 * sp:.2f}%'}; std of the paired "
-                      f"differences {_std(r['loss_delta_L2.2_per_seed'])}; equal steps"))
+                      f"differences {_std(r['loss_delta_L2.2_per_seed'])}{note}; equal steps"))
     if r.get("step_time_ratio_L2.2") is not None:
       rows.append(Row(f"{F}: step time L2.2 / L0", "overhead reported per model (§6)",
                       f"{r['step_time_ratio_L2.2']:.2f}x", "n/a", "median step, same process, CPU"))
