@@ -81,7 +81,7 @@ BUILT = {
             "and BC; BC length chosen on validation worlds",
             "Craftax-Classic with scripted demonstrators, not Minecraft video; the IDM accuracy "
             "is on the demonstrators' actions, not VPT's keypress accuracy; 250-step episodes; RL "
-            "fine-tuning (PPO, not PPG) only in the default preset, not yet measured"),
+            "fine-tuning (PPO, not PPG) only in the default preset"),
     "gebd": ("`jaxpapers.gebd`",
              "a generated multi-annotator GEBD benchmark in the Kinetics-GEBD annotation layout, "
              "the challenge F1 protocol, soft labels, pseudo labels, alignment, a video MAE, the "
