@@ -72,23 +72,6 @@ def fuse(ego: Detections, rsu: Detections, use_rsu, gate: float) -> tuple[Detect
                     jnp.concatenate([var, rsu.var]), jnp.concatenate([ego.valid, rest])), seen
 
 
-def planning_constraints(msg: Detections, var_measured, vehicle, use, seen):
-  """Planning fusion's constraints from an RSU message compensated to the present (`msg`, its
-  `var` the compensated per-axis position variance; `var_measured` the tracks' variance when the
-  RSU measured them; `vehicle` the class the RSU's detector reports, as LiDAR detectors do):
-  (positions, valid, widening of the lane corridor). Every track the ego does not itself see
-  (`seen`) and that does not move against the ego (vx < -1 m/s: the other lane's traffic) is a
-  constraint when `use`; it is placed two compensated standard deviations closer, and the corridor
-  is widened by two lateral standard deviations: a pedestrian's compensated one (it may have
-  started to cross since), a vehicle's as measured (vehicles keep their lanes in this world:
-  parked cars stay on the parking strip, the lead and oncoming cars in their lanes; the
-  compensated one made a parked car an obstacle once a message was about a second old)."""
-  sigma = jnp.sqrt(msg.var)
-  lateral = jnp.where(vehicle, jnp.sqrt(var_measured), sigma)
-  valid = msg.valid & ~seen & use & (msg.vel[:, 0] > -1.0)
-  return msg.pos - jnp.stack([2 * sigma, jnp.zeros_like(sigma)], -1), valid, 2 * lateral
-
-
 def perception_counts(perceived: Detections, truth, truth_valid, gate: float):
   """(true positives, ground-truth objects, perceived objects, summed position error) of one frame:
   perceived objects matched one-to-one to true ones within `gate` metres."""

@@ -14,14 +14,11 @@ Methods (named as in the paper's abstract, the adaptive choice after its journal
   inter     inter-frame fusion: the newest arrived RSU message (age <= plan_max_age), its tracks
             motion-compensated to frame t with their Kalman velocity, fused with the ego's frame.
   planning  planning fusion: no object-level fusion; the newest RSU tracks (age <= plan_max_age)
-            that the ego does not itself see reach the planner as constraints
-            (`fusion.planning_constraints`): obstacles placed two (compensated) standard
-            deviations closer, with the lane corridor widened by two lateral standard deviations
-            (a pedestrian's compensated one; a vehicle's as it was when the RSU measured it,
-            vehicles keeping their lanes); one inside the widened corridor is followed at its own
-            speed, one walking into it is treated as standing; traffic moving against the ego
-            (vx < -1 m/s, the other lane's) is never a constraint. The ego slows before an
-            occluded pedestrian.
+            that the ego does not itself see reach the planner as constraints: obstacles placed two
+            (compensated) standard deviations closer, with the lane corridor widened by as much;
+            one inside the widened corridor is followed at its own speed, one walking into it is
+            treated as standing; traffic moving against the ego (vx < -1 m/s, the other lane's)
+            is never a constraint. The ego slows before an occluded pedestrian.
   adaptive  per frame, from the age of the newest message that arrived: fused when it is at most
             inter_max_age old (at age 0, frame t's own message, this is intra-frame fusion; older,
             inter-frame fusion), planning constraints when at most plan_max_age old, else the ego
@@ -42,8 +39,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxpapers.iaad import fusion, kalman, network, planner
-from jaxpapers.iaad.scenario import PEDESTRIAN, VEHICLE_HALF, Detections, Scenario, ego_detect
-from jaxpapers.iaad.scenario import half_extent, objects, rsu_detect, sample_draws, sample_world
+from jaxpapers.iaad.scenario import VEHICLE_HALF, Detections, Scenario, ego_detect, half_extent
+from jaxpapers.iaad.scenario import objects, rsu_detect, sample_draws, sample_world
 from jaxpapers.iaad.scenario import trigger_pedestrians
 
 METHODS = ("ego_only", "intra", "inter", "planning", "adaptive")
@@ -142,10 +139,12 @@ def episode(key, ln: network.Link, trace: network.Trace, s: Scenario, f: Fusion,
       perc = jax.tree.map(lambda a, b: jnp.where(method == ORACLE, a, b), truth, perc)
       # planning constraints: RSU tracks the ego does not itself see (constraints are used only
       # when no RSU object is fused, so the perceived objects are then the ego's detections)
-      c_pos, c_valid, widen = fusion.planning_constraints(msg, newest.pp, world.kind != PEDESTRIAN,
-                                                          constrain, seen)
+      sigma = jnp.sqrt(msg.var)
+      c_valid = msg.valid & ~seen & constrain & (msg.vel[:, 0] > -1.0)   # not oncoming traffic
+      c_pos = msg.pos - jnp.stack([2 * sigma, jnp.zeros_like(sigma)], -1)
       ob_p, gap_p, vl_p = planner.obstacles(x, v, perc.pos, perc.vel, perc.valid, idm.half_width)
-      ob_c, gap_c, vl_c = planner.obstacles(x, v, c_pos, msg.vel, c_valid, idm.half_width + widen)
+      ob_c, gap_c, vl_c = planner.obstacles(x, v, c_pos, msg.vel, c_valid,
+                                            idm.half_width + 2 * sigma)
       a = planner.acceleration(idm, v, jnp.concatenate([ob_p, ob_c]),
                                jnp.concatenate([gap_p, gap_c]), jnp.concatenate([vl_p, vl_c]))
       v_new = jnp.maximum(v + a * s.dt, 0.0)

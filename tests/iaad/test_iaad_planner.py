@@ -1,10 +1,9 @@
 """The IDM planner: stops behind a standing obstacle, follows a moving one at a safe gap, and
-takes only a real crossing for an obstacle; planning fusion's constraints from an old message."""
+takes only a real crossing for an obstacle."""
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpapers.iaad import fusion, kalman, planner
-from jaxpapers.iaad.scenario import Detections
+from jaxpapers.iaad import planner
 
 P = planner.IDM()
 
@@ -45,30 +44,3 @@ def test_only_a_real_crossing_is_an_obstacle():
   far = planner.obstacles(jnp.float32(0.0), jnp.float32(15.0), jnp.array([[200.0, -3.4]]),
                           jnp.array([[0.0, 1.4]]), jnp.array([True]), P.half_width)[0]
   assert not bool(far[0])                                     # would cross long before we arrive
-
-
-def test_old_constraints_widen_a_pedestrians_corridor_not_a_parked_cars():
-  """Planning fusion's constraints from a message 1.5 s old: a parked car (on the parking strip,
-  y = -3.25) and a waiting pedestrian (y = -3.4) measured with the RSU's 0.3 m noise, both now
-  uncertain by the compensated variance. The pedestrian may have started to cross, so its
-  corridor widens until it is an obstacle; the car keeps its lane, so it does not; a stopped car
-  in the ego lane stays one, and oncoming traffic and what the ego sees are never constraints."""
-  pos = jnp.array([[40.0, -3.25], [43.0, -3.4], [60.0, 0.0], [70.0, 3.5], [45.0, -3.25]])
-  vel = jnp.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [-12.0, 0.0], [0.0, 0.0]])
-  measured = jnp.full(5, 0.09)
-  now = kalman.propagate_cov(measured, jnp.zeros(5), jnp.full(5, 0.01), 1.5, 0.1, 3.0)[0]
-  msg = Detections(pos, vel, now, jnp.ones(5, bool))
-  vehicle = jnp.array([True, False, True, True, True])
-  seen = jnp.array([False, False, False, False, True])
-  c_pos, valid, widen = fusion.planning_constraints(msg, measured, vehicle, True, seen)
-  assert np.asarray(valid).tolist() == [True, True, True, False, False]
-  np.testing.assert_allclose(np.asarray(widen), 2 * np.sqrt(np.where(vehicle, measured, now)))
-  np.testing.assert_allclose(np.asarray(c_pos[:, 0]), np.asarray(pos[:, 0] - 2 * np.sqrt(now)))
-  ob, _, _ = planner.obstacles(jnp.float32(0.0), jnp.float32(15.0), c_pos, vel, valid,
-                               P.half_width + widen)
-  assert np.asarray(ob).tolist() == [False, True, True, False, False]
-  # before the change every track's corridor grew with the message's age: the car was an obstacle
-  assert bool(planner.obstacles(jnp.float32(0.0), jnp.float32(15.0), c_pos[:1], vel[:1],
-                                valid[:1], P.half_width + 2 * jnp.sqrt(now[:1]))[0][0])
-  _, none_valid, _ = fusion.planning_constraints(msg, measured, vehicle, False, seen)
-  assert not np.asarray(none_valid).any()                     # no constraints unless used

@@ -7,7 +7,7 @@ p_bg, loss_bad) of jaxpapers/iaad/network.py; handover zones add `handover_ms` a
 (columns time_s, latency_ms, lost). Every level runs the same episodes (same worlds and sensor
 noise), so the curves are paired across levels as well as across methods.
 
-Presets: default (2 seeds x 2048 episodes, 1.5 min on 2 CPU cores), `quick` (2 seeds x 512, 0.7 min),
+Presets: default (2 seeds x 2048 episodes, 2.1 min on 2 CPU cores), `quick` (2 seeds x 512, 0.9 min),
 `tiny` (tests).
 """
 import ml_collections
