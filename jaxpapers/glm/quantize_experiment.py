@@ -276,10 +276,14 @@ def _report(wd: Path, command: str, c, r: dict) -> None:
              "int4_group": "—"}[name]
     limit = {"int8": 0.005, "int4_absmax": 0.05}.get(name)
     rel = r["ppl_rel_change"][name]
+    # GLM-130B's figures are of a 130B model on WikiText-2 (§5: its weight distribution); a toy
+    # model on other text is held to bounds of ours, which say it is consistent, not reproduced
     if limit is not None:
-      verdict = "reproduced" if rel <= limit else "not reproduced"
-    elif name == "int4_zeropoint":
-      verdict = "reproduced" if rel < r["ppl_rel_change"]["int4_absmax"] else "not reproduced"
+      verdict = (f"n/a (toy scale: within our {100 * limit:g}% bound)" if rel <= limit
+                 else f"not met (toy scale: beyond our {100 * limit:g}% bound)")
+    elif name == "int4_zeropoint":   # the paper's evidence is LAMBADA accuracy, ours perplexity
+      verdict = ("direction reproduced (perplexity, not the paper's LAMBADA accuracy)"
+                 if rel < r["ppl_rel_change"]["int4_absmax"] else "not reproduced")
     else:   # no paper figure for group-wise scales
       verdict = "n/a"
     rows.append(Row(f"held-out perplexity change, {name}", claim, pct(rel), verdict,
@@ -287,7 +291,9 @@ def _report(wd: Path, command: str, c, r: dict) -> None:
                     f"{100 * r['weight_bytes_ratio'][name]:.1f}% of FP32 (scales included)"))
   rows += [
       Row("INT4 weight bytes (scales included)", "~1/4 of FP16 = 1/8 of FP32",
-          f"{100 * r['weight_bytes_ratio_int4']:.1f}% of FP32", "reproduced" if r["weight_bytes_ratio_int4"] <= 0.14 else "not reproduced",
+          f"{100 * r['weight_bytes_ratio_int4']:.1f}% of FP32",
+          ("n/a (the packing format's arithmetic: at most 14%)" if r["weight_bytes_ratio_int4"] <= 0.14
+           else "not met (more than 14%)"),
           "QKV, attention output and both FFN matrices; embedding and norms stay FP"),
       Row("CPU decode speed, INT4 vs FP32 (batch 1, like for like)", "goal ≥ 2 (bandwidth bound: up to 8x)",
           f"{r['decode_speedup_int4_cpu']:.2f}x", "met" if r["decode_speedup_int4_cpu"] >= 2.0 else "not met",
