@@ -44,9 +44,9 @@ BUILT = {
             "kernel for INT8/INT4 and FP32 decode and Pallas kernels (GPU/TPU layouts lowered, not "
             "run on a device)",
             "trained on six Austen novels at laptop scale: the quick preset's model does not write "
-            "English; the default preset's (54 min, one run of older code, no snapshot; its "
-            "README) writes English words in Austen's manner, grammatical in short stretches, "
-            "last-word accuracy 5.1%; speed on the CPU only"),
+            "English; the default preset's (52 min, one run, not in the snapshots; its README) "
+            "writes English words in Austen's manner, grammatical in short stretches, last-word "
+            "accuracy 4.3%; speed on the CPU only"),
     "gact": ("`jaxpapers.gact`, `pallas_kernels`",
              "the compressor (Pallas + reference), compression of every saved activation of any "
              "block (residual mode) and checkpointed rows, per-tensor adaptive bits with the "
