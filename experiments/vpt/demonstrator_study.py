@@ -33,7 +33,8 @@ def main() -> None:
     m = style == k
     if m.any():
       got = {E.ACHIEVEMENT_NAMES[i]: f"{100 * u:.0f}%" for i, u in enumerate(r.unlocked[m].mean(0)) if u > 0}
-      print(f"{name} ({m.sum()} episodes, mean length {length[m].mean():.0f}): "
+      print(f"{name} ({m.sum()} episodes, mean length {length[m].mean():.0f}, "
+            f"{(length[m] >= a.steps).sum()} alive at {a.steps}): "
             f"{r.unlocked[m].sum(1).mean():.2f} achievements: {got}")
   played = r.actions[r.alive]
   print("actions:", ", ".join(f"{n} {100 * (played == i).mean():.1f}%" for i, n in enumerate(E.ACTION_NAMES)))

@@ -9,14 +9,18 @@ style and its own thresholds (`initial_carry`), so the video mixes behaviours:
 - `explorer`: twice the random moves, makes the wooden tools, drinks and eats later.
 
 All of them keep alive as a player does: fight an adjacent zombie or skeleton, drink when thirst
-passes the episode's threshold, eat (cow or ripe plant) when food does, and sleep at night or
-when energy runs low, in a two-cell pocket dug into stone and sealed behind them
-(`_shelter_site`), staying in it until it is light and digging out then; with no pocket in reach
-they sleep in the open (behind one stone if they carry one) by day, or at night once energy is
-spent; no-ops while asleep (the game ignores every key then). Episodes last longer than the
-single script's, though most still end before 1,000 steps (experiments/vpt/README.md). Random
-moves and no-ops at the style's rates keep the behaviour's entropy. A demonstrator sees the whole
-map (the agents learning from its video see only the 9x7-tile view)."""
+passes the episode's threshold (and, at the water, drink up), eat (cow or ripe plant) when food
+does, and sleep at night or when energy runs low, in a two-cell pocket dug into stone and sealed
+behind them (`_shelter_site`), staying in it until it is light and digging out then; hurt (health
+below the episode's `hide_below`) they shelter the same way and stay until nearly healed; with no
+pocket in reach they sleep in the open (behind one stone if they carry one) by day, or at night
+once energy is spent; no-ops while asleep or waiting in a pocket rested (the game ignores every
+key, and SLEEP at full energy, then).
+Water, food, shelters and the block being collected are found over the whole map by distance
+fields kept in the carry (`update_fields`), through stone once they hold a pickaxe. About half
+the episodes now last 1,000 steps (experiments/vpt/README.md, "Demonstrators"). Random moves and no-ops at the
+style's rates keep the behaviour's entropy. A demonstrator sees the whole map (the agents
+learning from its video see only the 9x7-tile view)."""
 from __future__ import annotations
 
 import dataclasses
@@ -35,6 +39,8 @@ MAKE_WOOD_SWORD, MAKE_STONE_SWORD, MAKE_IRON_SWORD = 14, 15, 16
 MOVES = jnp.array([[0, 0], [0, -1], [0, 1], [-1, 0], [1, 0]])   # indexed by action 0..4
 PLACE_STONE_ACH, PLACE_PLANT_ACH = 10, 7      # achievement ids
 STYLES = ("builder", "farmer", "explorer")
+INTENTS = ("fight", "leave_pocket", "drink", "eat", "sleep", "to_stone", "craft", "place", "collect",
+           "farm", "explore", "whim", "asleep")
 FAR = 10 ** 6
 
 
@@ -46,15 +52,76 @@ class DemoConfig:
   styles: tuple[float, ...] = (0.4, 0.3, 0.3)   # the probability of each of STYLES per episode
 
 
+MAP = 64           # Craftax-Classic's map is 64 x 64
+FIELDS = ("water", "food", "shelter", "goal")   # the distance fields a demonstrator keeps
+RELAX = 4          # relaxation sweeps of each field per step
+
+
 def initial_carry(cfg: DemoConfig, num_envs: int, key) -> dict:
-  """Each episode's style and needs thresholds (drink / eat below, sleep below), drawn once."""
-  ks, kd, kf, ke = jax.random.split(key, 4)
+  """Each episode's style and needs thresholds (drink / eat below, sleep below), drawn once, and
+  its distance fields (unknown at first: FAR)."""
+  ks, kd, kf, ke, kh = jax.random.split(key, 5)
   style = jax.random.choice(ks, len(STYLES), (num_envs,), p=jnp.asarray(cfg.styles))
   explorer = style == STYLES.index("explorer")
+  far = jnp.full((num_envs, MAP, MAP), FAR, jnp.int32)
   return {"style": style.astype(jnp.int32),
           "drink_below": jax.random.randint(kd, (num_envs,), 4, 7) - 2 * explorer,
           "food_below": jax.random.randint(kf, (num_envs,), 4, 7) - 2 * explorer,
-          "sleep_below": jax.random.randint(ke, (num_envs,), 2, 4)}
+          "sleep_below": jax.random.randint(ke, (num_envs,), 2, 4),
+          "hide_below": jax.random.randint(kh, (num_envs,), 7, 9),
+          "goal": jnp.zeros((num_envs,), jnp.int32),
+          **{f"{f}_dist": far for f in FIELDS}}
+
+
+def _passable(state):
+  """[H, W]: cells a path may cross: walkable ones, and stone once the player can dig it."""
+  m = state.map
+  walk = ~jnp.isin(m, SOLID) & (m != LAVA)
+  return walk | ((m == STONE) & (state.inventory.wood_pickaxe > 0))
+
+
+def _mob_cells(mobs, shape):
+  return jnp.zeros(shape, bool).at[mobs.position[:, 0], mobs.position[:, 1]].max(mobs.mask)
+
+
+def update_fields(episode: dict, state) -> dict:
+  """Relax the episode's distance fields RELAX times (Bellman-Ford sweeps without memory of the
+  old minimum, so a path that closes is forgotten as fast as a new one is learnt): the number of
+  steps from each cell to the nearest water (`water`) or cow or ripe plant (`food`), moving
+  through passable cells (`_passable`); 0 on the target itself. The whole map is planned over,
+  not only the 10 cells `_path_step` sees, at the cost of a few steps of lag at the start.
+  `shelter`: to the nearest cell a sealed pocket can be dug from (`_shelter_site`); `goal`: to
+  the nearest block of the kind the last step walked to (`decide`'s goal)."""
+  passable = _passable(state)
+  sources = {"water": state.map == WATER,
+             "food": (state.map == RIPE_PLANT) | _mob_cells(state.cows, state.map.shape),
+             "shelter": _shelter_entrances(*_padded_map(state.map)),
+             "goal": (state.map == episode["goal"]) & (episode["goal"] > 0)}
+
+  def relax(d, src):
+    p = jnp.pad(d, 1, constant_values=FAR)
+    near = jnp.minimum(jnp.minimum(p[:-2, 1:-1], p[2:, 1:-1]), jnp.minimum(p[1:-1, :-2], p[1:-1, 2:]))
+    return jnp.where(src, 0, jnp.where(passable, jnp.minimum(near + 1, FAR), FAR))
+
+  out = dict(episode)
+  for f in FIELDS:
+    d = episode[f"{f}_dist"]
+    for _ in range(RELAX):
+      d = relax(d, sources[f])
+    out[f"{f}_dist"] = d
+  return out
+
+
+def _descend(field, m, pos, facing, onto=False):
+  """The action along a distance field from `pos`: step to the neighbour nearest the target
+  (digging a stone in the way: face it, then DO), and once adjacent face the target and DO (or
+  step onto it: `onto`); and whether the field knows a way (the neighbours are not all FAR)."""
+  dirs = jnp.arange(LEFT, DOWN + 1)
+  near = jax.vmap(lambda d: _at(field, pos + MOVES[d], FAR))(dirs)
+  d = dirs[jnp.argmin(near)]
+  ahead = _at(m, pos + MOVES[d], 0)
+  act = jnp.where((((near.min() == 0) & (not onto)) | (ahead == STONE)) & (facing == d), DO, d)
+  return act, near.min() < FAR // 2
 
 
 def _nearest(mask, pos):
@@ -135,9 +202,16 @@ def _local(m, pos):
 
 
 def _shift(a, dy, dx):
-  """a[y + dy, x + dx] over the (2 VIEW + 1)^2 centre of a local block."""
-  n = 2 * VIEW + 1
-  return a[3 + dy:3 + dy + n, 3 + dx:3 + dx + n]
+  """a[y + dy, x + dx] over the centre of a block padded by 3 cells (a local block's
+  (2 VIEW + 1)^2 centre, or the whole map in `_padded_map`)."""
+  n, k = a.shape[0] - 6, a.shape[1] - 6
+  return a[3 + dy:3 + dy + n, 3 + dx:3 + dx + k]
+
+
+def _padded_map(m):
+  """The whole map padded by 3 cells of OUT_OF_BOUNDS, with its walkable cells, as `_local`."""
+  blocks = jnp.pad(m, 3, constant_values=1)
+  return blocks, ~jnp.isin(blocks, SOLID) & (blocks != LAVA) & (blocks > 1)
 
 
 def _path_step(walk, sources):
@@ -161,10 +235,11 @@ def _path_step(walk, sources):
 
 
 def _shelter_entrances(blocks, walk):
-  """[(2 VIEW + 1)^2]: the walkable cells from which a shelter (_shelter_site) can be dug."""
+  """The walkable cells of a block's centre (see _shift) from which a shelter (_shelter_site) can
+  be dug."""
   dug = jnp.isin(blocks, jnp.array([STONE, PATH]))
   solid = ~walk
-  out = jnp.zeros((2 * VIEW + 1,) * 2, bool)
+  out = jnp.zeros((blocks.shape[0] - 6, blocks.shape[1] - 6), bool)
   for (dy, dx), (ly, lx) in (((0, -1), (1, 0)), ((0, 1), (1, 0)), ((-1, 0), (0, 1)), ((1, 0), (0, 1))):
     at = lambda a, k, l=0: _shift(a, k * dy + l * ly, k * dx + l * lx)
     out |= (at(walk, 0) & at(dug, 1) & at(dug, 2) & at(solid, 3) & at(solid, 1, 1) & at(solid, 1, -1)
@@ -172,7 +247,7 @@ def _shelter_entrances(blocks, walk):
   return out
 
 
-def _sleep_plan(m, pos, facing, inv, blocks, walk):
+def _sleep_plan(m, pos, facing, inv, blocks, walk, shelter_dist):
   """The action towards sleeping in a sealed pocket (see _shelter_site): (action, sealed, whether
   a pocket is in reach: otherwise the action sleeps in the open, behind a stone if it has one)."""
   dirs = jnp.arange(1, 5)
@@ -194,18 +269,20 @@ def _sleep_plan(m, pos, facing, inv, blocks, walk):
   s1_stone = _at(m, pos + MOVES[de], 0) == STONE
   at_entrance = jnp.where((facing == de) & s1_stone, DO, de)
   walk_to_site, site_reachable = _path_step(walk, _shelter_entrances(blocks, walk))
+  to_far_site, far_site = _descend(shelter_dist, m, pos, facing, onto=True)
   pickaxe = inv.wood_pickaxe > 0
   action = jnp.select(
       [sealed, at_s2.any(), pickaxe & at_s1.any(), pickaxe & at_e.any(), pickaxe & site_reachable,
-       (inv.stone >= 1) & _walkable(m, pos + MOVES[jnp.clip(facing, 1, 4)])],
-      [SLEEP, back[d2], in_s1, at_entrance, walk_to_site, PLACE_STONE], SLEEP)
-  sheltering = sealed | at_s2.any() | (pickaxe & (at_s1.any() | at_e.any() | site_reachable))
+       pickaxe & far_site, (inv.stone >= 1) & _walkable(m, pos + MOVES[jnp.clip(facing, 1, 4)])],
+      [SLEEP, back[d2], in_s1, at_entrance, walk_to_site, to_far_site, PLACE_STONE], SLEEP)
+  sheltering = sealed | at_s2.any() | (pickaxe & (at_s1.any() | at_e.any() | site_reachable | far_site))
   return action, sealed, sheltering
 
 
-def act_one(cfg: DemoConfig, episode: dict, state, key):
-  """The demonstrator's action for one Craftax-Classic state; `episode`: one row of
-  initial_carry (its style and thresholds)."""
+def decide(cfg: DemoConfig, episode: dict, state, key):
+  """(action, intent, goal): the demonstrator's action for one Craftax-Classic state, what it was
+  doing (an index into INTENTS) and the block it walks to (0: none; the next step's `goal`
+  field plans for it); `episode`: one row of initial_carry (style, thresholds, fields)."""
   m, pos, facing, inv = state.map, state.player_position, state.player_direction, state.inventory
   k_nav, k_rand, k_move = jax.random.split(key, 3)
   style = episode["style"]
@@ -216,9 +293,14 @@ def act_one(cfg: DemoConfig, episode: dict, state, key):
   ok = jax.vmap(lambda d: _walkable(m, pos + MOVES[d]))(jnp.arange(LEFT, DOWN + 1))
   wander = LEFT + jax.random.choice(k_move, 4, p=jnp.where(ok.any(), ok / jnp.maximum(ok.sum(), 1), 0.25))
 
+  goal_step, goal_known = _descend(episode["goal_dist"], m, pos, facing)
+
   def go(block):
+    """Towards the nearest `block`: along the goal field if it was planned for this block (the
+    goal of the last step), else straight at it (`_toward`)."""
     at, d = _nearest(m == block, pos)
-    return _toward(m, pos, facing, at, d, k_nav), d
+    planned = goal_known & (episode["goal"] == block)
+    return jnp.where(planned, goal_step, _toward(m, pos, facing, at, d, k_nav)), d
 
   table_at, table_d = _nearest(m == TABLE, pos)
   near_table = jnp.max(jnp.abs(table_at - pos)) <= 1          # Craftax's 8-neighbourhood
@@ -235,6 +317,9 @@ def act_one(cfg: DemoConfig, episode: dict, state, key):
                                    | _shift(water, -1, 0))
   water_path, water_near = _path_step(walk, by_water)
   go_water = jnp.where((water_d > 1) & water_near, water_path, go_water)
+  water_field, water_known = _descend(episode["water_dist"], m, pos, facing)
+  go_water = jnp.where(water_known, water_field, go_water)
+  food_field, food_known = _descend(episode["food_dist"], m, pos, facing)
   go_coal, coal_d = go(COAL)
   go_iron, iron_d = go(IRON)
   go_diamond, diamond_d = go(DIAMOND)
@@ -269,64 +354,76 @@ def act_one(cfg: DemoConfig, episode: dict, state, key):
                                 | (want_stone_tools & (inv.stone >= 1) & ((inv.stone_pickaxe == 0) | (inv.stone_sword == 0)))
                                 | (iron_tools & has_iron_kit & ((inv.iron_pickaxe == 0) | (inv.iron_sword == 0))))
   thirsty = state.player_drink < episode["drink_below"]
+  thirsty = thirsty | ((water_d == 1) & (state.player_drink < 9))   # at the water: drink up
   hungry = state.player_food < episode["food_below"]
   tired = state.player_energy < episode["sleep_below"]
   farm = farmer & (inv.sapling == 0) & ~state.achievements[PLACE_PLANT_ACH]
   plant = farmer & (inv.sapling > 0)
 
-  sleep_action, sealed, sheltering = _sleep_plan(m, pos, facing, inv, blocks, walk)
+  sleep_action, sealed, sheltering = _sleep_plan(m, pos, facing, inv, blocks, walk, episode["shelter_dist"])
+  # rested (energy 9) the game ignores SLEEP: a player waits instead
+  sleep_action = jnp.where((sleep_action == SLEEP) & (state.player_energy >= 9), NOOP, sleep_action)
   # no pocket in reach: sleep in the open only by day (zombies spawn mostly at night), or spent
   tired = tired & (sheltering | (state.light_level > 0.5) | (state.player_energy == 0))
   # night falls: into a pocket and to sleep, as a Crafter player does, and stay till it is light
   night = state.light_level < 0.35
   tired = tired | (night & sheltering & (state.player_energy < 9))
+  # hurt: into a pocket to heal, safe from zombies (asleep if tired), and stay till nearly healed
+  hurt = ((state.player_health < episode["hide_below"]) | (sealed & (state.player_health < 8))) & sheltering
+  tired = tired | hurt
   # dusk (the light falls from 0.6) and no pocket in reach: walk to stone, where pockets are
   dusk = (state.light_level < 0.6) & ~night & ~sheltering & (inv.wood_pickaxe > 0) & (stone_d < FAR)
   dig_out = jnp.where(night, NOOP, jnp.where(front_block == STONE, DO, wander))
-  plan = jnp.select(
-      [zombie_d == 1, skeleton_d == 1,
-       sealed & ~tired & (~night | (state.player_drink <= 2) | (state.player_food <= 2)),
-       thirsty & (~tired | (state.player_drink <= 2)),
-       hungry & (cow_d < 12) & (~tired | (state.player_food <= 2)),
-       hungry & (ripe_d < 12) & (~tired | (state.player_food <= 2)),
-       tired & ~sealed & (zombie_d <= 5), tired, sealed, dusk,
-       c_wp, c_ws, c_sp, c_ss, c_ip, c_is,
-       need_furnace & free_front, need_furnace,
-       can_place_table & free_front, can_place_table,
-       inv.wood < jnp.minimum(want_wood, 9),
-       want_stone & (stone_d < FAR),
-       place_stone & (free_front | (front_block == WATER)), place_stone,
-       to_table & ~need_table,
-       want_coal, want_iron, want_diamond,
-       plant & (front_block == GRASS), plant,
-       farm & (front_block == GRASS), farm,
-       farmer & (ripe_d < 20),
-       explorer],
-      [_toward(m, pos, facing, zombie_at, zombie_d, k_nav),
-       _toward(m, pos, facing, skeleton_at, skeleton_d, k_nav),
-       jnp.where(front_block == STONE, DO, wander),        # out of the pocket first
-       go_water, _toward(m, pos, facing, cow_at, cow_d, k_nav), go_ripe,
-       _toward(m, pos, facing, zombie_at, zombie_d, k_nav), sleep_action, dig_out, go_stone,
-       MAKE_WOOD_PICKAXE, MAKE_WOOD_SWORD, MAKE_STONE_PICKAXE, MAKE_STONE_SWORD,
-       MAKE_IRON_PICKAXE, MAKE_IRON_SWORD,
-       PLACE_FURNACE, wander,
-       PLACE_TABLE, wander,
-       go_tree,
-       go_stone,
-       PLACE_STONE, wander,
-       go_table,
-       go_coal, go_iron, go_diamond,
-       PLACE_PLANT, wander,
-       DO, wander,
-       go_ripe,
-       wander],
-      go_tree)
+  branches = (   # (intent, condition, action[, the block it walks to]): the first that holds is the plan
+      ("fight", zombie_d == 1, _toward(m, pos, facing, zombie_at, zombie_d, k_nav)),
+      ("fight", skeleton_d == 1, _toward(m, pos, facing, skeleton_at, skeleton_d, k_nav)),
+      ("leave_pocket", sealed & ~tired & (~night | (state.player_drink <= 2) | (state.player_food <= 2)),
+       jnp.where(front_block == STONE, DO, wander)),
+      ("drink", thirsty & (~tired | (state.player_drink <= 2)), go_water),
+      ("eat", hungry & food_known & (~tired | (state.player_food <= 2)), food_field),
+      ("eat", hungry & (cow_d < 12) & (~tired | (state.player_food <= 2)),
+       _toward(m, pos, facing, cow_at, cow_d, k_nav)),
+      ("eat", hungry & (ripe_d < 12) & (~tired | (state.player_food <= 2)), go_ripe),
+      ("fight", tired & ~sealed & (zombie_d <= 2), _toward(m, pos, facing, zombie_at, zombie_d, k_nav)),
+      ("sleep", tired, sleep_action),
+      ("sleep", sealed, dig_out),
+      ("to_stone", dusk, go_stone, STONE),
+      ("craft", c_wp, MAKE_WOOD_PICKAXE), ("craft", c_ws, MAKE_WOOD_SWORD),
+      ("craft", c_sp, MAKE_STONE_PICKAXE), ("craft", c_ss, MAKE_STONE_SWORD),
+      ("craft", c_ip, MAKE_IRON_PICKAXE), ("craft", c_is, MAKE_IRON_SWORD),
+      ("place", need_furnace & free_front, PLACE_FURNACE), ("place", need_furnace, wander),
+      ("place", can_place_table & free_front, PLACE_TABLE), ("place", can_place_table, wander),
+      ("collect", inv.wood < jnp.minimum(want_wood, 9), go_tree, TREE),
+      ("collect", want_stone & (stone_d < FAR), go_stone, STONE),
+      ("place", place_stone & (free_front | (front_block == WATER)), PLACE_STONE),
+      ("place", place_stone, wander),
+      ("craft", to_table & ~need_table, go_table),
+      ("collect", want_coal, go_coal, COAL), ("collect", want_iron, go_iron, IRON),
+      ("collect", want_diamond, go_diamond, DIAMOND),
+      ("farm", plant & (front_block == GRASS), PLACE_PLANT), ("farm", plant, wander),
+      ("farm", farm & (front_block == GRASS), DO), ("farm", farm, wander),
+      ("farm", farmer & (ripe_d < 20), go_ripe),
+      ("explore", explorer, wander),
+      ("collect", True, go_tree, TREE))
+  rows = [b if len(b) == 4 else (*b, 0) for b in branches]
+  branch = jnp.argmax(jnp.array([jnp.asarray(c) for _, c, _, _ in rows]))   # the first true one
+  plan = jnp.array([a for _, _, a, _ in rows])[branch]
+  intent = jnp.array([INTENTS.index(n) for n, _, _, _ in rows])[branch]
+  goal = jnp.array([g for _, _, _, g in rows])[branch]
   # no whims in a fight or on the way to bed
   focused = (zombie_d <= 2) | (skeleton_d <= 2) | tired | sealed
   u = jnp.where(focused, 1.0, jax.random.uniform(k_rand))
   random_move = cfg.random_move * (1 + explorer)
-  a = jnp.where(u < cfg.noop, NOOP, jnp.where(u < cfg.noop + random_move, wander, plan))
-  return jnp.where(state.is_sleeping, NOOP, a).astype(jnp.int32)
+  whim = u < cfg.noop + random_move
+  a = jnp.where(u < cfg.noop, NOOP, jnp.where(whim, wander, plan))
+  intent = jnp.where(state.is_sleeping, INTENTS.index("asleep"), jnp.where(whim, INTENTS.index("whim"), intent))
+  return jnp.where(state.is_sleeping, NOOP, a).astype(jnp.int32), intent, goal
+
+
+def act_one(cfg: DemoConfig, episode: dict, state, key):
+  """The demonstrator's action for one Craftax-Classic state; `episode`: one row of
+  initial_carry (its style and thresholds)."""
+  return decide(cfg, episode, state, key)[0]
 
 
 def make_demonstrator(cfg: DemoConfig = DemoConfig()):
@@ -334,5 +431,7 @@ def make_demonstrator(cfg: DemoConfig = DemoConfig()):
   key)` (each episode's style and thresholds)."""
   def act(carry, frame, state, key):
     keys = jax.random.split(key, frame.shape[0])
-    return jax.vmap(lambda e, s, k: act_one(cfg, e, s, k))(carry, state, keys), carry
+    carry = jax.vmap(update_fields)(carry, state)
+    action, _, goal = jax.vmap(lambda e, s, k: decide(cfg, e, s, k))(carry, state, keys)
+    return action, {**carry, "goal": goal}
   return act

@@ -67,6 +67,101 @@ def test_policy_memory_must_leave_targets_after_its_burn_in():
     validate(c)
 
 
+def _episode(D, cfg, **fixed):
+  """One episode's carry (a builder with fixed thresholds; its distance fields still unknown)."""
+  row = jax.tree.map(lambda x: x[0], D.initial_carry(cfg, 1, jax.random.key(0)))
+  return {**row, "style": 0, "drink_below": 4, "food_below": 4, "sleep_below": 3, "hide_below": 7, **fixed}
+
+
+def _bfs(passable, sources):
+  """Breadth-first steps to the nearest source through passable cells (sources count 0)."""
+  h, w = passable.shape
+  dist = np.full((h, w), -1)
+  frontier = list(zip(*np.nonzero(sources)))
+  for r, c in frontier:
+    dist[r, c] = 0
+  while frontier:
+    nxt = []
+    for r, c in frontier:
+      for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        y, x = r + dr, c + dc
+        if 0 <= y < h and 0 <= x < w and passable[y, x] and dist[y, x] < 0:
+          dist[y, x] = dist[r, c] + 1
+          nxt.append((y, x))
+    frontier = nxt
+  return dist
+
+
+@pytest.mark.parametrize("pickaxe", [0, 1])
+def test_distance_fields_are_shortest_paths_digging_only_with_a_pickaxe(pickaxe):
+  """After enough sweeps the water field is the breadth-first distance to water over walkable
+  cells, and through stone once the player holds a pickaxe; the player follows it: walks, or
+  faces a stone in the way and digs."""
+  from jaxpapers.vpt import demonstrator as D
+  env = E.make_env("Craftax-Classic-Pixels-v1")
+  _, st = env.env.reset(jax.random.key(0), env.params)
+  m = np.full((64, 64), D.GRASS)
+  m[:, 30] = D.STONE                        # a stone wall across the map, with one gap far away
+  m[60, 30] = D.GRASS
+  m[20, 40:43] = D.WATER
+  m[10:14, 20] = D.TREE
+  st = st.replace(map=jax.numpy.asarray(m, jax.numpy.int32), player_position=jax.numpy.array([20, 27]),
+                  player_direction=D.RIGHT, inventory=st.inventory.replace(wood_pickaxe=pickaxe),
+                  cows=st.cows.replace(mask=st.cows.mask & False))
+  ep = _episode(D, DemoConfig())
+  update = jax.jit(D.update_fields)
+  for _ in range(60):                       # 240 sweeps: more than the longest path
+    ep = update(ep, st)
+  walk = ~np.isin(m, [D.WATER, D.STONE, D.TREE]) | ((m == D.STONE) & bool(pickaxe))
+  want = _bfs(walk, m == D.WATER)
+  got = np.asarray(ep["water_dist"])
+  reach = want >= 0
+  np.testing.assert_array_equal(got[reach], want[reach])
+  assert (got[~reach] >= D.FAR // 2).all()
+  # straight through the wall to the water 13 cells right, or down to the gap and back up
+  assert got[20, 27] == (13 if pickaxe else (60 - 20) + (30 - 27) + (60 - 20) + (40 - 30))
+  action, known = jax.jit(D._descend)(ep["water_dist"], st.map, st.player_position, st.player_direction)
+  assert bool(known)
+  if pickaxe:   # right towards the wall; there, facing its stone: dig, else turn to it
+    assert int(action) == D.RIGHT
+    at_wall = st.replace(player_position=jax.numpy.array([20, 29]))
+    assert int(D._descend(ep["water_dist"], at_wall.map, at_wall.player_position, D.RIGHT)[0]) == D.DO
+    assert int(D._descend(ep["water_dist"], at_wall.map, at_wall.player_position, D.UP)[0]) == D.RIGHT
+  else:         # round by the gap at row 60: right or down are both one step nearer
+    assert int(action) in (D.RIGHT, D.DOWN)
+
+
+def test_demonstrator_drinks_up_at_the_water_and_hides_when_hurt():
+  """Beside water it keeps drinking until full, not only to its threshold; hurt (health below
+  the episode's hide_below) with a pocket in reach it walks to it (intent `sleep`) instead of
+  collecting."""
+  from jaxpapers.vpt import demonstrator as D
+  env = E.make_env("Craftax-Classic-Pixels-v1")
+  _, st = env.env.reset(jax.random.key(0), env.params)
+  (r, c) = st.player_position
+  cfg = DemoConfig(random_move=0.0, noop=0.0)
+  ep = _episode(D, cfg)
+  quiet = st.replace(zombies=st.zombies.replace(mask=st.zombies.mask & False),
+                     skeletons=st.skeletons.replace(mask=st.skeletons.mask & False))
+  by_water = quiet.replace(map=quiet.map.at[r, c + 1].set(D.WATER), player_direction=D.RIGHT,
+                           player_drink=6, player_food=9, player_energy=9)
+  decide = jax.jit(lambda e, s: D.decide(cfg, e, s, jax.random.key(1)))
+  a, intent, _ = decide(ep, by_water)
+  assert int(a) == D.DO and D.INTENTS[int(intent)] == "drink"       # 6 >= drink_below 4, not full
+  a, intent, _ = decide(ep, by_water.replace(player_drink=9))
+  assert D.INTENTS[int(intent)] != "drink"
+  # a stone hill to the right with room for a pocket; the player holds a pickaxe and is hurt
+  hill = quiet.map.at[r - 3:r + 4, c + 2:c + 8].set(D.STONE)
+  hurt = quiet.replace(map=hill, player_health=5, player_food=9, player_drink=9, player_energy=9,
+                       inventory=quiet.inventory.replace(wood_pickaxe=1, wood=9, wood_sword=1))
+  for _ in range(10):
+    ep = jax.jit(D.update_fields)(ep, hurt)
+  a, intent, _ = decide(ep, hurt)
+  assert D.INTENTS[int(intent)] == "sleep"
+  a, intent, _ = decide(ep, hurt.replace(player_health=9))
+  assert D.INTENTS[int(intent)] != "sleep"
+
+
 def test_demonstrator_sleeps_sealed_and_keeps_still_asleep():
   """Tired in a closed pocket (one cell, or the two cells a shelter has) it sleeps; asleep it
   presses nothing (the game ignores keys then); rested it stays in the pocket at night and digs
@@ -75,7 +170,7 @@ def test_demonstrator_sleeps_sealed_and_keeps_still_asleep():
   env = E.make_env("Craftax-Classic-Pixels-v1")
   _, st = env.env.reset(jax.random.key(0), env.params)
   cfg = DemoConfig(random_move=0.0, noop=0.0)
-  episode = {"style": 0, "drink_below": 4, "food_below": 4, "sleep_below": 3}
+  episode = _episode(D, cfg)
   act = jax.jit(lambda s: D.act_one(cfg, episode, s, jax.random.key(1)))
   (r, c) = st.player_position
   pocket = st.map.at[r - 1, c].set(D.STONE).at[r + 1, c].set(D.STONE).at[r, c - 1].set(D.STONE)
