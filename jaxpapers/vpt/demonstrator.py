@@ -87,12 +87,14 @@ def _mob_cells(mobs, shape):
 def update_fields(episode: dict, state) -> dict:
   """Relax the episode's distance fields RELAX times (Bellman-Ford sweeps without memory of the
   old minimum, so a path that closes is forgotten as fast as a new one is learnt): the number of
-  steps from each cell to the nearest water (`water`) or cow or ripe plant (`food`), moving
-  through passable cells (`_passable`); 0 on the target itself. The whole map is planned over,
+  actions from each cell to the nearest water (`water`) or cow or ripe plant (`food`), moving
+  through passable cells (`_passable`; a stone costs two: dig, step); 0 on the target itself. The whole map is planned over,
   not only the 10 cells `_path_step` sees, at the cost of a few steps of lag at the start.
   `shelter`: to the nearest cell a sealed pocket can be dug from (`_shelter_site`); `goal`: to
-  the nearest block of the kind the last step walked to (`decide`'s goal)."""
+  the nearest block of the kind the last step walked to (`decide`'s goal; `make_demonstrator`
+  resets it to FAR when the goal changes, so the lag returns after each change)."""
   passable = _passable(state)
+  cost = jnp.where(state.map == STONE, 2, 1)            # a stone is dug, then stepped into
   sources = {"water": state.map == WATER,
              "food": (state.map == RIPE_PLANT) | _mob_cells(state.cows, state.map.shape),
              "shelter": _shelter_entrances(*_padded_map(state.map)),
@@ -101,7 +103,7 @@ def update_fields(episode: dict, state) -> dict:
   def relax(d, src):
     p = jnp.pad(d, 1, constant_values=FAR)
     near = jnp.minimum(jnp.minimum(p[:-2, 1:-1], p[2:, 1:-1]), jnp.minimum(p[1:-1, :-2], p[1:-1, 2:]))
-    return jnp.where(src, 0, jnp.where(passable, jnp.minimum(near + 1, FAR), FAR))
+    return jnp.where(src, 0, jnp.where(passable, jnp.minimum(near + cost, FAR), FAR))
 
   out = dict(episode)
   for f in FIELDS:
@@ -118,7 +120,7 @@ def _descend(field, m, pos, facing, onto=False):
   step onto it: `onto`); and whether the field knows a way (the neighbours are not all FAR)."""
   dirs = jnp.arange(LEFT, DOWN + 1)
   near = jax.vmap(lambda d: _at(field, pos + MOVES[d], FAR))(dirs)
-  d = dirs[jnp.argmin(near)]
+  d = dirs[jnp.argmin(2 * near + (dirs != facing))]         # ties: the way it faces
   ahead = _at(m, pos + MOVES[d], 0)
   act = jnp.where((((near.min() == 0) & (not onto)) | (ahead == STONE)) & (facing == d), DO, d)
   return act, near.min() < FAR // 2
@@ -144,6 +146,15 @@ def _walkable(m, cell):
   inside = (cell[0] >= 0) & (cell[0] < h) & (cell[1] >= 0) & (cell[1] < w)
   b = m[jnp.clip(cell[0], 0, h - 1), jnp.clip(cell[1], 0, w - 1)]
   return inside & ~jnp.isin(b, SOLID) & (b != LAVA)
+
+
+def _open_between(m, pos, target):
+  """Whether a mob at Manhattan distance 2 can step next to the player: the cell between them
+  (in line) or one of the two corner cells (diagonal) is walkable; not through a wall."""
+  delta = target - pos
+  diagonal = (delta[0] != 0) & (delta[1] != 0)
+  corners = _walkable(m, pos + jnp.stack([delta[0], 0])) | _walkable(m, pos + jnp.stack([0, delta[1]]))
+  return jnp.where(diagonal, corners, _walkable(m, pos + delta // 2))
 
 
 def _toward(m, pos, facing, target, dist, key):
@@ -371,7 +382,8 @@ def decide(cfg: DemoConfig, episode: dict, state, key):
   # hurt: into a pocket to heal, safe from zombies (asleep if tired), and stay till nearly healed
   hurt = ((state.player_health < episode["hide_below"]) | (sealed & (state.player_health < 8))) & sheltering
   tired = tired | hurt
-  # dusk (the light falls from 0.6) and no pocket in reach: walk to stone, where pockets are
+  # dusk (the light falls from 0.6) and no pocket anywhere (the shelter field reaches the whole
+  # map, so this is rare): walk to stone, where pockets can be dug
   dusk = (state.light_level < 0.6) & ~night & ~sheltering & (inv.wood_pickaxe > 0) & (stone_d < FAR)
   dig_out = jnp.where(night, NOOP, jnp.where(front_block == STONE, DO, wander))
   branches = (   # (intent, condition, action[, the block it walks to]): the first that holds is the plan
@@ -379,12 +391,13 @@ def decide(cfg: DemoConfig, episode: dict, state, key):
       ("fight", skeleton_d == 1, _toward(m, pos, facing, skeleton_at, skeleton_d, k_nav)),
       ("leave_pocket", sealed & ~tired & (~night | (state.player_drink <= 2) | (state.player_food <= 2)),
        jnp.where(front_block == STONE, DO, wander)),
-      ("drink", thirsty & (~tired | (state.player_drink <= 2)), go_water),
+      ("drink", thirsty & (~tired | (state.player_drink <= 2) | ((water_d == 1) & ~sealed)), go_water),
       ("eat", hungry & food_known & (~tired | (state.player_food <= 2)), food_field),
       ("eat", hungry & (cow_d < 12) & (~tired | (state.player_food <= 2)),
        _toward(m, pos, facing, cow_at, cow_d, k_nav)),
       ("eat", hungry & (ripe_d < 12) & (~tired | (state.player_food <= 2)), go_ripe),
-      ("fight", tired & ~sealed & (zombie_d <= 2), _toward(m, pos, facing, zombie_at, zombie_d, k_nav)),
+      ("fight", tired & ~sealed & (zombie_d <= 2) & _open_between(m, pos, zombie_at),
+       _toward(m, pos, facing, zombie_at, zombie_d, k_nav)),
       ("sleep", tired, sleep_action),
       ("sleep", sealed, dig_out),
       ("to_stone", dusk, go_stone, STONE),
@@ -433,5 +446,6 @@ def make_demonstrator(cfg: DemoConfig = DemoConfig()):
     keys = jax.random.split(key, frame.shape[0])
     carry = jax.vmap(update_fields)(carry, state)
     action, _, goal = jax.vmap(lambda e, s, k: decide(cfg, e, s, k))(carry, state, keys)
-    return action, {**carry, "goal": goal}
+    fresh = (goal != carry["goal"])[:, None, None]           # a new goal: plan it from scratch
+    return action, {**carry, "goal": goal, "goal_dist": jnp.where(fresh, FAR, carry["goal_dist"])}
   return act

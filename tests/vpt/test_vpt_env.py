@@ -73,30 +73,30 @@ def _episode(D, cfg, **fixed):
   return {**row, "style": 0, "drink_below": 4, "food_below": 4, "sleep_below": 3, "hide_below": 7, **fixed}
 
 
-def _bfs(passable, sources):
-  """Breadth-first steps to the nearest source through passable cells (sources count 0)."""
+def _shortest(passable, sources, cost):
+  """Dijkstra: the cheapest way to the nearest source through passable cells, entering a cell
+  costing cost[cell] (sources count 0; -1: unreachable)."""
+  import heapq
   h, w = passable.shape
   dist = np.full((h, w), -1)
-  frontier = list(zip(*np.nonzero(sources)))
-  for r, c in frontier:
-    dist[r, c] = 0
-  while frontier:
-    nxt = []
-    for r, c in frontier:
-      for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-        y, x = r + dr, c + dc
-        if 0 <= y < h and 0 <= x < w and passable[y, x] and dist[y, x] < 0:
-          dist[y, x] = dist[r, c] + 1
-          nxt.append((y, x))
-    frontier = nxt
+  heap = [(0, r, c) for r, c in zip(*np.nonzero(sources))]
+  while heap:
+    d, r, c = heapq.heappop(heap)
+    if dist[r, c] >= 0:
+      continue
+    dist[r, c] = d
+    for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+      y, x = r + dr, c + dc
+      if 0 <= y < h and 0 <= x < w and passable[y, x] and dist[y, x] < 0:
+        heapq.heappush(heap, (d + cost[y, x], y, x))
   return dist
 
 
 @pytest.mark.parametrize("pickaxe", [0, 1])
 def test_distance_fields_are_shortest_paths_digging_only_with_a_pickaxe(pickaxe):
-  """After enough sweeps the water field is the breadth-first distance to water over walkable
-  cells, and through stone once the player holds a pickaxe; the player follows it: walks, or
-  faces a stone in the way and digs."""
+  """After enough sweeps the water field is the cheapest way to water over walkable cells, and
+  through stone (two actions a cell: dig, step) once the player holds a pickaxe; the player
+  follows it: walks, or faces a stone in the way and digs."""
   from jaxpapers.vpt import demonstrator as D
   env = E.make_env("Craftax-Classic-Pixels-v1")
   _, st = env.env.reset(jax.random.key(0), env.params)
@@ -113,13 +113,13 @@ def test_distance_fields_are_shortest_paths_digging_only_with_a_pickaxe(pickaxe)
   for _ in range(60):                       # 240 sweeps: more than the longest path
     ep = update(ep, st)
   walk = ~np.isin(m, [D.WATER, D.STONE, D.TREE]) | ((m == D.STONE) & bool(pickaxe))
-  want = _bfs(walk, m == D.WATER)
+  want = _shortest(walk, m == D.WATER, np.where(m == D.STONE, 2, 1))
   got = np.asarray(ep["water_dist"])
   reach = want >= 0
   np.testing.assert_array_equal(got[reach], want[reach])
   assert (got[~reach] >= D.FAR // 2).all()
-  # straight through the wall to the water 13 cells right, or down to the gap and back up
-  assert got[20, 27] == (13 if pickaxe else (60 - 20) + (30 - 27) + (60 - 20) + (40 - 30))
+  # straight through the wall (one stone: 2) to the water 13 cells right, or round by the gap
+  assert got[20, 27] == (14 if pickaxe else (60 - 20) + (30 - 27) + (60 - 20) + (40 - 30))
   action, known = jax.jit(D._descend)(ep["water_dist"], st.map, st.player_position, st.player_direction)
   assert bool(known)
   if pickaxe:   # right towards the wall; there, facing its stone: dig, else turn to it
@@ -132,9 +132,10 @@ def test_distance_fields_are_shortest_paths_digging_only_with_a_pickaxe(pickaxe)
 
 
 def test_demonstrator_drinks_up_at_the_water_and_hides_when_hurt():
-  """Beside water it keeps drinking until full, not only to its threshold; hurt (health below
-  the episode's hide_below) with a pocket in reach it walks to it (intent `sleep`) instead of
-  collecting."""
+  """Beside water it keeps drinking until full, not only to its threshold, hurt or not; hurt
+  (health below the episode's hide_below) with a pocket site anywhere on the map (found by the
+  shelter field, beyond the 10-cell search) it walks to it (intent `sleep`) instead of
+  collecting; with the field not yet known it does not."""
   from jaxpapers.vpt import demonstrator as D
   env = E.make_env("Craftax-Classic-Pixels-v1")
   _, st = env.env.reset(jax.random.key(0), env.params)
@@ -142,24 +143,51 @@ def test_demonstrator_drinks_up_at_the_water_and_hides_when_hurt():
   cfg = DemoConfig(random_move=0.0, noop=0.0)
   ep = _episode(D, cfg)
   quiet = st.replace(zombies=st.zombies.replace(mask=st.zombies.mask & False),
-                     skeletons=st.skeletons.replace(mask=st.skeletons.mask & False))
-  by_water = quiet.replace(map=quiet.map.at[r, c + 1].set(D.WATER), player_direction=D.RIGHT,
-                           player_drink=6, player_food=9, player_energy=9)
+                     skeletons=st.skeletons.replace(mask=st.skeletons.mask & False),
+                     map=jax.numpy.full_like(st.map, D.GRASS).at[r - 8, c].set(D.TREE))
+  # a stone hill 14 cells to the right; the player holds a pickaxe
+  hill = quiet.map.at[r - 3:r + 4, c + 14:c + 20].set(D.STONE)
+  kit = quiet.inventory.replace(wood_pickaxe=1, wood=9, wood_sword=1)
+  by_water = quiet.replace(map=hill.at[r, c - 1].set(D.WATER), player_direction=D.LEFT,
+                           player_drink=6, player_food=9, player_energy=9, inventory=kit)
   decide = jax.jit(lambda e, s: D.decide(cfg, e, s, jax.random.key(1)))
-  a, intent, _ = decide(ep, by_water)
-  assert int(a) == D.DO and D.INTENTS[int(intent)] == "drink"       # 6 >= drink_below 4, not full
-  a, intent, _ = decide(ep, by_water.replace(player_drink=9))
-  assert D.INTENTS[int(intent)] != "drink"
-  # a stone hill to the right with room for a pocket; the player holds a pickaxe and is hurt
-  hill = quiet.map.at[r - 3:r + 4, c + 2:c + 8].set(D.STONE)
+  known = ep
+  for _ in range(10):
+    known = jax.jit(D.update_fields)(known, by_water)
+  for health in (9, 5):      # hurt, with a pocket known, it still drinks up first
+    a, intent, _ = decide(known, by_water.replace(player_health=health))
+    assert int(a) == D.DO and D.INTENTS[int(intent)] == "drink"     # 6 >= drink_below 4, not full
+  a, intent, _ = decide(known, by_water.replace(player_drink=9, player_health=5))
+  assert D.INTENTS[int(intent)] == "sleep" and int(a) == D.RIGHT   # full: off to the pocket
   hurt = quiet.replace(map=hill, player_health=5, player_food=9, player_drink=9, player_energy=9,
-                       inventory=quiet.inventory.replace(wood_pickaxe=1, wood=9, wood_sword=1))
+                       player_direction=D.UP, inventory=kit)
+  a, intent, _ = decide(ep, hurt)
+  assert D.INTENTS[int(intent)] != "sleep"                         # no pocket known yet
   for _ in range(10):
     ep = jax.jit(D.update_fields)(ep, hurt)
   a, intent, _ = decide(ep, hurt)
-  assert D.INTENTS[int(intent)] == "sleep"
+  assert D.INTENTS[int(intent)] == "sleep" and int(a) == D.RIGHT
   a, intent, _ = decide(ep, hurt.replace(player_health=9))
   assert D.INTENTS[int(intent)] != "sleep"
+
+
+def test_goal_field_is_replanned_when_the_goal_changes():
+  """The goal field plans for the last step's goal; when the next goal differs it starts again
+  from FAR (an old field would lead to the old blocks), and it is kept while the goal holds."""
+  from jaxpapers.vpt import demonstrator as D
+  env = E.make_env("Craftax-Classic-Pixels-v1")
+  _, st = env.env.reset(jax.random.key(0), env.params)
+  st = jax.tree.map(lambda x: x[None], st)
+  frame = np.zeros((1, 63, 63, 3), np.uint8)
+  act = jax.jit(D.make_demonstrator(DemoConfig(random_move=0.0, noop=0.0)))
+  carry = D.initial_carry(DemoConfig(), 1, jax.random.key(0))
+  carry = {**carry, "goal": jax.numpy.array([D.TREE]), "goal_dist": jax.numpy.zeros_like(carry["goal_dist"])}
+  a, kept = act(carry, frame, st, jax.random.key(1))          # a fresh world: it wants wood
+  assert int(kept["goal"][0]) == D.TREE
+  assert (np.asarray(kept["goal_dist"]) < D.FAR).mean() > 0.5   # kept (and relaxed once)
+  a, fresh = act({**carry, "goal": jax.numpy.array([D.DIAMOND])}, frame, st, jax.random.key(1))
+  assert int(fresh["goal"][0]) == D.TREE
+  assert (np.asarray(fresh["goal_dist"]) == D.FAR).all()
 
 
 def test_demonstrator_sleeps_sealed_and_keeps_still_asleep():
@@ -179,6 +207,7 @@ def test_demonstrator_sleeps_sealed_and_keeps_still_asleep():
   assert int(act(sealed.replace(player_energy=1))) == D.SLEEP
   assert int(act(sealed.replace(player_energy=1, is_sleeping=True))) == D.NOOP
   assert int(act(sealed.replace(player_energy=9))) == D.DO            # facing stone: dig out
+  assert int(act(sealed.replace(player_energy=9, player_health=7))) == D.NOOP   # healing: stays
   # a two-cell pocket (the player and the cell to its left, everything around them stone) is
   # sealed too: tired, it sleeps there; at night, rested, it stays
   stone = st.map.at[r - 2:r + 3, c - 3:c + 3].set(D.STONE)
