@@ -1,5 +1,6 @@
 """The demonstrators alone: how long their episodes last, what each style achieves and the action
-distribution, on fresh worlds (no frames kept, so 64 worlds x 1,000 steps take about a minute).
+distribution, on fresh worlds (no frames kept, so 64 worlds x 1,000 steps take half a minute on
+two cores).
 
   python experiments/vpt/demonstrator_study.py --episodes 64 --steps 1000
 """

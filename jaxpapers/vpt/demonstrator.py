@@ -8,19 +8,21 @@ style and its own thresholds (`initial_carry`), so the video mixes behaviours:
   the wooden and stone tools;
 - `explorer`: twice the random moves, makes the wooden tools, drinks and eats later.
 
-All of them keep alive as a player does: fight an adjacent zombie or skeleton, drink when thirst
-passes the episode's threshold (and, at the water, drink up), eat (cow or ripe plant) when food
+All of them keep alive as a player does: fight an adjacent zombie or skeleton (and, about to
+sleep, a zombie that can reach them within 2 cells), drink when thirst passes the episode's
+threshold (and, beside the water, drink up unless sealed in), eat (cow or ripe plant) when food
 does, and sleep at night or when energy runs low, in a two-cell pocket dug into stone and sealed
 behind them (`_shelter_site`), staying in it until it is light and digging out then; hurt (health
-below the episode's `hide_below`) they shelter the same way and stay until nearly healed; with no
-pocket in reach they sleep in the open (behind one stone if they carry one) by day, or at night
-once energy is spent; no-ops while asleep or waiting in a pocket rested (the game ignores every
-key, and SLEEP at full energy, then).
-Water, food, shelters and the block being collected are found over the whole map by distance
-fields kept in the carry (`update_fields`), through stone once they hold a pickaxe. About half
-the episodes now last 1,000 steps (experiments/vpt/README.md, "Demonstrators"). Random moves and no-ops at the
-style's rates keep the behaviour's entropy. A demonstrator sees the whole map (the agents
-learning from its video see only the 9x7-tile view)."""
+below the episode's `hide_below`) and holding a pickaxe, they shelter the same way and stay until
+healed to 8; with no pocket in reach they sleep in the open (behind one stone if they carry one)
+by day, or at night once energy is spent; no-ops while asleep or waiting in a pocket rested (the
+game ignores every key, and SLEEP at full energy, then). Water, food, pocket sites and the block
+being collected are found over the whole map by distance fields kept in the carry
+(`update_fields`; the goal's field restarts when the goal changes), through stone once they hold
+a pickaxe. In the study of experiments/vpt/README.md ("Demonstrators", 64 worlds) 44 episodes
+last 1,000 steps. Random moves and no-ops at the style's rates keep the behaviour's entropy. A
+demonstrator sees the whole map (the agents learning from its video see only the 9x7-tile
+view)."""
 from __future__ import annotations
 
 import dataclasses
