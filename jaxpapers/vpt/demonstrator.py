@@ -75,11 +75,15 @@ def initial_carry(cfg: DemoConfig, num_envs: int, key) -> dict:
           **{f"{f}_dist": far for f in FIELDS}}
 
 
+def _open_cells(blocks):
+  """Walkable cells of a block of the map: not solid, not lava, not outside it (ids 0 and 1)."""
+  return ~jnp.isin(blocks, SOLID) & (blocks != LAVA) & (blocks > 1)
+
+
 def _passable(state):
   """[H, W]: cells a path may cross: walkable ones, and stone once the player can dig it."""
   m = state.map
-  walk = ~jnp.isin(m, SOLID) & (m != LAVA)
-  return walk | ((m == STONE) & (state.inventory.wood_pickaxe > 0))
+  return _open_cells(m) | ((m == STONE) & (state.inventory.wood_pickaxe > 0))
 
 
 def _mob_cells(mobs, shape):
@@ -210,8 +214,7 @@ def _local(m, pos):
   size = 2 * _PAD + 1
   padded = jnp.pad(m, _PAD, constant_values=1)              # 1: Craftax's OUT_OF_BOUNDS
   blocks = jax.lax.dynamic_slice(padded, (pos[0], pos[1]), (size, size))
-  walk = ~jnp.isin(blocks, SOLID) & (blocks != LAVA) & (blocks > 1)
-  return blocks, walk
+  return blocks, _open_cells(blocks)
 
 
 def _shift(a, dy, dx):
@@ -224,7 +227,7 @@ def _shift(a, dy, dx):
 def _padded_map(m):
   """The whole map padded by 3 cells of OUT_OF_BOUNDS, with its walkable cells, as `_local`."""
   blocks = jnp.pad(m, 3, constant_values=1)
-  return blocks, ~jnp.isin(blocks, SOLID) & (blocks != LAVA) & (blocks > 1)
+  return blocks, _open_cells(blocks)
 
 
 def _path_step(walk, sources):
